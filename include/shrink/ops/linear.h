@@ -1,0 +1,31 @@
+// Linear: y[m, out] = x[m, in] * W^T + b. One interface for every weight format (fp32 dense now;
+// int8, int4-group, sparse, low-rank later). W is given in Hugging Face nn.Linear layout [out, in].
+#pragma once
+
+#include <shrink/core/tensor.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace shrink {
+
+class Linear {
+ public:
+  virtual ~Linear() = default;
+  int64_t in_features() const { return in_; }
+  int64_t out_features() const { return out_; }
+  // x: [m][in] row-major, y: [m][out] row-major (overwritten). Threaded on the process pool.
+  virtual void forward(const float* x, int64_t m, float* y) const = 0;
+  virtual std::string scheme() const = 0;   // "f32", ...
+  virtual size_t weight_bytes() const = 0;  // bytes the weights (+bias) occupy in memory
+
+ protected:
+  int64_t in_ = 0, out_ = 0;
+};
+
+// Dense fp32 linear from a [out, in] weight of dtype F32/F16/BF16 (converted/packed once here) and
+// an optional bias [out]. Picks GEMV for m == 1 (decode) and a packed GEMM for batches.
+std::unique_ptr<Linear> make_dense_linear(const Tensor& weight, const Tensor* bias = nullptr);
+
+}  // namespace shrink

@@ -1,0 +1,20 @@
+// Helpers shared by unit tests: fixture paths (fail loudly when missing), temp dirs, CLI runs.
+#pragma once
+
+#include <filesystem>
+#include <string>
+
+namespace shrink::testing {
+
+// ../shared/fixtures/<rel>; the test fails (not skips) when it is missing.
+std::filesystem::path fixture(const std::string& rel);
+// A fresh empty directory under the system temp dir, removed at process exit.
+std::filesystem::path temp_dir(const std::string& tag);
+// Runs the built `shrink` binary with args; returns exit code, captures stdout and stderr.
+struct RunResult {
+  int code;
+  std::string out, err;
+};
+RunResult run_cli(const std::string& args);
+
+}  // namespace shrink::testing
