@@ -10,6 +10,22 @@ int g_exit_code = 0;
 int exit_code() { return g_exit_code; }
 void set_exit_code(int c) { g_exit_code = c; }
 
-void register_all(CLI::App& app) { (void)app; }
+void register_info(CLI::App&);
+void register_tokenize(CLI::App&);
+void register_generate(CLI::App&);
+void register_classify(CLI::App&);
+void register_ppl(CLI::App&);
+void register_bench(CLI::App&);
+void register_synth(CLI::App&);
+
+void register_all(CLI::App& app) {
+  register_info(app);
+  register_tokenize(app);
+  register_generate(app);
+  register_classify(app);
+  register_ppl(app);
+  register_bench(app);
+  register_synth(app);
+}
 
 }  // namespace shrink::cli

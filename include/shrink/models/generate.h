@@ -1,0 +1,54 @@
+// Text generation on a DecoderModel: sampling (greedy, temperature, top-k, top-p, seeded), streaming
+// callback, and the timings that `shrink generate` and `shrink bench` report.
+#pragma once
+
+#include <shrink/models/model.h>
+
+#include <cstdint>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace shrink {
+
+struct SamplingOptions {
+  float temperature = 0.f;  // 0: greedy (first maximum wins ties, as llama2.c)
+  int top_k = 0;            // 0: off
+  float top_p = 1.f;        // 1: off
+  uint64_t seed = 0;
+};
+
+class Sampler {
+ public:
+  explicit Sampler(const SamplingOptions& opt) : opt_(opt), rng_(opt.seed) {}
+  // Picks a token from logits[0..vocab) (modified in place when sampling).
+  int32_t sample(float* logits, int64_t vocab);
+
+ private:
+  SamplingOptions opt_;
+  std::mt19937_64 rng_;
+  std::vector<std::pair<float, int32_t>> cand_;
+};
+
+int32_t argmax(const float* x, int64_t n);
+
+struct GenerateOptions {
+  int max_new_tokens = 64;
+  SamplingOptions sampling;
+  bool stop_at_eos = true;
+};
+
+struct GenerateResult {
+  std::vector<int32_t> ids;  // generated only
+  std::string text;          // generated continuation only
+  int prompt_tokens = 0;
+  double prefill_ms = 0, ttft_ms = 0, tpot_ms = 0, tokens_per_s = 0, total_ms = 0;
+};
+
+// on_piece receives the newly completed text after each token (may be empty while a UTF-8
+// sequence is incomplete).
+GenerateResult generate(const DecoderModel& model, const std::vector<int32_t>& prompt, const GenerateOptions& opt,
+                        const std::function<void(int32_t, const std::string&)>& on_piece = {});
+
+}  // namespace shrink

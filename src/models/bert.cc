@@ -1,0 +1,247 @@
+// BERT and DistilBERT encoders: embeddings + post-LayerNorm blocks over padded batches with key
+// masks; BERT pooler (tanh) and ...ForSequenceClassification heads.
+#include <shrink/core/error.h>
+#include <shrink/core/parallel.h>
+#include <shrink/ops/ops.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "models/architectures.h"
+
+namespace shrink::models {
+
+namespace {
+
+void apply_activation(const std::string& act, float* x, int64_t n) {
+  if (act == "gelu" || act == "gelu_python") {
+    ops::gelu_erf(x, n);
+  } else if (act == "gelu_new" || act == "gelu_pytorch_tanh" || act == "gelu_fast") {
+    ops::gelu_tanh(x, n);
+  } else if (act == "relu") {
+    for (int64_t i = 0; i < n; ++i) x[i] = x[i] > 0.f ? x[i] : 0.f;
+  } else if (act == "silu" || act == "swish") {
+    ops::silu(x, n);
+  } else {
+    fail("hidden activation '{}' is not supported; supported: gelu, gelu_new, relu, silu", act);
+  }
+}
+
+// Shared encoder block runner; BERT and DistilBERT differ only in names and the embedding/head.
+class Encoder : public EncoderModel {
+ protected:
+  struct Layer {
+    LinearSlot *q, *k, *v, *o, *ffn_in, *ffn_out;
+    const float *ln1_w, *ln1_b, *ln2_w, *ln2_b;
+  };
+
+  void expect(const LinearSlot& s, int64_t in, int64_t out) const {
+    if (s.impl->in_features() != in || s.impl->out_features() != out)
+      fail("{}: tensor '{}.weight' has shape [{}, {}], expected [{}, {}] from config.json", source_.string(), s.name,
+           s.impl->out_features(), s.impl->in_features(), out, in);
+  }
+
+  void check_layer(const Layer& l) const {
+    const int64_t d = config_.hidden_size, ff = config_.intermediate_size;
+    expect(*l.q, d, d);
+    expect(*l.k, d, d);
+    expect(*l.v, d, d);
+    expect(*l.o, d, d);
+    expect(*l.ffn_in, d, ff);
+    expect(*l.ffn_out, ff, d);
+  }
+
+  // x: [rows][d] embeddings after their LayerNorm; runs every block in place.
+  void run_blocks(float* x, const BatchEncoding& b) const {
+    const ModelConfig& c = config_;
+    const int64_t rows = b.batch * b.seq, d = c.hidden_size, ff = c.intermediate_size;
+    std::vector<float> q(rows * d), k(rows * d), v(rows * d), att(rows * d), tmp(rows * d), h(rows * ff);
+    const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+    for (const Layer& l : layers_) {
+      l.q->impl->forward(x, rows, q.data());
+      l.k->impl->forward(x, rows, k.data());
+      l.v->impl->forward(x, rows, v.data());
+      for (int64_t bi = 0; bi < b.batch; ++bi) {
+        const int64_t off = bi * b.seq * d;
+        ops::attention_masked(q.data() + off, k.data() + off, v.data() + off, d, b.seq,
+                              b.attention_mask.data() + bi * b.seq, c.num_heads, c.head_dim, scale,
+                              att.data() + off);
+      }
+      l.o->impl->forward(att.data(), rows, tmp.data());
+      ops::add(tmp.data(), x, rows * d);
+      ops::layernorm(tmp.data(), l.ln1_w, l.ln1_b, c.norm_eps, rows, d, x);
+      l.ffn_in->impl->forward(x, rows, h.data());
+      apply_activation(c.hidden_act, h.data(), rows * ff);
+      l.ffn_out->impl->forward(h.data(), rows, tmp.data());
+      ops::add(tmp.data(), x, rows * d);
+      ops::layernorm(tmp.data(), l.ln2_w, l.ln2_b, c.norm_eps, rows, d, x);
+    }
+  }
+
+  void check_batch(const BatchEncoding& b) const {
+    check(b.batch > 0 && b.seq > 0, "encoder input is empty (no texts or no tokens)");
+    check(static_cast<int64_t>(b.ids.size()) == b.batch * b.seq &&
+              static_cast<int64_t>(b.attention_mask.size()) == b.batch * b.seq,
+          "encoder input: ids/attention_mask must hold batch x seq = {} x {} values", b.batch, b.seq);
+    if (b.seq > config_.max_position_embeddings)
+      fail("input of {} tokens exceeds the model's {} positions; truncate (e.g. --max-length {})", b.seq,
+           config_.max_position_embeddings, config_.max_position_embeddings);
+    for (int64_t i = 0; i < b.batch * b.seq; ++i)
+      if (b.ids[i] < 0 || b.ids[i] >= config_.vocab_size)
+        fail("token id {} (row {}, position {}) is outside the vocabulary of {} tokens", b.ids[i], i / b.seq,
+             i % b.seq, config_.vocab_size);
+  }
+
+  std::vector<Layer> layers_;
+};
+
+class Bert final : public Encoder {
+  void init() override {
+    const ModelConfig& c = config_;
+    const int64_t d = c.hidden_size;
+    p_ = detect_prefix(tensors_, "embeddings.word_embeddings.weight", {"bert.", ""});
+    word_ = f32(p_ + "embeddings.word_embeddings.weight", {c.vocab_size, d});
+    pos_ = f32(p_ + "embeddings.position_embeddings.weight", {c.max_position_embeddings, d});
+    if (c.type_vocab_size > 0) type_ = f32(p_ + "embeddings.token_type_embeddings.weight", {c.type_vocab_size, d});
+    emb_ln_w_ = f32(p_ + "embeddings.LayerNorm.weight", {d});
+    emb_ln_b_ = f32(p_ + "embeddings.LayerNorm.bias", {d});
+    for (int i = 0; i < c.num_layers; ++i) {
+      const std::string p = p_ + "encoder.layer." + std::to_string(i) + ".";
+      Layer l{};
+      l.q = add_linear(p + "attention.self.query", false, false, true);
+      l.k = add_linear(p + "attention.self.key", false, false, true);
+      l.v = add_linear(p + "attention.self.value", false, false, true);
+      l.o = add_linear(p + "attention.output.dense", false, false, true);
+      l.ln1_w = f32(p + "attention.output.LayerNorm.weight", {d});
+      l.ln1_b = f32(p + "attention.output.LayerNorm.bias", {d});
+      l.ffn_in = add_linear(p + "intermediate.dense", false, false, true);
+      l.ffn_out = add_linear(p + "output.dense", false, false, true);
+      l.ln2_w = f32(p + "output.LayerNorm.weight", {d});
+      l.ln2_b = f32(p + "output.LayerNorm.bias", {d});
+      check_layer(l);
+      layers_.push_back(l);
+    }
+    if (has(p_ + "pooler.dense.weight")) {
+      pooler_ = add_linear(p_ + "pooler.dense", false, false, true);
+      expect(*pooler_, d, d);
+    }
+    if (config_.architecture == "BertForSequenceClassification") {
+      check(pooler_ != nullptr, "{}: tensor '{}pooler.dense.weight' is missing (BertForSequenceClassification "
+            "classifies the pooled [CLS] output)", source_.string(), p_);
+      classifier_ = add_linear("classifier", false, false, true);
+      expect(*classifier_, d, c.num_labels);
+    }
+  }
+
+ public:
+  EncoderOutput forward(const BatchEncoding& b) const override {
+    check_batch(b);
+    const ModelConfig& c = config_;
+    const int64_t d = c.hidden_size, rows = b.batch * b.seq;
+    EncoderOutput out;
+    out.hidden = Tensor::empty(DType::F32, {b.batch, b.seq, d});
+    float* x = out.hidden.data<float>();
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t t = r % b.seq;
+      const float* w = word_ + static_cast<int64_t>(b.ids[r]) * d;
+      const float* p = pos_ + t * d;
+      int32_t tt = b.type_ids.empty() ? 0 : b.type_ids[r];
+      if (type_ && (tt < 0 || tt >= c.type_vocab_size))
+        fail("token_type_id {} at row {} is outside [0, {})", tt, r / b.seq, c.type_vocab_size);
+      const float* ty = type_ ? type_ + static_cast<int64_t>(tt) * d : nullptr;
+      for (int64_t i = 0; i < d; ++i) x[r * d + i] = w[i] + p[i] + (ty ? ty[i] : 0.f);
+    }
+    ops::layernorm(x, emb_ln_w_, emb_ln_b_, c.norm_eps, rows, d, x);
+    run_blocks(x, b);
+    if (pooler_) {
+      std::vector<float> cls(b.batch * d);
+      for (int64_t bi = 0; bi < b.batch; ++bi) std::memcpy(&cls[bi * d], x + bi * b.seq * d, d * sizeof(float));
+      out.pooled = Tensor::empty(DType::F32, {b.batch, d});
+      pooler_->impl->forward(cls.data(), b.batch, out.pooled.data<float>());
+      float* pl = out.pooled.data<float>();
+      for (int64_t i = 0; i < b.batch * d; ++i) pl[i] = std::tanh(pl[i]);
+      if (classifier_) {
+        out.logits = Tensor::empty(DType::F32, {b.batch, int64_t{c.num_labels}});
+        classifier_->impl->forward(pl, b.batch, out.logits.data<float>());
+      }
+    }
+    return out;
+  }
+
+ private:
+  std::string p_;
+  const float *word_ = nullptr, *pos_ = nullptr, *type_ = nullptr, *emb_ln_w_ = nullptr, *emb_ln_b_ = nullptr;
+  LinearSlot* pooler_ = nullptr;
+};
+
+class DistilBert final : public Encoder {
+  void init() override {
+    const ModelConfig& c = config_;
+    const int64_t d = c.hidden_size;
+    p_ = detect_prefix(tensors_, "embeddings.word_embeddings.weight", {"distilbert.", ""});
+    word_ = f32(p_ + "embeddings.word_embeddings.weight", {c.vocab_size, d});
+    pos_ = f32(p_ + "embeddings.position_embeddings.weight", {c.max_position_embeddings, d});
+    emb_ln_w_ = f32(p_ + "embeddings.LayerNorm.weight", {d});
+    emb_ln_b_ = f32(p_ + "embeddings.LayerNorm.bias", {d});
+    for (int i = 0; i < c.num_layers; ++i) {
+      const std::string p = p_ + "transformer.layer." + std::to_string(i) + ".";
+      Layer l{};
+      l.q = add_linear(p + "attention.q_lin", false, false, true);
+      l.k = add_linear(p + "attention.k_lin", false, false, true);
+      l.v = add_linear(p + "attention.v_lin", false, false, true);
+      l.o = add_linear(p + "attention.out_lin", false, false, true);
+      l.ln1_w = f32(p + "sa_layer_norm.weight", {d});
+      l.ln1_b = f32(p + "sa_layer_norm.bias", {d});
+      l.ffn_in = add_linear(p + "ffn.lin1", false, false, true);
+      l.ffn_out = add_linear(p + "ffn.lin2", false, false, true);
+      l.ln2_w = f32(p + "output_layer_norm.weight", {d});
+      l.ln2_b = f32(p + "output_layer_norm.bias", {d});
+      check_layer(l);
+      layers_.push_back(l);
+    }
+    if (config_.architecture == "DistilBertForSequenceClassification") {
+      pre_classifier_ = add_linear("pre_classifier", false, false, true);
+      expect(*pre_classifier_, d, d);
+      classifier_ = add_linear("classifier", false, false, true);
+      expect(*classifier_, d, c.num_labels);
+    }
+  }
+
+ public:
+  EncoderOutput forward(const BatchEncoding& b) const override {
+    check_batch(b);
+    const ModelConfig& c = config_;
+    const int64_t d = c.hidden_size, rows = b.batch * b.seq;
+    EncoderOutput out;
+    out.hidden = Tensor::empty(DType::F32, {b.batch, b.seq, d});
+    float* x = out.hidden.data<float>();
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* w = word_ + static_cast<int64_t>(b.ids[r]) * d;
+      const float* p = pos_ + (r % b.seq) * d;
+      for (int64_t i = 0; i < d; ++i) x[r * d + i] = w[i] + p[i];
+    }
+    ops::layernorm(x, emb_ln_w_, emb_ln_b_, c.norm_eps, rows, d, x);
+    run_blocks(x, b);
+    if (classifier_) {
+      std::vector<float> cls(b.batch * d), pre(b.batch * d);
+      for (int64_t bi = 0; bi < b.batch; ++bi) std::memcpy(&cls[bi * d], x + bi * b.seq * d, d * sizeof(float));
+      pre_classifier_->impl->forward(cls.data(), b.batch, pre.data());
+      for (float& f : pre) f = f > 0.f ? f : 0.f;
+      out.logits = Tensor::empty(DType::F32, {b.batch, int64_t{c.num_labels}});
+      classifier_->impl->forward(pre.data(), b.batch, out.logits.data<float>());
+    }
+    return out;
+  }
+
+ private:
+  std::string p_;
+  const float *word_ = nullptr, *pos_ = nullptr, *emb_ln_w_ = nullptr, *emb_ln_b_ = nullptr;
+  LinearSlot* pre_classifier_ = nullptr;
+};
+
+}  // namespace
+
+std::unique_ptr<Model> make_bert() { return std::make_unique<Bert>(); }
+std::unique_ptr<Model> make_distilbert() { return std::make_unique<DistilBert>(); }
+
+}  // namespace shrink::models

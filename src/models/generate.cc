@@ -1,0 +1,121 @@
+// Sampling and the generation loop (prefill the prompt in one pass, then one token per step).
+#include <shrink/core/error.h>
+#include <shrink/core/timer.h>
+#include <shrink/models/generate.h>
+
+#include <algorithm>
+#include <cmath>
+
+namespace shrink {
+
+int32_t argmax(const float* x, int64_t n) {
+  int64_t best = 0;
+  for (int64_t i = 1; i < n; ++i)
+    if (x[i] > x[best]) best = i;
+  return static_cast<int32_t>(best);
+}
+
+int32_t Sampler::sample(float* logits, int64_t vocab) {
+  if (opt_.temperature <= 0.f) return argmax(logits, vocab);
+  cand_.clear();
+  float mx = -INFINITY;
+  for (int64_t i = 0; i < vocab; ++i) mx = std::max(mx, logits[i]);
+  for (int64_t i = 0; i < vocab; ++i)
+    cand_.emplace_back(std::exp((logits[i] - mx) / opt_.temperature), static_cast<int32_t>(i));
+  auto by_prob = [](const auto& a, const auto& b) { return a.first > b.first || (a.first == b.first && a.second < b.second); };
+  size_t keep = cand_.size();
+  if (opt_.top_k > 0 && static_cast<size_t>(opt_.top_k) < keep) {
+    keep = static_cast<size_t>(opt_.top_k);
+    std::partial_sort(cand_.begin(), cand_.begin() + keep, cand_.end(), by_prob);
+  } else if (opt_.top_p < 1.f) {
+    std::sort(cand_.begin(), cand_.end(), by_prob);
+  }
+  cand_.resize(keep);
+  double total = 0;
+  for (auto& c : cand_) total += c.first;
+  if (opt_.top_p < 1.f) {
+    if (!std::is_sorted(cand_.begin(), cand_.end(), by_prob)) std::sort(cand_.begin(), cand_.end(), by_prob);
+    double cum = 0;
+    size_t n = 0;
+    while (n < cand_.size()) {
+      cum += cand_[n++].first;
+      if (cum >= opt_.top_p * total) break;
+    }
+    cand_.resize(n);
+    total = cum;
+  }
+  std::uniform_real_distribution<double> u(0.0, total);
+  double r = u(rng_), acc = 0;
+  for (auto& c : cand_) {
+    acc += c.first;
+    if (r < acc) return c.second;
+  }
+  return cand_.back().second;
+}
+
+namespace {
+
+// Length of the longest prefix of s that ends on a complete UTF-8 sequence.
+size_t complete_utf8_prefix(const std::string& s) {
+  size_t n = s.size();
+  size_t i = n;
+  int back = 0;
+  while (i > 0 && back < 4) {
+    const unsigned char c = static_cast<unsigned char>(s[i - 1]);
+    if ((c & 0xC0) != 0x80) {  // lead byte or ASCII
+      const size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 1;
+      return (n - (i - 1) >= len) ? n : i - 1;
+    }
+    --i;
+    ++back;
+  }
+  return n;
+}
+
+}  // namespace
+
+GenerateResult generate(const DecoderModel& model, const std::vector<int32_t>& prompt, const GenerateOptions& opt,
+                        const std::function<void(int32_t, const std::string&)>& on_piece) {
+  check(!prompt.empty(), "the prompt is empty: give at least one token (text, or a BOS token)");
+  const int64_t ctx = model.max_context();
+  if (static_cast<int64_t>(prompt.size()) + opt.max_new_tokens > ctx)
+    fail("prompt of {} tokens + {} new tokens exceeds the model's context of {} tokens; shorten the prompt or "
+         "lower -n",
+         prompt.size(), opt.max_new_tokens, ctx);
+  const Tokenizer* tok = model.tokenizer();
+  const int64_t vocab = model.config().vocab_size;
+  GenerateResult r;
+  r.prompt_tokens = static_cast<int>(prompt.size());
+  KvCache cache = model.new_cache(static_cast<int64_t>(prompt.size()) + opt.max_new_tokens);
+  std::vector<float> logits(vocab);
+  Sampler sampler(opt.sampling);
+  std::string emitted;
+  Timer total;
+  model.forward(cache, prompt.data(), static_cast<int64_t>(prompt.size()), logits.data(), false);
+  r.prefill_ms = total.elapsed_ms();
+  for (int i = 0; i < opt.max_new_tokens; ++i) {
+    const int32_t next = sampler.sample(logits.data(), vocab);
+    if (i == 0) r.ttft_ms = total.elapsed_ms();
+    if (opt.stop_at_eos && tok && next == tok->eos_id() && tok->eos_id() >= 0) break;
+    r.ids.push_back(next);
+    if (tok) {
+      const std::string full = tok->decode(r.ids);
+      const size_t ok = complete_utf8_prefix(full);
+      const std::string piece = ok > emitted.size() ? full.substr(emitted.size(), ok - emitted.size()) : "";
+      if (ok > emitted.size()) emitted = full.substr(0, ok);
+      if (on_piece) on_piece(next, piece);
+    } else if (on_piece) {
+      on_piece(next, "");
+    }
+    if (i + 1 < opt.max_new_tokens) model.forward(cache, &next, 1, logits.data(), false);
+  }
+  r.total_ms = total.elapsed_ms();
+  if (tok) r.text = tok->decode(r.ids);
+  const double decode_ms = r.total_ms - r.ttft_ms;
+  const size_t steps = r.ids.size() > 1 ? r.ids.size() - 1 : 0;
+  r.tpot_ms = steps ? decode_ms / static_cast<double>(steps) : 0;
+  r.tokens_per_s = r.tpot_ms > 0 ? 1000.0 / r.tpot_ms : 0;
+  return r;
+}
+
+}  // namespace shrink

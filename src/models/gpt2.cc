@@ -1,0 +1,132 @@
+// GPT-2 decoder: learned positions, pre-LayerNorm blocks, fused Conv1D QKV, gelu_new MLP, lm_head
+// tied to the token embedding.
+#include <shrink/core/error.h>
+#include <shrink/ops/ops.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "models/architectures.h"
+
+namespace shrink::models {
+
+namespace {
+
+class Gpt2 final : public DecoderModel {
+  struct Layer {
+    const float *ln1_w, *ln1_b, *ln2_w, *ln2_b;
+    LinearSlot *qkv, *proj, *fc, *fc_proj;
+  };
+
+  void init() override {
+    ModelConfig& c = config_;
+    const int64_t d = c.hidden_size;
+    p_ = detect_prefix(tensors_, "wte.weight", {"transformer.", ""});
+    wte_ = f32(p_ + "wte.weight", {c.vocab_size, d});
+    wpe_ = f32(p_ + "wpe.weight", {c.max_position_embeddings, d});
+    lnf_w_ = f32(p_ + "ln_f.weight", {d});
+    lnf_b_ = f32(p_ + "ln_f.bias", {d});
+    for (int i = 0; i < c.num_layers; ++i) {
+      const std::string p = p_ + "h." + std::to_string(i) + ".";
+      Layer l{};
+      l.ln1_w = f32(p + "ln_1.weight", {d});
+      l.ln1_b = f32(p + "ln_1.bias", {d});
+      l.ln2_w = f32(p + "ln_2.weight", {d});
+      l.ln2_b = f32(p + "ln_2.bias", {d});
+      l.qkv = add_linear(p + "attn.c_attn", false, true, true);
+      l.proj = add_linear(p + "attn.c_proj", false, true, true);
+      l.fc = add_linear(p + "mlp.c_fc", false, true, true);
+      l.fc_proj = add_linear(p + "mlp.c_proj", false, true, true);
+      expect(*l.qkv, d, 3 * d);
+      expect(*l.proj, d, d);
+      expect(*l.fc, d, c.intermediate_size);
+      expect(*l.fc_proj, c.intermediate_size, d);
+      layers_.push_back(l);
+    }
+    if (has("lm_head.weight")) {
+      lm_head_ = add_linear("lm_head", true);
+    } else {
+      tensors_.emplace("lm_head.weight", tensors_.at(p_ + "wte.weight"));
+      lm_head_ = add_linear("lm_head", true);
+      tensors_.erase("lm_head.weight");
+    }
+    expect(*lm_head_, d, c.vocab_size);
+  }
+
+  void expect(const LinearSlot& s, int64_t in, int64_t out) const {
+    if (s.impl->in_features() != in || s.impl->out_features() != out)
+      fail("{}: tensor '{}.weight' has shape implying {} -> {}, expected {} -> {} from config.json",
+           source_.string(), s.name, s.impl->in_features(), s.impl->out_features(), in, out);
+  }
+
+ public:
+  void forward(KvCache& cache, const int32_t* tokens, int64_t n, float* logits, bool all_logits) const override {
+    const ModelConfig& c = config_;
+    check(n > 0, "forward: no tokens to run (empty prompt?)");
+    if (cache.pos + n > cache.max_seq)
+      fail("context overflow: {} tokens already in the cache + {} new exceed the context of {} tokens; use a "
+           "shorter prompt or fewer generated tokens",
+           cache.pos, n, cache.max_seq);
+    const int64_t d = c.hidden_size, hd = c.head_dim, nh = c.num_heads, ff = c.intermediate_size;
+    const size_t need = static_cast<size_t>(n) * (6 * d + std::max(ff, d));
+    if (cache.scratch.size() < need) cache.scratch.resize(need);
+    float* x = cache.scratch.data();
+    float* xb = x + n * d;
+    float* att = xb + n * d;
+    float* qkv = att + n * d;
+    float* h = qkv + 3 * n * d;
+    float* q = h;  // q is copied out of qkv before h is used
+
+    for (int64_t t = 0; t < n; ++t) {
+      const int32_t tok = tokens[t];
+      if (tok < 0 || tok >= c.vocab_size)
+        fail("token id {} at position {} is outside the vocabulary of {} tokens", tok, cache.pos + t, c.vocab_size);
+      const float* e = wte_ + static_cast<int64_t>(tok) * d;
+      const float* pe = wpe_ + (cache.pos + t) * d;
+      for (int64_t i = 0; i < d; ++i) x[t * d + i] = e[i] + pe[i];
+    }
+    const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+    for (size_t li = 0; li < layers_.size(); ++li) {
+      const Layer& l = layers_[li];
+      float* kc = cache.k_layer(static_cast<int>(li));
+      float* vc = cache.v_layer(static_cast<int>(li));
+      ops::layernorm(x, l.ln1_w, l.ln1_b, c.norm_eps, n, d, xb);
+      l.qkv->impl->forward(xb, n, qkv);
+      for (int64_t t = 0; t < n; ++t) {
+        std::memcpy(q + t * d, qkv + t * 3 * d, d * sizeof(float));
+        std::memcpy(kc + (cache.pos + t) * d, qkv + t * 3 * d + d, d * sizeof(float));
+        std::memcpy(vc + (cache.pos + t) * d, qkv + t * 3 * d + 2 * d, d * sizeof(float));
+      }
+      ops::attention_causal(q, n, cache.pos, kc, vc, d, static_cast<int>(nh), static_cast<int>(nh),
+                            static_cast<int>(hd), scale, att);
+      l.proj->impl->forward(att, n, xb);
+      ops::add(x, xb, n * d);
+      ops::layernorm(x, l.ln2_w, l.ln2_b, c.norm_eps, n, d, xb);
+      l.fc->impl->forward(xb, n, h);
+      ops::gelu_tanh(h, n * ff);
+      l.fc_proj->impl->forward(h, n, xb);
+      ops::add(x, xb, n * d);
+    }
+    cache.pos += n;
+    if (all_logits) {
+      ops::layernorm(x, lnf_w_, lnf_b_, c.norm_eps, n, d, xb);
+      lm_head_->impl->forward(xb, n, logits);
+    } else {
+      ops::layernorm(x + (n - 1) * d, lnf_w_, lnf_b_, c.norm_eps, 1, d, xb);
+      lm_head_->impl->forward(xb, 1, logits);
+    }
+  }
+
+ private:
+  std::string p_;
+  const float *wte_ = nullptr, *wpe_ = nullptr, *lnf_w_ = nullptr, *lnf_b_ = nullptr;
+  std::vector<Layer> layers_;
+  LinearSlot* lm_head_ = nullptr;
+};
+
+}  // namespace
+
+std::unique_ptr<Model> make_gpt2() { return std::make_unique<Gpt2>(); }
+
+}  // namespace shrink::models

@@ -1,0 +1,137 @@
+// LLaMA family decoder: RMSNorm, RoPE (HF half-rotation or llama2.c interleaved), grouped-query
+// attention with a KV cache, SwiGLU MLP, tied or untied lm_head.
+#include <shrink/core/error.h>
+#include <shrink/ops/ops.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "models/architectures.h"
+
+namespace shrink::models {
+
+namespace {
+
+class Llama final : public DecoderModel {
+  struct Layer {
+    const float* attn_norm;
+    const float* ffn_norm;
+    LinearSlot *q, *k, *v, *o, *gate, *up, *down;
+  };
+
+  void init() override {
+    ModelConfig& c = config_;
+    check(c.head_dim > 0 && c.num_kv_heads > 0, "{}: config has no heads", source_.string());
+    const int64_t d = c.hidden_size;
+    embed_ = f32("model.embed_tokens.weight", {c.vocab_size, d});
+    final_norm_ = f32("model.norm.weight", {d});
+    for (int i = 0; i < c.num_layers; ++i) {
+      const std::string p = "model.layers." + std::to_string(i) + ".";
+      Layer l{};
+      l.attn_norm = f32(p + "input_layernorm.weight", {d});
+      l.ffn_norm = f32(p + "post_attention_layernorm.weight", {d});
+      l.q = add_linear(p + "self_attn.q_proj", true);
+      l.k = add_linear(p + "self_attn.k_proj", true);
+      l.v = add_linear(p + "self_attn.v_proj", true);
+      l.o = add_linear(p + "self_attn.o_proj", true);
+      l.gate = add_linear(p + "mlp.gate_proj", true);
+      l.up = add_linear(p + "mlp.up_proj", true);
+      l.down = add_linear(p + "mlp.down_proj", true);
+      expect_shape(*l.q, d, int64_t{c.num_heads} * c.head_dim);
+      expect_shape(*l.k, d, int64_t{c.num_kv_heads} * c.head_dim);
+      expect_shape(*l.v, d, int64_t{c.num_kv_heads} * c.head_dim);
+      expect_shape(*l.o, int64_t{c.num_heads} * c.head_dim, d);
+      expect_shape(*l.gate, d, c.intermediate_size);
+      expect_shape(*l.up, d, c.intermediate_size);
+      expect_shape(*l.down, c.intermediate_size, d);
+      layers_.push_back(l);
+    }
+    if (has("lm_head.weight")) {
+      lm_head_ = add_linear("lm_head", true);
+    } else {
+      // Tied: the classifier reads the embedding matrix.
+      tensors_.emplace("lm_head.weight", tensors_.at("model.embed_tokens.weight"));
+      lm_head_ = add_linear("lm_head", true);
+      tensors_.erase("lm_head.weight");
+      config_.tie_word_embeddings = true;
+    }
+    expect_shape(*lm_head_, d, c.vocab_size);
+  }
+
+  void expect_shape(const LinearSlot& s, int64_t in, int64_t out) const {
+    if (s.impl->in_features() != in || s.impl->out_features() != out)
+      fail("{}: tensor '{}.weight' has shape [{}, {}], expected [{}, {}] from config.json", source_.string(), s.name,
+           s.impl->out_features(), s.impl->in_features(), out, in);
+  }
+
+ public:
+  void forward(KvCache& cache, const int32_t* tokens, int64_t n, float* logits, bool all_logits) const override {
+    const ModelConfig& c = config_;
+    check(n > 0, "forward: no tokens to run (empty prompt?)");
+    if (cache.pos + n > cache.max_seq)
+      fail("context overflow: {} tokens already in the cache + {} new exceed the context of {} tokens; use a "
+           "shorter prompt or fewer generated tokens",
+           cache.pos, n, cache.max_seq);
+    const int64_t d = c.hidden_size, hd = c.head_dim, nh = c.num_heads, nkv = c.num_kv_heads;
+    const int64_t qdim = nh * hd, kvdim = nkv * hd, ff = c.intermediate_size;
+    const size_t need = static_cast<size_t>(n) * (2 * d + 2 * qdim + 2 * ff);
+    if (cache.scratch.size() < need) cache.scratch.resize(need);
+    float* x = cache.scratch.data();
+    float* xb = x + n * d;
+    float* q = xb + n * d;
+    float* att = q + n * qdim;
+    float* h1 = att + n * qdim;
+    float* h2 = h1 + n * ff;
+
+    for (int64_t t = 0; t < n; ++t) {
+      const int32_t tok = tokens[t];
+      if (tok < 0 || tok >= c.vocab_size)
+        fail("token id {} at position {} is outside the vocabulary of {} tokens", tok, cache.pos + t, c.vocab_size);
+      std::memcpy(x + t * d, embed_ + static_cast<int64_t>(tok) * d, d * sizeof(float));
+    }
+    const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+    for (size_t li = 0; li < layers_.size(); ++li) {
+      const Layer& l = layers_[li];
+      float* kc = cache.k_layer(static_cast<int>(li));
+      float* vc = cache.v_layer(static_cast<int>(li));
+      ops::rmsnorm(x, l.attn_norm, c.norm_eps, n, d, xb);
+      l.q->impl->forward(xb, n, q);
+      l.k->impl->forward(xb, n, kc + cache.pos * kvdim);
+      l.v->impl->forward(xb, n, vc + cache.pos * kvdim);
+      for (int64_t t = 0; t < n; ++t) {
+        ops::rope(q + t * qdim, nh, hd, cache.pos + t, c.rope_theta, c.rope_interleaved);
+        ops::rope(kc + (cache.pos + t) * kvdim, nkv, hd, cache.pos + t, c.rope_theta, c.rope_interleaved);
+      }
+      ops::attention_causal(q, n, cache.pos, kc, vc, kvdim, static_cast<int>(nh), static_cast<int>(nkv),
+                            static_cast<int>(hd), scale, att);
+      l.o->impl->forward(att, n, xb);
+      ops::add(x, xb, n * d);
+      ops::rmsnorm(x, l.ffn_norm, c.norm_eps, n, d, xb);
+      l.gate->impl->forward(xb, n, h1);
+      l.up->impl->forward(xb, n, h2);
+      ops::swiglu(h1, h2, n * ff);
+      l.down->impl->forward(h1, n, xb);
+      ops::add(x, xb, n * d);
+    }
+    cache.pos += n;
+    if (all_logits) {
+      ops::rmsnorm(x, final_norm_, c.norm_eps, n, d, xb);
+      lm_head_->impl->forward(xb, n, logits);
+    } else {
+      ops::rmsnorm(x + (n - 1) * d, final_norm_, c.norm_eps, 1, d, xb);
+      lm_head_->impl->forward(xb, 1, logits);
+    }
+  }
+
+ private:
+  const float* embed_ = nullptr;
+  const float* final_norm_ = nullptr;
+  std::vector<Layer> layers_;
+  LinearSlot* lm_head_ = nullptr;
+};
+
+}  // namespace
+
+std::unique_ptr<Model> make_llama() { return std::make_unique<Llama>(); }
+
+}  // namespace shrink::models

@@ -1,0 +1,191 @@
+// Model base (slots, tensor access), the architecture registry and load_model.
+#include <shrink/core/error.h>
+#include <shrink/formats/llama2c.h>
+#include <shrink/formats/safetensors.h>
+#include <shrink/models/model.h>
+
+#include <functional>
+#include <set>
+
+#include "models/architectures.h"
+
+namespace shrink {
+
+namespace {
+
+using Factory = std::unique_ptr<Model> (*)();
+
+const std::vector<std::pair<std::string, Factory>>& registry() {
+  static const std::vector<std::pair<std::string, Factory>> r = {
+      {"LlamaForCausalLM", models::make_llama},
+      {"MistralForCausalLM", models::make_llama},
+      {"GPT2LMHeadModel", models::make_gpt2},
+      {"GPT2Model", models::make_gpt2},
+      {"BertModel", models::make_bert},
+      {"BertForSequenceClassification", models::make_bert},
+      {"DistilBertModel", models::make_distilbert},
+      {"DistilBertForSequenceClassification", models::make_distilbert},
+  };
+  return r;
+}
+
+}  // namespace
+
+LinearSlot* Model::find_linear(const std::string& name) {
+  for (auto& s : linears_)
+    if (s.name == name) return &s;
+  return nullptr;
+}
+
+const Tokenizer& Model::require_tokenizer() const {
+  if (!tokenizer_)
+    fail("{}: no tokenizer found beside the model (looked for tokenizer.json, tokenizer.model, vocab.txt, "
+         "vocab.json+merges.txt); pass --tokenizer FILE",
+         source_.string());
+  return *tokenizer_;
+}
+
+int64_t Model::parameters() const {
+  int64_t n = 0;
+  for (auto& [name, t] : tensors_) n += t.numel();
+  return n;
+}
+
+size_t Model::weight_bytes() const {
+  size_t b = 0;
+  std::set<std::string> in_linears;
+  for (auto& s : linears_) {
+    b += s.impl->weight_bytes();
+    in_linears.insert(s.name + ".weight");
+    in_linears.insert(s.name + ".bias");
+  }
+  for (auto& [name, t] : tensors_)
+    if (!in_linears.count(name)) b += t.nbytes();
+  return b;
+}
+
+const float* Model::f32(const std::string& name, const Shape& shape) {
+  auto it = tensors_.find(name);
+  if (it == tensors_.end())
+    fail("{}: tensor '{}' is missing (architecture {}); the checkpoint is incomplete or not a {} model",
+         source_.string(), name, config_.architecture, config_.model_type);
+  const Tensor& t = it->second;
+  if (!shape.empty() && t.shape() != shape)
+    fail("{}: tensor '{}' has shape {}, expected {} from config.json", source_.string(), name, shape_str(t.shape()),
+         shape_str(shape));
+  if (t.dtype() != DType::F32 && t.dtype() != DType::F16 && t.dtype() != DType::BF16)
+    fail("{}: tensor '{}' has dtype {}, expected a float type (F32, F16 or BF16)", source_.string(), name,
+         dtype_name(t.dtype()));
+  if (t.dtype() == DType::F32 && reinterpret_cast<uintptr_t>(t.raw()) % 4 == 0) return t.data<float>();
+  owned_.push_back(t.to_f32());
+  return owned_.back().data<float>();
+}
+
+LinearSlot* Model::add_linear(const std::string& name, bool bias_optional, bool transpose_conv1d,
+                              bool bias_required) {
+  const std::string wname = name + ".weight", bname = name + ".bias";
+  auto it = tensors_.find(wname);
+  if (it == tensors_.end())
+    fail("{}: tensor '{}' is missing (architecture {}); the checkpoint is incomplete or not a {} model",
+         source_.string(), wname, config_.architecture, config_.model_type);
+  Tensor w = it->second;
+  if (w.rank() != 2)
+    fail("{}: tensor '{}' has shape {}, expected a matrix", source_.string(), wname, shape_str(w.shape()));
+  if (transpose_conv1d) {  // GPT-2 Conv1D stores [in, out]
+    Tensor f = w.to_f32();
+    const int64_t in = w.dim(0), out = w.dim(1);
+    Tensor t = Tensor::empty(DType::F32, {out, in});
+    for (int64_t i = 0; i < in; ++i)
+      for (int64_t o = 0; o < out; ++o) t.data<float>()[o * in + i] = f.data<float>()[i * out + o];
+    w = t;
+  }
+  const Tensor* bias = nullptr;
+  Tensor b;
+  if (auto bit = tensors_.find(bname); bit != tensors_.end()) {
+    if (bit->second.numel() != w.dim(0))
+      fail("{}: tensor '{}' has shape {}, expected [{}]", source_.string(), bname, shape_str(bit->second.shape()),
+           w.dim(0));
+    b = bit->second.dtype() == DType::F32 ? bit->second : bit->second.to_f32();
+    bias = &b;
+  } else if (bias_required) {
+    fail("{}: tensor '{}' is missing (architecture {} has biases)", source_.string(), bname, config_.architecture);
+  }
+  (void)bias_optional;
+  linears_.push_back({name, make_dense_linear(w, bias)});
+  return &linears_.back();
+}
+
+KvCache DecoderModel::new_cache(int64_t max_seq) const {
+  KvCache c;
+  c.max_seq = max_seq > 0 ? std::min<int64_t>(max_seq, max_context()) : max_context();
+  c.kv_dim = static_cast<int64_t>(config_.num_kv_heads) * config_.head_dim;
+  const size_t n = static_cast<size_t>(config_.num_layers) * c.max_seq * c.kv_dim;
+  c.k.assign(n, 0.f);
+  c.v.assign(n, 0.f);
+  return c;
+}
+
+namespace models {
+
+std::string detect_prefix(const TensorMap& t, const std::string& probe, const std::vector<std::string>& prefixes) {
+  for (auto& p : prefixes)
+    if (t.count(p + probe)) return p;
+  return prefixes.empty() ? std::string() : prefixes.front();
+}
+
+}  // namespace models
+
+std::unique_ptr<Model> build_model(ModelConfig config, TensorMap tensors, std::filesystem::path source) {
+  Factory factory = nullptr;
+  for (auto& [name, f] : registry())
+    if (name == config.architecture) factory = f;
+  if (!factory) {
+    std::string list;
+    for (auto& [name, f] : registry()) list += (list.empty() ? "" : ", ") + name;
+    fail("{}: architecture '{}' is not supported; supported: {}", source.string(), config.architecture, list);
+  }
+  std::unique_ptr<Model> m = factory();
+  m->config_ = std::move(config);
+  m->tensors_ = std::move(tensors);
+  m->source_ = std::move(source);
+  m->init();
+  return m;
+}
+
+namespace {
+
+std::unique_ptr<Tokenizer> find_tokenizer(const std::filesystem::path& dir) {
+  for (const char* f : {"tokenizer.json", "tokenizer.model", "vocab.txt", "vocab.json"})
+    if (std::filesystem::exists(dir / f)) return load_tokenizer(dir);
+  return nullptr;
+}
+
+}  // namespace
+
+std::unique_ptr<Model> load_model(const std::filesystem::path& path, const LoadOptions& opt) {
+  if (!std::filesystem::exists(path))
+    fail("{}: no such file or directory; pass a Hugging Face model directory, a directory written by shrink, or "
+         "a llama2.c .bin",
+         path.string());
+  std::unique_ptr<Model> model;
+  if (std::filesystem::is_directory(path)) {
+    const auto cfg = path / "config.json";
+    if (!std::filesystem::exists(cfg))
+      fail("{}: config.json is missing; a model directory needs config.json and *.safetensors", path.string());
+    ModelConfig config = read_config(cfg);
+    SafetensorsFile st = read_safetensors_model(path);
+    model = build_model(std::move(config), std::move(st.tensors), path);
+    if (opt.tokenizer.empty()) model->set_tokenizer(find_tokenizer(path));
+  } else {
+    Llama2cModel l = read_llama2c_model(path);
+    model = build_model(std::move(l.config), std::move(l.tensors), path);
+    if (opt.tokenizer.empty()) {
+      auto beside = path.parent_path() / "tokenizer.bin";
+      if (std::filesystem::exists(beside)) model->set_tokenizer(load_tokenizer(beside, model->config().vocab_size));
+    }
+  }
+  if (!opt.tokenizer.empty()) model->set_tokenizer(load_tokenizer(opt.tokenizer, model->config().vocab_size));
+  return model;
+}
+
+}  // namespace shrink
