@@ -8,6 +8,7 @@ PACKAGES=(
   clang libclang-rt-14-dev            # libFuzzer + ASan/UBSan targets
   libdnnl-dev                         # oneDNN: fp32/int8 GEMM reference and fast path
   libsentencepiece-dev                # SentencePiece .model tokenizers
+  libicu-dev                          # tokenizers: Unicode normalization and character categories
   nlohmann-json3-dev libyaml-cpp-dev libcli11-dev libfmt-dev libspdlog-dev libcpp-httplib-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   python3 python3-numpy               # independent numpy reference implementations in tests/reference
