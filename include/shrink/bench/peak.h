@@ -1,0 +1,14 @@
+// The machine's measured peaks that kernel and model benchmarks state their results against.
+#pragma once
+
+namespace shrink {
+
+// Streaming-read bandwidth in GB/s (1e9 bytes/s): `threads` threads sum a 1 GiB buffer (much larger than L3)
+// with the widest vector loads active_isa() allows; best of several passes. ~1 s.
+double measure_stream_read_gbps(int threads);
+
+// fp32 GEMM peak in GFLOP/s: the best oneDNN sgemm rate over a few large square and rectangular shapes
+// (1024..2048) on `threads` threads, best of several runs. ~1-2 s.
+double measure_fp32_peak_gflops(int threads);
+
+}  // namespace shrink
