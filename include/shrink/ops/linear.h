@@ -28,4 +28,9 @@ class Linear {
 // an optional bias [out]. Picks GEMV for m == 1 (decode) and a packed GEMM for batches.
 std::unique_ptr<Linear> make_dense_linear(const Tensor& weight, const Tensor* bias = nullptr);
 
+// Which fp32 GEMM runs batches (m > 4; smaller m always use the streaming GEMV on the packed weights).
+// Auto follows the measured table in src/kernels/gemm/README.md; SHRINK_DENSE_GEMM=packed|onednn overrides it.
+enum class DenseGemm { Auto, Packed, OneDnn };
+std::unique_ptr<Linear> make_dense_linear(const Tensor& weight, const Tensor* bias, DenseGemm gemm);
+
 }  // namespace shrink
