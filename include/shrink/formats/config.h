@@ -1,10 +1,10 @@
 // Hugging Face config.json, normalised across LLaMA, GPT-2, BERT and DistilBERT spellings.
 #pragma once
 
-#include <nlohmann/json.hpp>
-
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace shrink {
@@ -35,9 +35,15 @@ struct ModelConfig {
 // Throws shrink::Error naming `source` and the field when a required field is missing or has the
 // wrong type, or the architecture is not supported (the message lists the supported ones).
 ModelConfig parse_config(const nlohmann::json& j, const std::string& source);
+ModelConfig parse_config_text(std::string_view text, const std::string& source);  // JSON text (fuzzer entry)
 ModelConfig read_config(const std::filesystem::path& config_json);
 nlohmann::json config_to_json(const ModelConfig& c);  // raw with normalised fields applied
 
 const std::vector<std::string>& supported_architectures();
+
+// Parses JSON text from an untrusted file: shrink::Error naming `source` on a syntax error, and on
+// nesting deeper than kMaxJsonDepth (nlohmann's copy and dump recurse, so depth is bounded up front).
+constexpr int kMaxJsonDepth = 256;
+nlohmann::json parse_json_text(std::string_view text, const std::string& source);
 
 }  // namespace shrink
