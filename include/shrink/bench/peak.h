@@ -3,8 +3,9 @@
 
 namespace shrink {
 
-// Streaming-read bandwidth in GB/s (1e9 bytes/s): `threads` threads sum a 1 GiB buffer (much larger than L3)
-// with the widest vector loads active_isa() allows; best of several passes. ~1 s.
+// Streaming-read bandwidth in GB/s (1e9 bytes/s): `threads` threads sum 16 MiB parts of a 512 MiB buffer in turn
+// (far larger than L3) with the widest vector loads active_isa() allows; best of many passes. ~1-2 s, most of it
+// mapping the buffer (freed again on return).
 double measure_stream_read_gbps(int threads);
 
 // fp32 GEMM peak in GFLOP/s: the best oneDNN sgemm rate over a few large square and rectangular shapes

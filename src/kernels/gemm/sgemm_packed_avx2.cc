@@ -10,7 +10,8 @@ namespace {
 
 struct Avx2 {
   static constexpr int kMr = 6, kNr = kNrAvx2;
-  static constexpr int64_t kKc = 256, kMc = 96;
+  // A 96 x 512 slice of x (192 KiB) fits a 256 KiB L2 as well.
+  static constexpr int64_t kKc = 512, kMc = 96;
 
   // Full-width tile; a partial panel (nvalid < 16) goes through a 16-wide scratch tile instead of masked stores.
   template <int R>

@@ -1,0 +1,89 @@
+// BERT-base GEMMs (m = 128 tokens): own packed GEMM vs oneDNN matmul, GFLOP/s and share of the fp32 peak
+// (oneDNN's best large sgemm) measured in the same run.
+#include <shrink/kernels/gemm.h>
+
+#include <map>
+#include <memory>
+
+#include "micro/bench_common.h"
+
+namespace shrink::bench {
+namespace {
+
+double g_peak_gflops = 0;
+
+struct GemmShape {
+  const char* what;
+  int64_t m, k, n;
+};
+
+// y[m][n] = x[m][k] W^T; (k, n) of BERT-base's Linear layers.
+const GemmShape kShapes[] = {
+    {"qkv_fused", 128, 768, 2304},
+    {"attn_out", 128, 768, 768},
+    {"ffn_up", 128, 768, 3072},
+    {"ffn_down", 128, 3072, 768},
+};
+
+struct Operands {
+  std::vector<float> w, bias, x, y;
+  kernels::PackedWeightsF32 packed;
+  std::unique_ptr<kernels::DnnlMatmulF32> dnnl;
+};
+
+Operands& operands(const GemmShape& s) {
+  static std::map<std::string, Operands> cache;
+  Operands& o = cache[s.what];
+  if (o.w.empty()) {
+    o.w = random_floats(s.n * s.k, 1);
+    o.bias = random_floats(s.n, 2);
+    o.x = random_floats(s.m * s.k, 3);
+    o.y.assign(s.m * s.n, 0.0f);
+    o.packed = kernels::PackedWeightsF32::pack(o.w.data(), DType::F32, s.n, s.k, s.k, active_isa());
+    o.dnnl = std::make_unique<kernels::DnnlMatmulF32>(o.w.data(), s.n, s.k, s.k, o.bias.data());
+  }
+  return o;
+}
+
+void bench_own(benchmark::State& state, GemmShape s) {
+  Operands& o = operands(s);
+  const double ms =
+      timed_loop(state, [&] { kernels::sgemm_packed(o.packed, o.x.data(), s.m, s.k, o.bias.data(), o.y.data(), s.n); });
+  const double gflops = 2.0 * s.m * s.n * s.k / (ms * 1e6);
+  state.counters["GFLOP/s"] = gflops;
+  state.counters["peak_share"] = gflops / g_peak_gflops;
+  record(fmt::format("own {} m{} k{} n{}", s.what, s.m, s.k, s.n), gflops, g_peak_gflops, ms);
+}
+
+void bench_dnnl(benchmark::State& state, GemmShape s) {
+  Operands& o = operands(s);
+  state.SetLabel(o.dnnl->impl_name(s.m));
+  const double ms = timed_loop(state, [&] { o.dnnl->run(o.x.data(), s.m, o.y.data()); });
+  const double gflops = 2.0 * s.m * s.n * s.k / (ms * 1e6);
+  state.counters["GFLOP/s"] = gflops;
+  state.counters["peak_share"] = gflops / g_peak_gflops;
+  record(fmt::format("onednn {} m{} k{} n{}", s.what, s.m, s.k, s.n), gflops, g_peak_gflops, ms);
+}
+
+}  // namespace
+}  // namespace shrink::bench
+
+int main(int argc, char** argv) {
+  using namespace shrink::bench;
+  benchmark::Initialize(&argc, argv);
+  const int threads = bench_threads();
+  print_machine(threads);
+  g_peak_gflops = shrink::measure_fp32_peak_gflops(threads);
+  fmt::print("fp32 peak (oneDNN best large sgemm): {:.1f} GFLOP/s\n", g_peak_gflops);
+  fmt::print("kernels: {}\n",
+             shrink::kernels::sgemm_panel_width(shrink::active_isa()) == 64 ? "6x64 avx512" : "see README");
+  // Own and oneDNN back to back per shape: the machine is noisy, so compared cases run interleaved.
+  for (const GemmShape& s : kShapes) {
+    benchmark::RegisterBenchmark(fmt::format("own/{}", s.what).c_str(), bench_own, s)->MinTime(0.5)->UseRealTime();
+    benchmark::RegisterBenchmark(fmt::format("onednn/{}", s.what).c_str(), bench_dnnl, s)->MinTime(0.5)->UseRealTime();
+  }
+  benchmark::RunSpecifiedBenchmarks();
+  print_rows("GFLOP/s", g_peak_gflops, "oneDNN fp32 sgemm");
+  benchmark::Shutdown();
+  return 0;
+}

@@ -1,0 +1,107 @@
+// TinyLlama-1.1B decode GEMVs (m = 1) on the packed weights: GB/s of weights streamed per call and share of the
+// streaming-read bandwidth measured in the same run; also one whole layer (q, k, v, o, gate, up, down) in order.
+#include <shrink/kernels/gemm.h>
+
+#include <map>
+
+#include "micro/bench_common.h"
+
+namespace shrink::bench {
+namespace {
+
+double g_stream_gbps = 0;
+
+struct GemvShape {
+  const char* what;
+  int64_t k, n;
+};
+
+const GemvShape kShapes[] = {
+    {"q_proj", 2048, 2048},    {"k_proj", 2048, 256},   {"v_proj", 2048, 256},     {"o_proj", 2048, 2048},
+    {"gate_proj", 2048, 5632}, {"up_proj", 2048, 5632}, {"down_proj", 5632, 2048}, {"lm_head", 2048, 32000},
+};
+
+// Each case cycles through enough distinct copies (>= 512 MiB) that the weights come from DRAM, as in decode.
+constexpr size_t kMinBytes = size_t{512} << 20;
+
+struct Copies {
+  std::vector<kernels::PackedWeightsF32> w;
+  std::vector<float> x, y;
+};
+
+Copies& copies(const GemvShape& s) {
+  static std::map<std::string, Copies> cache;
+  Copies& c = cache[s.what];
+  if (c.w.empty()) {
+    const auto w = random_floats(s.n * s.k, 1);
+    const size_t bytes = s.n * s.k * sizeof(float);
+    const size_t count = std::max<size_t>(2, (kMinBytes + bytes - 1) / bytes);
+    for (size_t i = 0; i < count; ++i)
+      c.w.push_back(kernels::PackedWeightsF32::pack(w.data(), DType::F32, s.n, s.k, s.k, active_isa()));
+    c.x = random_floats(s.k, 2);
+    c.y.assign(s.n, 0.0f);
+  }
+  return c;
+}
+
+void bench_gemv(benchmark::State& state, GemvShape s) {
+  Copies& c = copies(s);
+  size_t i = 0;
+  const double ms = timed_loop(state, [&] {
+    kernels::sgemv_packed(c.w[i], c.x.data(), 1, s.k, nullptr, c.y.data(), s.n);
+    i = (i + 1) % c.w.size();
+  });
+  const double gbps = s.n * s.k * sizeof(float) / (ms * 1e6);
+  state.counters["GB/s"] = gbps;
+  state.counters["bw_share"] = gbps / g_stream_gbps;
+  record(fmt::format("gemv {} k{} n{}", s.what, s.k, s.n), gbps, g_stream_gbps, ms);
+}
+
+// One decoder layer's seven GEMVs in order, cycling over 4 layers' worth of distinct weights (~700 MB).
+void bench_layer(benchmark::State& state) {
+  constexpr int kLayers = 4;
+  const GemvShape layer[] = {kShapes[0], kShapes[1], kShapes[2], kShapes[3], kShapes[4], kShapes[5], kShapes[6]};
+  static std::vector<std::vector<kernels::PackedWeightsF32>> weights;
+  if (weights.empty()) {
+    for (int l = 0; l < kLayers; ++l) {
+      weights.emplace_back();
+      for (const GemvShape& s : layer) {
+        const auto w = random_floats(s.n * s.k, 10 + l);
+        weights.back().push_back(kernels::PackedWeightsF32::pack(w.data(), DType::F32, s.n, s.k, s.k, active_isa()));
+      }
+    }
+  }
+  const auto x = random_floats(5632, 3);
+  std::vector<float> y(5632);
+  double bytes = 0;
+  for (const GemvShape& s : layer) bytes += s.n * s.k * sizeof(float);
+  int l = 0;
+  const double ms = timed_loop(state, [&] {
+    for (size_t i = 0; i < weights[l].size(); ++i)
+      kernels::sgemv_packed(weights[l][i], x.data(), 1, layer[i].k, nullptr, y.data(), layer[i].n);
+    l = (l + 1) % kLayers;
+  });
+  const double gbps = bytes / (ms * 1e6);
+  state.counters["GB/s"] = gbps;
+  state.counters["bw_share"] = gbps / g_stream_gbps;
+  record("whole layer (q,k,v,o,gate,up,down)", gbps, g_stream_gbps, ms);
+}
+
+}  // namespace
+}  // namespace shrink::bench
+
+int main(int argc, char** argv) {
+  using namespace shrink::bench;
+  benchmark::Initialize(&argc, argv);
+  const int threads = bench_threads();
+  print_machine(threads);
+  g_stream_gbps = shrink::measure_stream_read_gbps(threads);
+  fmt::print("streaming read (1 GiB, vector loads): {:.1f} GB/s\n", g_stream_gbps);
+  for (const GemvShape& s : kShapes)
+    benchmark::RegisterBenchmark(fmt::format("gemv/{}", s.what).c_str(), bench_gemv, s)->MinTime(0.3)->UseRealTime();
+  benchmark::RegisterBenchmark("gemv/whole_layer", bench_layer)->MinTime(0.5)->UseRealTime();
+  benchmark::RunSpecifiedBenchmarks();
+  print_rows("GB/s", g_stream_gbps, "streaming read");
+  benchmark::Shutdown();
+  return 0;
+}
