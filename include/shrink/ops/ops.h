@@ -28,13 +28,12 @@ void rope(float* x, int64_t n_heads, int64_t head_dim, int64_t pos, float theta,
 // holds keys/values for positions 0 .. start_pos + n_tokens - 1.
 // q: [n_tokens][n_heads * head_dim]; k_cache, v_cache: [pos][n_kv_heads * head_dim] with row stride
 // kv_stride floats; query head h reads kv head h / (n_heads / n_kv_heads). out like q.
-void attention_causal(const float* q, int64_t n_tokens, int64_t start_pos, const float* k_cache,
-                      const float* v_cache, int64_t kv_stride, int n_heads, int n_kv_heads, int head_dim,
-                      float scale, float* out);
+void attention_causal(const float* q, int64_t n_tokens, int64_t start_pos, const float* k_cache, const float* v_cache,
+                      int64_t kv_stride, int n_heads, int n_kv_heads, int head_dim, float scale, float* out);
 
 // Bidirectional attention over one sequence of T tokens with key padding mask (mask[j] == 0: ignore
 // key j). q, k, v rows have stride ld floats (e.g. a fused QKV buffer); out is [T][n_heads*head_dim].
-void attention_masked(const float* q, const float* k, const float* v, int64_t ld, int64_t T,
-                      const int32_t* mask, int n_heads, int head_dim, float scale, float* out);
+void attention_masked(const float* q, const float* k, const float* v, int64_t ld, int64_t T, const int32_t* mask,
+                      int n_heads, int head_dim, float scale, float* out);
 
 }  // namespace shrink::ops

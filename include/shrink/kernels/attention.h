@@ -1,0 +1,59 @@
+// Scaled dot-product attention on fp32: the per-ISA "attend" kernel (a few queries against one run of keys)
+// and the threaded drivers for causal (decoder, KV cache, GQA) and masked (encoder) attention.
+#pragma once
+
+#include <shrink/core/cpu.h>
+
+#include <cstdint>
+
+namespace shrink::kernels {
+
+// One work item: n_q queries attend to the same keys 0 .. n_keys-1 (the query heads of one GQA group at one
+// position, or a block of query rows of one encoder head).
+struct AttendArgs {
+  const float* q;  // query i at q + i * q_stride, head_dim floats
+  int64_t q_stride;
+  int n_q;
+  const float* k;  // key j at k + j * kv_stride (v likewise)
+  const float* v;
+  int64_t kv_stride;
+  int64_t n_keys;
+  const int32_t* mask;  // null: every key allowed; otherwise key j is ignored where mask[j] == 0
+  int head_dim;
+  float scale;  // applied to q.k before the softmax
+  float* out;   // output i at out + i * out_stride, head_dim floats
+  int64_t out_stride;
+  float* row_max;  // null: out is normalised. Otherwise out = sum_j exp(s_j - m) v_j unnormalised, and
+  float* row_sum;  // row_max[i] = m, row_sum[i] = sum_j exp(s_j - m) (for merging key splits).
+  float* scratch;  // attend_scratch_floats(n_q, n_keys) floats
+};
+
+// Queries whose keys are all masked get zeros (row_max -inf, row_sum 0), never NaN.
+using AttendFn = void (*)(const AttendArgs& a);
+
+struct AttentionKernels {
+  Isa isa;
+  const char* name;  // e.g. "f32-attend-avx512"
+  AttendFn attend;
+};
+
+// Throws shrink::Error when this CPU cannot run `isa`.
+const AttentionKernels& attention_kernels(Isa isa);
+
+// Scratch an attend call needs: the n_q rows of scores, padded to whole 16-key blocks.
+inline int64_t attend_scratch_floats(int n_q, int64_t n_keys) {
+  return int64_t{n_q} * ((n_keys + 15) / 16 * 16);
+}
+
+// ---- Threaded drivers; same contracts as shrink::ops::attention_causal / attention_masked (ops/ops.h). ----
+// Work items are (query position, KV head) pairs, every query head of a GQA group handled together so each
+// key/value row is read once per group. Long decodes with fewer items than threads are split over the keys
+// and merged exactly (log-sum-exp), so all threads stream the cache.
+void attention_causal(Isa isa, const float* q, int64_t n_tokens, int64_t start_pos, const float* k_cache,
+                      const float* v_cache, int64_t kv_stride, int n_heads, int n_kv_heads, int head_dim, float scale,
+                      float* out);
+// Work items are (head, block of query rows); keys after the last unmasked one are never read.
+void attention_masked(Isa isa, const float* q, const float* k, const float* v, int64_t ld, int64_t T,
+                      const int32_t* mask, int n_heads, int head_dim, float scale, float* out);
+
+}  // namespace shrink::kernels
