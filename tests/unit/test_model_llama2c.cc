@@ -2,6 +2,7 @@
 // continuation token for token, logits at recorded positions, perplexity by the recorded protocol.
 #include <gtest/gtest.h>
 #include <shrink/core/cpu.h>
+#include <shrink/core/error.h>
 #include <shrink/core/mmap.h>
 #include <shrink/eval/perplexity.h>
 #include <shrink/models/generate.h>
