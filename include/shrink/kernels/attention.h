@@ -26,6 +26,7 @@ struct AttendArgs {
   float* row_max;  // null: out is normalised. Otherwise out = sum_j exp(s_j - m) v_j unnormalised, and
   float* row_sum;  // row_max[i] = m, row_sum[i] = sum_j exp(s_j - m) (for merging key splits).
   float* scratch;  // attend_scratch_floats(n_q, n_keys) floats
+  bool stream;     // K/V probably not in cache (an old KV cache): prefetch rows ahead of use
 };
 
 // Queries whose keys are all masked get zeros (row_max -inf, row_sum 0), never NaN.
@@ -46,9 +47,10 @@ inline int64_t attend_scratch_floats(int n_q, int64_t n_keys) {
 }
 
 // ---- Threaded drivers; same contracts as shrink::ops::attention_causal / attention_masked (ops/ops.h). ----
-// Work items are (query position, KV head) pairs, every query head of a GQA group handled together so each
-// key/value row is read once per group. Long decodes with fewer items than threads are split over the keys
-// and merged exactly (log-sum-exp), so all threads stream the cache.
+// Prefill: work items are (query row, KV head), every query head of a GQA group handled together so each key/value
+// row is read once per group. Decode (<= 4 new tokens, >= 128 keys): items are (query row, chunk of 32..256 keys)
+// over every KV head, so the cache is walked row by row and all threads share a long context; the chunks are
+// merged exactly (log-sum-exp) in double.
 void attention_causal(Isa isa, const float* q, int64_t n_tokens, int64_t start_pos, const float* k_cache,
                       const float* v_cache, int64_t kv_stride, int n_heads, int n_kv_heads, int head_dim, float scale,
                       float* out);

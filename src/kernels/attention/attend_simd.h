@@ -4,6 +4,7 @@
 #pragma once
 
 #include <shrink/kernels/attention.h>
+#include <xmmintrin.h>
 
 #include <cmath>
 #include <cstdint>
@@ -33,6 +34,19 @@ inline void dot_step_strided(typename V::F* acc, typename V::F qv, const float* 
   }
 }
 
+// Rows this far ahead are prefetched: a head's slice of a long KV cache is a few hundred bytes per row, rows are a
+// page or more apart, so the hardware streamers (which work within a page) cannot run ahead on their own.
+constexpr int64_t kPrefetchRows = 48;
+inline bool worth_prefetching(const AttendArgs& a) {
+  return a.stream && a.n_keys > kPrefetchRows;
+}
+
+// Prefetches the cache lines of `floats` floats at p.
+inline void prefetch_span(const float* p, int64_t floats) {
+  for (int64_t d = 0; d < floats; d += 16) _mm_prefetch(reinterpret_cast<const char*>(p + d), _MM_HINT_T0);
+  _mm_prefetch(reinterpret_cast<const char*>(p + floats - 1), _MM_HINT_T0);
+}
+
 // s[qi * ld_s + j] = scale * q_qi . k_j for all j < n_keys (entries up to the next multiple of kLanes are junk).
 template <class V>
 void attend_scores(const AttendArgs& a, float* s, int64_t ld_s) {
@@ -42,10 +56,13 @@ void attend_scores(const AttendArgs& a, float* s, int64_t ld_s) {
   const int64_t hd_full = hd / W * W;
   const auto tail = V::first(hd - hd_full);
   const F scale = V::set1(a.scale);
+  const int64_t prefetch_end = worth_prefetching(a) ? a.n_keys : 0;
   for (int64_t j0 = 0; j0 < a.n_keys; j0 += W) {
     const float* base = a.k + j0 * a.kv_stride;
     const bool full = j0 + W <= a.n_keys;
-    const float* rows[W];
+    for (int64_t j = j0 + kPrefetchRows; j < j0 + kPrefetchRows + W && j < prefetch_end; ++j)
+      prefetch_span(a.k + j * a.kv_stride, hd);
+    const float* rows[W] = {};
     if (!full) {
       // Past the last key, re-read it: the block stays branch-free and never touches memory beyond the keys.
       for (int i = 0; i < W; ++i) rows[i] = a.k + (j0 + i < a.n_keys ? j0 + i : a.n_keys - 1) * a.kv_stride;
@@ -112,6 +129,7 @@ struct WeightedSumArgs {
   const float* v;  // value row j at v + j * kv_stride (already offset to the column chunk)
   int64_t kv_stride;
   int64_t n_keys;
+  int64_t prefetch_end;    // value rows below this index are prefetched kPrefetchRows ahead
   const float* out_scale;  // per query row
   float* out;              // row h at out + h * out_stride (already offset to the column chunk)
   int64_t out_stride;
@@ -127,6 +145,7 @@ void weighted_sum(const WeightedSumArgs& a, typename V::M last) {
     for (int n = 0; n < NV; ++n) acc[h][n] = V::zero();
   const float* vr = a.v;
   for (int64_t j = 0; j < a.n_keys; ++j, vr += a.kv_stride) {
+    if (j + kPrefetchRows < a.prefetch_end) prefetch_span(vr + kPrefetchRows * a.kv_stride, NV * W);
     F vv[NV];
     for (int n = 0; n < NV - 1; ++n) vv[n] = V::load(vr + n * W);
     vv[NV - 1] = V::load(vr + (NV - 1) * W, last);
@@ -185,9 +204,11 @@ void attend_simd(const AttendArgs& a) {
       const int left = a.head_dim - d0;
       const int nv = left >= 4 * W ? 4 : (left + W - 1) / W;
       const auto last = V::first(left - (nv - 1) * W);
-      const WeightedSumArgs w{
-          s + q0 * ld_s, ld_s, a.v + d0, a.kv_stride, a.n_keys, out_scale, a.out + q0 * a.out_stride + d0,
-          a.out_stride};
+      const WeightedSumArgs w{s + q0 * ld_s, ld_s,
+                              a.v + d0,      a.kv_stride,
+                              a.n_keys,      worth_prefetching(a) ? a.n_keys : 0,
+                              out_scale,     a.out + q0 * a.out_stride + d0,
+                              a.out_stride};
       switch (nv) {
         case 1: weighted_sum_rows<V, 1>(hb, w, last); break;
         case 2: weighted_sum_rows<V, 2>(hb, w, last); break;

@@ -3,6 +3,7 @@
 #include <shrink/core/error.h>
 #include <shrink/core/parallel.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -14,11 +15,15 @@ namespace shrink::kernels {
 
 namespace {
 
-// A split below this many keys is not worth its merge.
-constexpr int64_t kMinKeysPerSplit = 256;
+// Decode-like calls (few new tokens) walk the cache in chunks of keys, every KV head per chunk: one head alone
+// would touch each K/V row (often a whole 4 KiB page or more) for a few hundred bytes, so a long context costs a
+// page walk per row per head. Chunks also give every thread work when there are fewer heads than threads.
+constexpr int64_t kMaxChunkedTokens = 4;
+constexpr int64_t kMinChunkedKeys = 128;
+constexpr int64_t kMinChunk = 32, kMaxChunk = 256;
+constexpr int64_t kStreamMinBytes = 1 << 20;
 // Encoder query rows per work item: they share each key block while it is in L1.
 constexpr int kEncoderQueryRows = 8;
-constexpr int64_t kMaxSplits = 64;
 
 // Grows once per thread to the largest request; the pool's threads live as long as the process.
 float* thread_scratch(int64_t n) {
@@ -61,23 +66,11 @@ void attention_causal(Isa isa, const float* q, int64_t n_tokens, int64_t start_p
   const AttendFn attend = attention_kernels(isa).attend;
   const int group = n_heads / n_kv_heads;
   const int64_t q_row = int64_t{n_heads} * head_dim;
-  const int64_t items = n_tokens * n_kv_heads;
+  const int64_t max_keys = start_pos + n_tokens;
   const int64_t threads = num_threads();
-  int64_t splits = 1;
-  if (items < threads) {
-    splits = (threads + items - 1) / items;
-    const int64_t by_keys = (start_pos + n_tokens) / kMinKeysPerSplit;
-    splits = splits < by_keys ? splits : by_keys;
-    splits = splits < kMaxSplits ? splits : kMaxSplits;
-    splits = splits < 1 ? 1 : splits;
-  }
 
-  // Item u: query row t (balanced order), KV head g, keys [k0, k1) of that row's start_pos + t + 1.
-  auto make_args = [&](int64_t u, int64_t split, AttendArgs& a) {
-    const int64_t t = balanced_row(u / n_kv_heads, n_tokens);
-    const int64_t g = u % n_kv_heads;
-    const int64_t keys = start_pos + t + 1;
-    const int64_t k0 = keys * split / splits, k1 = keys * (split + 1) / splits;
+  // Query row t, KV head g, keys [k0, k1) of that row's start_pos + t + 1.
+  auto make_args = [&](int64_t t, int64_t g, int64_t k0, int64_t k1, AttendArgs& a) {
     a = AttendArgs{};
     a.q = q + t * q_row + g * group * head_dim;
     a.q_stride = head_dim;
@@ -91,68 +84,75 @@ void attention_causal(Isa isa, const float* q, int64_t n_tokens, int64_t start_p
     a.out = out + t * q_row + g * group * head_dim;
     a.out_stride = head_dim;
     a.scratch = thread_scratch(attend_scratch_floats(group, a.n_keys));
+    // A KV cache beyond L2 was written tokens (and layers) ago: stream it with prefetches.
+    a.stream = max_keys * kv_stride * static_cast<int64_t>(sizeof(float)) > kStreamMinBytes;
   };
 
-  if (splits == 1) {
-    parallel_for(items, 1, [&](int64_t b, int64_t e) {
+  if (n_tokens > kMaxChunkedTokens || max_keys < kMinChunkedKeys) {
+    // Prefill: items (row, KV head) over the row's whole key range; rows in balanced order.
+    parallel_for(n_tokens * n_kv_heads, 1, [&](int64_t b, int64_t e) {
       AttendArgs a;
       for (int64_t u = b; u < e; ++u) {
-        make_args(u, 0, a);
+        const int64_t t = balanced_row(u / n_kv_heads, n_tokens);
+        make_args(t, u % n_kv_heads, 0, start_pos + t + 1, a);
         attend(a);
       }
     });
     return;
   }
 
-  // Each split writes its unnormalised output, max and sum; the merge rescales by exp(m_s - m).
-  const int64_t part = int64_t{group} * (head_dim + 2);
+  // Decode: items (row, chunk of keys) over every KV head. Each writes unnormalised outputs with their max and
+  // sum; the merge rescales chunk s by exp(m_s - m) and divides by the merged sum.
+  int64_t chunk = (max_keys + threads - 1) / threads;
+  chunk = chunk < kMinChunk ? kMinChunk : (chunk > kMaxChunk ? kMaxChunk : chunk);
+  chunk = (chunk + 15) / 16 * 16;
+  const int64_t n_chunks = (max_keys + chunk - 1) / chunk;
+  const int64_t part = q_row + 2 * int64_t{n_heads};  // outputs, then max and sum per head
   thread_local std::vector<float> parts;
-  if (static_cast<int64_t>(parts.size()) < items * splits * part) parts.resize(items * splits * part);
+  if (static_cast<int64_t>(parts.size()) < n_tokens * n_chunks * part) parts.resize(n_tokens * n_chunks * part);
   float* parts_data = parts.data();
-  parallel_for(items * splits, 1, [&](int64_t b, int64_t e) {
+  parallel_for(n_tokens * n_chunks, 1, [&](int64_t b, int64_t e) {
     AttendArgs a;
     for (int64_t w = b; w < e; ++w) {
-      make_args(w / splits, w % splits, a);
+      const int64_t t = w / n_chunks, k0 = (w % n_chunks) * chunk;
+      const int64_t keys = start_pos + t + 1, k1 = k0 + chunk < keys ? k0 + chunk : keys;
       float* p = parts_data + w * part;
-      a.out = p;
-      a.row_max = p + int64_t{group} * head_dim;
-      a.row_sum = a.row_max + group;
-      if (a.n_keys == 0) {
-        for (int64_t i = 0; i < int64_t{group} * head_dim; ++i) p[i] = 0.0f;
-        for (int h = 0; h < group; ++h) {
-          a.row_max[h] = -std::numeric_limits<float>::infinity();
-          a.row_sum[h] = 0.0f;
+      if (k0 >= k1) {
+        for (int64_t h = 0; h < n_heads; ++h) {
+          p[q_row + h] = -std::numeric_limits<float>::infinity();
+          p[q_row + n_heads + h] = 0.0f;
         }
         continue;
       }
-      attend(a);
+      for (int64_t g = 0; g < n_kv_heads; ++g) {
+        make_args(t, g, k0, k1, a);
+        a.out = p + g * group * head_dim;
+        a.row_max = p + q_row + g * group;
+        a.row_sum = p + q_row + n_heads + g * group;
+        attend(a);
+      }
     }
   });
-  for (int64_t u = 0; u < items; ++u) {
-    AttendArgs a;
-    make_args(u, 0, a);
-    for (int h = 0; h < group; ++h) {
-      const float* first = parts_data + u * splits * part;
+  std::vector<double> acc(head_dim);
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    const float* first = parts_data + t * n_chunks * part;
+    for (int64_t h = 0; h < n_heads; ++h) {
       float m = -std::numeric_limits<float>::infinity();
-      for (int64_t s = 0; s < splits; ++s) {
-        const float ms = first[s * part + int64_t{group} * head_dim + h];
-        m = ms > m ? ms : m;
-      }
-      double weight[kMaxSplits];
+      for (int64_t c = 0; c < n_chunks; ++c) m = std::max(m, first[c * part + q_row + h]);
       double sum = 0;
-      for (int64_t s = 0; s < splits; ++s) {
-        const float* p = first + s * part;
-        const float ms = p[int64_t{group} * head_dim + h];
-        weight[s] = ms == -std::numeric_limits<float>::infinity() ? 0.0 : std::exp(static_cast<double>(ms) - m);
-        sum += weight[s] * p[int64_t{group} * head_dim + group + h];
+      std::fill(acc.begin(), acc.end(), 0.0);
+      for (int64_t c = 0; c < n_chunks; ++c) {
+        const float* p = first + c * part;
+        const float mc = p[q_row + h];
+        // Empty chunks (and chunks whose keys were all masked) carry no outputs: skip, never multiply junk by 0.
+        if (mc == -std::numeric_limits<float>::infinity()) continue;
+        const double w = std::exp(static_cast<double>(mc) - m);
+        sum += w * p[q_row + n_heads + h];
+        for (int64_t d = 0; d < head_dim; ++d) acc[d] += w * p[h * head_dim + d];
       }
-      float* o = a.out + h * a.out_stride;
       const double inv = sum > 0 ? 1.0 / sum : 0.0;
-      for (int d = 0; d < head_dim; ++d) {
-        double acc = 0;
-        for (int64_t s = 0; s < splits; ++s) acc += weight[s] * first[s * part + int64_t{h} * head_dim + d];
-        o[d] = static_cast<float>(acc * inv);
-      }
+      float* o = out + t * q_row + h * head_dim;
+      for (int64_t d = 0; d < head_dim; ++d) o[d] = static_cast<float>(acc[d] * inv);
     }
   }
 }
