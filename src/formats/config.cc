@@ -254,9 +254,16 @@ void check_consistent(const ModelConfig& c, bool explicit_head_dim, const std::s
   if (!(c.rope_theta > 0)) fail("{}: rope_theta {} must be positive; fix config.json", source, c.rope_theta);
 }
 
-// Floats go back to JSON by their shortest decimal spelling (1e-05, not 9.999999747378752e-06).
+// Floats go back to JSON by their shortest decimal spelling (1e-05, not 9.999999747378752e-06),
+// unless that spelling would not read back as the same float (near FLT_MAX, or double rounding).
 double json_float(float f) {
-  return std::stod(fmt::format("{}", f));
+  const std::string s = fmt::format("{}", f);
+  double d = 0;
+  const auto [ptr, ec] = std::from_chars(s.data(), s.data() + s.size(), d);
+  if (ec != std::errc() || ptr != s.data() + s.size() || !(std::fabs(d) <= std::numeric_limits<float>::max()) ||
+      static_cast<float>(d) != f)
+    return static_cast<double>(f);
+  return d;
 }
 
 }  // namespace

@@ -238,6 +238,17 @@ TEST(Config, RoundTripThroughJson) {
   EXPECT_EQ(j["rms_norm_eps"].get<double>(), 1e-5);
   EXPECT_FALSE(j.contains("head_dim"));
   expect_same(parse_config(j, "built"), c);
+
+  // Extreme floats: FLT_MAX's short spelling 3.4028235e+38 reads back above FLT_MAX, so it must be
+  // written exactly; the smallest subnormal must survive too.
+  for (double eps : {3.4028234663852886e38, 1.401298464324817e-45, 0.1}) {
+    json l = json::parse(kLlama);
+    l["rms_norm_eps"] = eps;
+    const ModelConfig a = parse_config(l, "eps");
+    const ModelConfig b = parse_config(config_to_json(a), "eps-roundtrip");
+    EXPECT_EQ(a.norm_eps, b.norm_eps) << eps;
+    EXPECT_EQ(a.norm_eps, static_cast<float>(eps));
+  }
 }
 
 TEST(Config, ReadsFileAndNamesItInErrors) {
