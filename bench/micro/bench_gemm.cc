@@ -83,6 +83,13 @@ int main(int argc, char** argv) {
     benchmark::RegisterBenchmark(fmt::format("onednn/{}", s.what).c_str(), bench_dnnl, s)->MinTime(0.5)->UseRealTime();
   }
   benchmark::RunSpecifiedBenchmarks();
+  // Measured again after the cases and the better kept: on a shared machine either measurement can be disturbed.
+  const double again = shrink::measure_fp32_peak_gflops(threads);
+  fmt::print("peak measured again after the cases: {:.1f}\n", again);
+  if (again > g_peak_gflops) {
+    for (Row& r : rows()) r.share *= g_peak_gflops / again;
+    g_peak_gflops = again;
+  }
   print_rows("GFLOP/s", g_peak_gflops, "oneDNN fp32 sgemm");
   benchmark::Shutdown();
   return 0;

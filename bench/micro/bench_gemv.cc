@@ -97,10 +97,20 @@ int main(int argc, char** argv) {
   print_machine(threads);
   g_stream_gbps = shrink::measure_stream_read_gbps(threads);
   fmt::print("streaming read (1 GiB, vector loads): {:.1f} GB/s\n", g_stream_gbps);
+  // A fixed, generous call count: the best call is reported, and a busy machine needs many to find a clean one.
   for (const GemvShape& s : kShapes)
-    benchmark::RegisterBenchmark(fmt::format("gemv/{}", s.what).c_str(), bench_gemv, s)->MinTime(0.3)->UseRealTime();
-  benchmark::RegisterBenchmark("gemv/whole_layer", bench_layer)->MinTime(0.5)->UseRealTime();
+    benchmark::RegisterBenchmark(fmt::format("gemv/{}", s.what).c_str(), bench_gemv, s)
+        ->Iterations(s.n * s.k > (1 << 24) ? 60 : 400)
+        ->UseRealTime();
+  benchmark::RegisterBenchmark("gemv/whole_layer", bench_layer)->Iterations(100)->UseRealTime();
   benchmark::RunSpecifiedBenchmarks();
+  // Measured again after the cases and the better kept: on a shared machine either measurement can be disturbed.
+  const double again = shrink::measure_stream_read_gbps(threads);
+  fmt::print("peak measured again after the cases: {:.1f}\n", again);
+  if (again > g_stream_gbps) {
+    for (Row& r : rows()) r.share *= g_stream_gbps / again;
+    g_stream_gbps = again;
+  }
   print_rows("GB/s", g_stream_gbps, "streaming read");
   benchmark::Shutdown();
   return 0;
