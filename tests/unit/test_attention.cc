@@ -15,8 +15,9 @@
 namespace shrink {
 namespace {
 
-// Max |out - ref| / max |v|. Measured maxima (AMD EPYC Zen 5): scalar 1.9e-7, AVX2 2.1e-7, AVX-512 2.1e-7.
-constexpr double kAttentionTol = 1e-6;
+// Max |out - ref| over outputs (|v| <= 1). Measured maxima on AMD EPYC (Zen 5): scalar 2.3e-7 (float dot products
+// and accumulation), AVX2 and AVX-512 1.2e-7; masked encoder rows 1.2e-7 at most. The tests print "[ accuracy ]".
+constexpr double kAttentionTol = 6e-7;
 
 bool isa_runs_here(Isa isa) {
   const CpuFeatures& f = cpu_features();
