@@ -68,10 +68,11 @@ struct Shape3 {
   int64_t m, n, k;
 };
 
-// Tails in every direction: n and k below, at and past the vector widths (8/16/64) and the k block (192/256).
+// Tails in every direction: n and k below, at and past the vector widths (8/16/64) and the k blocks (256 scalar,
+// 768 AVX2/AVX-512), so later k blocks accumulate onto earlier ones.
 const std::vector<int64_t> kMs = {1, 2, 3, 4, 5, 6, 7, 13, 129};
 const std::vector<int64_t> kNs = {1, 15, 17, 64, 65, 130};
-const std::vector<int64_t> kKs = {1, 7, 16, 33, 300, 520};
+const std::vector<int64_t> kKs = {1, 7, 16, 33, 300, 800};
 
 TEST_P(PackedGemm, AllShapesMatchReference) {
   const Isa isa = GetParam();
@@ -118,7 +119,7 @@ TEST_P(PackedGemm, GemmPathAlsoHandlesSmallM) {
 TEST_P(PackedGemm, LargeShapesMatchReference) {
   const Isa isa = GetParam();
   set_num_threads(2);
-  for (Shape3 s : {Shape3{128, 200, 768}, Shape3{1, 1000, 2048}, Shape3{3, 257, 1500}}) {
+  for (Shape3 s : {Shape3{128, 200, 768}, Shape3{13, 100, 1600}, Shape3{1, 1000, 2048}, Shape3{3, 257, 1500}}) {
     const auto w = random_vector(s.n * s.k, 11), x = random_vector(s.m * s.k, 12), bias = random_vector(s.n, 13);
     const auto packed = PackedWeightsF32::pack(w.data(), DType::F32, s.n, s.k, s.k, isa);
     std::vector<float> y(s.m * s.n);
