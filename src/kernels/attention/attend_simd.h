@@ -57,6 +57,8 @@ void attend_scores(const AttendArgs& a, float* s, int64_t ld_s) {
   const auto tail = V::first(hd - hd_full);
   const F scale = V::set1(a.scale);
   const int64_t prefetch_end = worth_prefetching(a) ? a.n_keys : 0;
+  // Prime the first rows too: a decode chunk is only a few hundred keys long.
+  for (int64_t j = 0; j < kPrefetchRows && j < prefetch_end; ++j) prefetch_span(a.k + j * a.kv_stride, hd);
   for (int64_t j0 = 0; j0 < a.n_keys; j0 += W) {
     const float* base = a.k + j0 * a.kv_stride;
     const bool full = j0 + W <= a.n_keys;
@@ -144,6 +146,7 @@ void weighted_sum(const WeightedSumArgs& a, typename V::M last) {
   for (int h = 0; h < HB; ++h)
     for (int n = 0; n < NV; ++n) acc[h][n] = V::zero();
   const float* vr = a.v;
+  for (int64_t j = 0; j < kPrefetchRows && j < a.prefetch_end; ++j) prefetch_span(vr + j * a.kv_stride, NV * W);
   for (int64_t j = 0; j < a.n_keys; ++j, vr += a.kv_stride) {
     if (j + kPrefetchRows < a.prefetch_end) prefetch_span(vr + kPrefetchRows * a.kv_stride, NV * W);
     F vv[NV];
