@@ -184,6 +184,23 @@ TEST_P(AttentionIsa, MaskedEncoderNoPaddingBertShape) {
   EXPECT_LT(run_masked(128, 12, 64, mask), kAttentionTol);
 }
 
+TEST_P(AttentionIsa, NullMaskMeansNoPaddingAndWideHeads) {
+  // mask == nullptr must equal an all-ones mask; head_dim 256 takes several 64-float chunks of V.
+  for (int hd : {64, 256}) {
+    const int64_t T = 21, heads = 2, row = heads * hd;
+    const auto qkv = random_vector(T * 3 * row, 9);
+    const std::vector<int32_t> ones(T, 1);
+    std::vector<float> a(T * row), b(T * row);
+    kernels::attention_masked(GetParam(), qkv.data(), qkv.data() + row, qkv.data() + 2 * row, 3 * row, T, nullptr,
+                              heads, hd, 0.1f, a.data());
+    kernels::attention_masked(GetParam(), qkv.data(), qkv.data() + row, qkv.data() + 2 * row, 3 * row, T, ones.data(),
+                              heads, hd, 0.1f, b.data());
+    EXPECT_EQ(a, b) << "hd=" << hd;
+    EXPECT_LT(run_masked(T, heads, hd, ones), kAttentionTol) << "hd=" << hd;
+  }
+  EXPECT_LT(run_causal(5, 300, 4, 2, 256), kAttentionTol);
+}
+
 TEST_P(AttentionIsa, AllKeysMaskedGivesZerosNotNan) {
   const std::vector<int32_t> mask(19, 0);
   EXPECT_EQ(run_masked(19, 2, 16, mask, /*expect_zero=*/true), 0.0);
