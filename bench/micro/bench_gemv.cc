@@ -4,6 +4,7 @@
 
 #include <map>
 
+#include "kernels/gemm/sgemm_kernels.h"
 #include "micro/bench_common.h"
 
 namespace shrink::bench {
@@ -95,6 +96,7 @@ int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
   const int threads = bench_threads();
   print_machine(threads);
+  fmt::print("own kernel: {}\n", shrink::kernels::detail::sgemm_kernels(shrink::active_isa()).gemv_name);
   g_stream_gbps = shrink::measure_stream_read_gbps(threads);
   fmt::print("streaming read (1 GiB, vector loads): {:.1f} GB/s\n", g_stream_gbps);
   // A fixed, generous call count: the best call is reported, and a busy machine needs many to find a clean one.
