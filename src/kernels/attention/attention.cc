@@ -24,6 +24,10 @@ constexpr int64_t kMinChunk = 32, kMaxChunk = 256;
 constexpr int64_t kStreamMinBytes = 1 << 20;
 // Encoder query rows per work item: they share each key block while it is in L1.
 constexpr int kEncoderQueryRows = 8;
+// Below this many multiply-adds a call runs on the calling thread: waking the pool costs more (and
+// far more when the cores are shared with other processes).
+constexpr int64_t kSerialMacs = 1 << 16;
+int64_t grain_for(int64_t items, int64_t macs) { return macs < kSerialMacs ? items : 1; }
 
 // Grows once per thread to the largest request; the pool's threads live as long as the process.
 float* thread_scratch(int64_t n) {
@@ -90,7 +94,8 @@ void attention_causal(Isa isa, const float* q, int64_t n_tokens, int64_t start_p
 
   if (n_tokens > kMaxChunkedTokens || max_keys < kMinChunkedKeys) {
     // Prefill: items (row, KV head) over the row's whole key range; rows in balanced order.
-    parallel_for(n_tokens * n_kv_heads, 1, [&](int64_t b, int64_t e) {
+    const int64_t macs = 2 * n_tokens * max_keys * n_heads * int64_t{head_dim};
+    parallel_for(n_tokens * n_kv_heads, grain_for(n_tokens * n_kv_heads, macs), [&](int64_t b, int64_t e) {
       AttendArgs a;
       for (int64_t u = b; u < e; ++u) {
         const int64_t t = balanced_row(u / n_kv_heads, n_tokens);
@@ -111,7 +116,8 @@ void attention_causal(Isa isa, const float* q, int64_t n_tokens, int64_t start_p
   thread_local std::vector<float> parts;
   if (static_cast<int64_t>(parts.size()) < n_tokens * n_chunks * part) parts.resize(n_tokens * n_chunks * part);
   float* parts_data = parts.data();
-  parallel_for(n_tokens * n_chunks, 1, [&](int64_t b, int64_t e) {
+  const int64_t macs = 2 * n_tokens * max_keys * n_heads * int64_t{head_dim};
+  parallel_for(n_tokens * n_chunks, grain_for(n_tokens * n_chunks, macs), [&](int64_t b, int64_t e) {
     AttendArgs a;
     for (int64_t w = b; w < e; ++w) {
       const int64_t t = w / n_chunks, k0 = (w % n_chunks) * chunk;
@@ -177,7 +183,8 @@ void attention_masked(Isa isa, const float* q, const float* k, const float* v, i
     return;
   }
   const int64_t blocks = (T + kEncoderQueryRows - 1) / kEncoderQueryRows;
-  parallel_for(n_heads * blocks, 1, [&](int64_t b, int64_t e) {
+  const int64_t macs = 2 * T * n_keys * n_heads * int64_t{head_dim};
+  parallel_for(n_heads * blocks, grain_for(n_heads * blocks, macs), [&](int64_t b, int64_t e) {
     for (int64_t u = b; u < e; ++u) {
       const int64_t h = u / blocks, r0 = (u % blocks) * kEncoderQueryRows;
       AttendArgs a{};
