@@ -51,6 +51,8 @@ Json parse_json(std::string_view text, const std::string& name) {
     return Json::parse(text.begin(), text.end());
   } catch (const Json::parse_error& e) {
     fail("{}: invalid JSON at byte {}: {}; fix or re-download the file", name, e.byte, e.what());
+  } catch (const Json::exception& e) {  // e.g. a number out of range
+    fail("{}: invalid JSON: {}; fix or re-download the file", name, e.what());
   }
 }
 

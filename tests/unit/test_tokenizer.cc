@@ -243,6 +243,26 @@ TEST(TokenizerEncodeBatch, Gpt2PadsWithEosAndLlamaWithUnk) {
             cat({Ids{1}, ref_ids("llama2", "Hello"), Ids{1}, ref_ids("llama2", "Hello world")}));
 }
 
+// ---------------------------------------------------------------- speed
+
+// Encoding must stay near-linear (merge-rank map, word cache): all of tinyshakespeare (1.1 MB) takes well under
+// 2 s on one core. The bound asserted here is loose for busy CI machines; the figure is printed.
+TEST(TokenizerSpeed, TinyShakespeare) {
+  const std::string text = read_file(testing::fixture("text/tinyshakespeare.txt"));
+  for (const char* family : {"gpt2", "llama2", "bert-base-uncased"}) {
+    auto tok = load_tokenizer(testing::fixture(std::string("tokenizers/") + family + "/tokenizer.json"));
+    const auto t0 = std::chrono::steady_clock::now();
+    const Ids ids = tok->encode(text, false);
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::printf("[speed] %-18s %zu bytes -> %zu tokens in %.3f s (%.1f MB/s)\n", family, text.size(), ids.size(), s,
+                static_cast<double>(text.size()) / s / 1e6);
+    EXPECT_LT(s, 10.0) << family;
+    if (std::string(family) != "bert-base-uncased") {
+      EXPECT_EQ(tok->decode(ids), text) << family;  // byte-level and byte-fallback BPE are lossless
+    }
+  }
+}
+
 // ---------------------------------------------------------------- load_tokenizer
 
 TEST(LoadTokenizer, DirectoryPrefersTokenizerJson) {
