@@ -38,12 +38,11 @@ inline std::vector<float> random_floats(size_t n, uint32_t seed) {
   return v;
 }
 
-// One line of the summary: a rate and its share of the matching peak.
+// One line of the summary: a rate (its share of the peak is computed when printed).
 struct Row {
   std::string name;
-  double rate;   // GFLOP/s or GB/s
-  double share;  // rate / peak
-  double ms;     // best time per call
+  double rate;  // GFLOP/s or GB/s
+  double ms;    // best time per call
 };
 
 inline std::vector<Row>& rows() {
@@ -52,13 +51,13 @@ inline std::vector<Row>& rows() {
 }
 
 // Google Benchmark may call a case several times; the best rate over all of them is kept.
-inline void record(const std::string& name, double rate, double peak, double ms) {
+inline void record(const std::string& name, double rate, double ms) {
   for (Row& r : rows())
     if (r.name == name) {
-      if (rate > r.rate) r = {name, rate, rate / peak, ms};
+      if (rate > r.rate) r = {name, rate, ms};
       return;
     }
-  rows().push_back({name, rate, rate / peak, ms});
+  rows().push_back({name, rate, ms});
 }
 
 inline const Row* find_row(const std::string& name) {
@@ -70,7 +69,7 @@ inline const Row* find_row(const std::string& name) {
 inline void print_rows(const char* unit, double peak, const char* peak_name) {
   fmt::print("\n{:<44} {:>10} {:>10} {:>9}\n", "case", unit, "of peak", "best ms");
   for (const Row& r : rows())
-    fmt::print("{:<44} {:>10.1f} {:>9.1f}% {:>9.3f}\n", r.name, r.rate, 100.0 * r.share, r.ms);
+    fmt::print("{:<44} {:>10.1f} {:>9.1f}% {:>9.3f}\n", r.name, r.rate, 100.0 * r.rate / peak, r.ms);
   fmt::print("peak: {} = {:.1f} {}\n", peak_name, peak, unit);
 }
 

@@ -95,8 +95,9 @@ double measure_fp32_peak_gflops(int threads) {
   dnnl::stream stream(eng);
   double best = 0;
   try {
-    // Runs of 5-20 ms repeated for a fixed time each, best counted (see measure_stream_read_gbps).
-    for (Mnk s : {Mnk{1024, 1024, 1024}, Mnk{1024, 2048, 1024}, Mnk{2048, 1024, 2048}, Mnk{1024, 1024, 2048}}) {
+    // m = 256..1024 with n, k = 1024..2048: large enough for oneDNN's best blocking; the shorter ones (1-3 ms) make
+    // it likely that the best of many runs was undisturbed on a shared machine.
+    for (Mnk s : {Mnk{1024, 1024, 1024}, Mnk{512, 1024, 2048}, Mnk{256, 2048, 1024}, Mnk{256, 1024, 2048}}) {
       const memory::desc a_md({s.m, s.k}, memory::data_type::f32, memory::format_tag::ab);
       const memory::desc b_md({s.k, s.n}, memory::data_type::f32, memory::format_tag::any);
       const memory::desc c_md({s.m, s.n}, memory::data_type::f32, memory::format_tag::ab);

@@ -9,7 +9,7 @@ namespace shrink {
 double measure_stream_read_gbps(int threads);
 
 // fp32 GEMM peak in GFLOP/s: the best oneDNN sgemm rate over a few large square and rectangular shapes
-// (1024..2048) on `threads` threads, best of several runs. ~1-2 s.
+// (m 256..1024, n and k 1024..2048) on `threads` threads, best of many runs. ~1.5 s.
 double measure_fp32_peak_gflops(int threads);
 
 }  // namespace shrink
