@@ -121,7 +121,7 @@ Tensor make_tensor(const Entry& e, const uint8_t* bytes, const std::shared_ptr<c
 
 // A shard file name from the index must stay inside the model directory.
 bool safe_shard_name(const std::string& name) {
-  if (name.empty()) return false;
+  if (name.empty() || name.find('\0') != std::string::npos) return false;
   const std::filesystem::path p(name);
   if (p.is_absolute()) return false;
   for (const auto& part : p)
@@ -150,7 +150,8 @@ SafetensorsFile read_sharded(const std::filesystem::path& dir) {
   bool first = true;
   for (auto& [file, names] : by_file) {
     const std::filesystem::path shard = dir / file;
-    if (!std::filesystem::exists(shard))
+    std::error_code ec;
+    if (!std::filesystem::exists(shard, ec))
       fail("{}: shard '{}' listed in {} (it holds tensor '{}') is missing; download or copy every shard", dir.string(),
            file, kIndexName, names.front());
     SafetensorsFile part = read_safetensors(shard);
@@ -247,12 +248,15 @@ SafetensorsFile read_safetensors(const std::filesystem::path& path) {
 }
 
 SafetensorsFile read_safetensors_model(const std::filesystem::path& path) {
-  if (!std::filesystem::is_directory(path)) return read_safetensors(path);
-  if (std::filesystem::exists(path / kIndexName)) return read_sharded(path);
-  if (std::filesystem::exists(path / kSingleName)) return read_safetensors(path / kSingleName);
+  std::error_code ec;  // the non-throwing overloads: failures become shrink::Error below
+  if (!std::filesystem::is_directory(path, ec)) return read_safetensors(path);
+  if (std::filesystem::exists(path / kIndexName, ec)) return read_sharded(path);
+  if (std::filesystem::exists(path / kSingleName, ec)) return read_safetensors(path / kSingleName);
   std::vector<std::filesystem::path> found;
-  for (const auto& de : std::filesystem::directory_iterator(path))
-    if (de.path().extension() == ".safetensors") found.push_back(de.path());
+  for (auto it = std::filesystem::directory_iterator(path, ec); !ec && it != std::filesystem::directory_iterator();
+       it.increment(ec))
+    if (it->path().extension() == ".safetensors") found.push_back(it->path());
+  if (ec) fail("{}: cannot list the directory ({}); check its permissions", path.string(), ec.message());
   if (found.size() == 1) return read_safetensors(found.front());
   fail("{}: expected {} or {} (+ shards){}; pass a model directory or a .safetensors file", path.string(), kSingleName,
        kIndexName, found.empty() ? ", found no .safetensors file" : ", found several .safetensors files and no index");
