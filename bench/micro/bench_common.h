@@ -41,8 +41,9 @@ inline std::vector<float> random_floats(size_t n, uint32_t seed) {
 // One line of the summary: a rate (its share of the peak is computed when printed).
 struct Row {
   std::string name;
-  double rate;  // GFLOP/s or GB/s
-  double ms;    // best time per call
+  double rate;        // GFLOP/s or GB/s
+  double ms;          // best time per call
+  double paired = 0;  // rate / rate of a paired reference timed in the same loop (0: none)
 };
 
 inline std::vector<Row>& rows() {
@@ -51,13 +52,13 @@ inline std::vector<Row>& rows() {
 }
 
 // Google Benchmark may call a case several times; the best rate over all of them is kept.
-inline void record(const std::string& name, double rate, double ms) {
+inline void record(const std::string& name, double rate, double ms, double paired = 0) {
   for (Row& r : rows())
     if (r.name == name) {
-      if (rate > r.rate) r = {name, rate, ms};
+      if (rate > r.rate) r = {name, rate, ms, paired};
       return;
     }
-  rows().push_back({name, rate, ms});
+  rows().push_back({name, rate, ms, paired});
 }
 
 inline const Row* find_row(const std::string& name) {
@@ -67,9 +68,13 @@ inline const Row* find_row(const std::string& name) {
 }
 
 inline void print_rows(const char* unit, double peak, const char* peak_name) {
-  fmt::print("\n{:<44} {:>10} {:>10} {:>9}\n", "case", unit, "of peak", "best ms");
-  for (const Row& r : rows())
-    fmt::print("{:<44} {:>10.1f} {:>9.1f}% {:>9.3f}\n", r.name, r.rate, 100.0 * r.rate / peak, r.ms);
+  const bool paired = std::any_of(rows().begin(), rows().end(), [](const Row& r) { return r.paired > 0; });
+  fmt::print("\n{:<44} {:>10} {:>10} {:>9}{}\n", "case", unit, "of peak", "best ms", paired ? "  vs paired read" : "");
+  for (const Row& r : rows()) {
+    fmt::print("{:<44} {:>10.1f} {:>9.1f}% {:>9.3f}", r.name, r.rate, 100.0 * r.rate / peak, r.ms);
+    if (r.paired > 0) fmt::print("  {:>14.1f}%", 100.0 * r.paired);
+    fmt::print("\n");
+  }
   fmt::print("peak: {} = {:.1f} {}\n", peak_name, peak, unit);
 }
 

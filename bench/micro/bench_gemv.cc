@@ -11,6 +11,7 @@ namespace shrink::bench {
 namespace {
 
 double g_stream_gbps = 0;
+double g_best_paired_read_gbps = 0;  // the fastest paired streaming read of any case
 
 struct GemvShape {
   const char* what;
@@ -36,7 +37,7 @@ Copies& copies(const GemvShape& s) {
   if (c.w.empty()) {
     const auto w = random_floats(s.n * s.k, 1);
     const size_t bytes = s.n * s.k * sizeof(float);
-    const size_t count = std::max<size_t>(2, (kMinBytes + bytes - 1) / bytes);
+    const size_t count = std::max<size_t>(4, (kMinBytes + bytes - 1) / bytes);
     for (size_t i = 0; i < count; ++i)
       c.w.push_back(kernels::PackedWeightsF32::pack(w.data(), DType::F32, s.n, s.k, s.k, active_isa()));
     c.x = random_floats(s.k, 2);
@@ -45,19 +46,35 @@ Copies& copies(const GemvShape& s) {
   return c;
 }
 
+// Each call is followed by a plain streaming read (stream_read_sum) of another copy of the same size, half the
+// rotation away so both come from DRAM; the best of each gives a paired ratio that machine noise hits alike.
 void bench_gemv(benchmark::State& state, GemvShape s) {
   Copies& c = copies(s);
+  const size_t count = c.w.size();
   size_t i = 0;
-  const double ms = timed_loop(state, [&] {
+  double best_ms = 1e30, best_read_ms = 1e30;
+  volatile float sink = 0;
+  for (auto _ : state) {
+    Timer t;
     kernels::sgemv_packed(c.w[i], c.x.data(), 1, s.k, nullptr, c.y.data(), s.n);
-    i = (i + 1) % c.w.size();
-  });
-  const double gbps = s.n * s.k * sizeof(float) / (ms * 1e6);
+    best_ms = std::min(best_ms, t.elapsed_ms());
+    const kernels::PackedWeightsF32& other = c.w[(i + count / 2) % count];
+    Timer r;
+    sink = stream_read_sum(other.panel(0), other.bytes() / sizeof(float));
+    best_read_ms = std::min(best_read_ms, r.elapsed_ms());
+    i = (i + 1) % count;
+  }
+  (void)sink;
+  const double bytes = static_cast<double>(c.w[0].bytes());
+  const double gbps = bytes / (best_ms * 1e6);
   state.counters["GB/s"] = gbps;
-  record(fmt::format("gemv {} k{} n{}", s.what, s.k, s.n), gbps, ms);
+  state.counters["vs_read"] = best_read_ms / best_ms;
+  g_best_paired_read_gbps = std::max(g_best_paired_read_gbps, bytes / (best_read_ms * 1e6));
+  record(fmt::format("gemv {} k{} n{}", s.what, s.k, s.n), gbps, best_ms, best_read_ms / best_ms);
 }
 
-// One decoder layer's seven GEMVs in order, cycling over 4 layers' worth of distinct weights (~700 MB).
+// One decoder layer's seven GEMVs in order, cycling over 4 layers' worth of distinct weights (~700 MB), paired
+// with streaming reads of the same seven matrices of another layer.
 void bench_layer(benchmark::State& state) {
   constexpr int kLayers = 4;
   const GemvShape layer[] = {kShapes[0], kShapes[1], kShapes[2], kShapes[3], kShapes[4], kShapes[5], kShapes[6]};
@@ -74,16 +91,26 @@ void bench_layer(benchmark::State& state) {
   const auto x = random_floats(5632, 3);
   std::vector<float> y(5632);
   double bytes = 0;
-  for (const GemvShape& s : layer) bytes += s.n * s.k * sizeof(float);
+  for (const auto& w : weights[0]) bytes += static_cast<double>(w.bytes());
   int l = 0;
-  const double ms = timed_loop(state, [&] {
+  double best_ms = 1e30, best_read_ms = 1e30;
+  volatile float sink = 0;
+  for (auto _ : state) {
+    Timer t;
     for (size_t i = 0; i < weights[l].size(); ++i)
       kernels::sgemv_packed(weights[l][i], x.data(), 1, layer[i].k, nullptr, y.data(), layer[i].n);
+    best_ms = std::min(best_ms, t.elapsed_ms());
+    Timer r;  // the same seven reads, of the layer two ahead
+    for (const auto& w : weights[(l + 2) % kLayers]) sink = stream_read_sum(w.panel(0), w.bytes() / sizeof(float));
+    best_read_ms = std::min(best_read_ms, r.elapsed_ms());
     l = (l + 1) % kLayers;
-  });
-  const double gbps = bytes / (ms * 1e6);
+  }
+  (void)sink;
+  const double gbps = bytes / (best_ms * 1e6);
   state.counters["GB/s"] = gbps;
-  record("whole layer (q,k,v,o,gate,up,down)", gbps, ms);
+  state.counters["vs_read"] = best_read_ms / best_ms;
+  g_best_paired_read_gbps = std::max(g_best_paired_read_gbps, bytes / (best_read_ms * 1e6));
+  record("whole layer (q,k,v,o,gate,up,down)", gbps, best_ms, best_read_ms / best_ms);
 }
 
 }  // namespace
@@ -96,7 +123,7 @@ int main(int argc, char** argv) {
   print_machine(threads);
   fmt::print("own kernel: {}\n", shrink::kernels::detail::sgemm_kernels(shrink::active_isa()).gemv_name);
   g_stream_gbps = shrink::measure_stream_read_gbps(threads);
-  fmt::print("streaming read (1 GiB, vector loads): {:.1f} GB/s\n", g_stream_gbps);
+  fmt::print("streaming read (512 MiB in 16 MiB parts, vector loads): {:.1f} GB/s\n", g_stream_gbps);
   // A fixed, generous call count: the best call is reported, and a busy machine needs many to find a clean one.
   for (const GemvShape& s : kShapes)
     benchmark::RegisterBenchmark(fmt::format("gemv/{}", s.what).c_str(), bench_gemv, s)
@@ -108,6 +135,9 @@ int main(int argc, char** argv) {
   const double again = shrink::measure_stream_read_gbps(threads);
   fmt::print("peak measured again after the cases: {:.1f}\n", again);
   g_stream_gbps = std::max(g_stream_gbps, again);
+  // The paired reads are the same streaming read over DRAM-resident weights; the peak is the best of all of them.
+  fmt::print("fastest paired streaming read: {:.1f}\n", g_best_paired_read_gbps);
+  g_stream_gbps = std::max(g_stream_gbps, g_best_paired_read_gbps);
   print_rows("GB/s", g_stream_gbps, "streaming read");
   benchmark::Shutdown();
   return 0;

@@ -43,6 +43,23 @@ class ThreadScope {
 
 }  // namespace
 
+float stream_read_sum(const float* p, size_t n) {
+  using SumFn = float (*)(const float*, size_t);
+  const Isa isa = active_isa();
+  const SumFn sum = isa == Isa::Avx512 ? detail::stream_read_sum_avx512
+                    : isa == Isa::Avx2 ? detail::stream_read_sum_avx2
+                                       : stream_read_sum_scalar;
+  const int64_t blocks = static_cast<int64_t>(n / 64);
+  float total = 0;
+  parallel_for(blocks, 1 << 12, [&](int64_t b, int64_t e) {
+    const float s = sum(p + b * 64, static_cast<size_t>(e - b) * 64);
+#pragma omp atomic
+    total += s;
+  });
+  for (size_t i = static_cast<size_t>(blocks) * 64; i < n; ++i) total += p[i];
+  return total;
+}
+
 double measure_stream_read_gbps(int threads) {
   ThreadScope scope(threads);
   // 512 MiB: 8x the largest L3 of a CPU this runs on, and each first touch of a page is slow in a VM.
@@ -55,31 +72,19 @@ double measure_stream_read_gbps(int threads) {
   float* p = static_cast<float*>(mapped);
   parallel_for(static_cast<int64_t>(kFloats / 16), 1 << 14,
                [&](int64_t b, int64_t e) { std::fill(p + b * 16, p + e * 16, 1.0f); });
-  using SumFn = float (*)(const float*, size_t);
-  const Isa isa = active_isa();
-  const SumFn sum = isa == Isa::Avx512 ? detail::stream_read_sum_avx512
-                    : isa == Isa::Avx2 ? detail::stream_read_sum_avx2
-                                       : stream_read_sum_scalar;
   // Many short passes over 16 MiB parts in turn, best one counted: a part was last read 512 MiB ago so it comes
   // from DRAM, and on a shared machine a short pass is more likely to run undisturbed than a long one. (The GEMV
   // benchmark times single calls over rotating weight copies the same way.)
   constexpr int kParts = 32;
   constexpr size_t kPartFloats = kFloats / kParts;
-  const int64_t blocks = kPartFloats / 64;
   double best_s = 1e30;
   volatile float sink = 0;
   Timer budget;
   for (int pass = 0; pass < 8 || (pass < 20000 && budget.elapsed_ms() < 800); ++pass) {
     const float* part = p + (pass % kParts) * kPartFloats;
     Timer t;
-    float total = 0;
-    parallel_for(blocks, 1 << 12, [&](int64_t b, int64_t e) {
-      const float s = sum(part + b * 64, static_cast<size_t>(e - b) * 64);
-#pragma omp atomic
-      total += s;
-    });
+    sink = stream_read_sum(part, kPartFloats);
     best_s = std::min(best_s, t.elapsed_ms() * 1e-3);
-    sink = total;
   }
   (void)sink;
   return static_cast<double>(kPartFloats * sizeof(float)) / best_s * 1e-9;

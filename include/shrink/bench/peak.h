@@ -1,7 +1,13 @@
 // The machine's measured peaks that kernel and model benchmarks state their results against.
 #pragma once
 
+#include <cstddef>
+
 namespace shrink {
+
+// Sums n floats (p 64-byte aligned) on the process pool with the loads measure_stream_read_gbps uses; benchmarks
+// time it over the same bytes as a kernel, interleaved, for a paired bandwidth reference.
+float stream_read_sum(const float* p, size_t n);
 
 // Streaming-read bandwidth in GB/s (1e9 bytes/s): `threads` threads sum 16 MiB parts of a 512 MiB buffer in turn
 // (far larger than L3) with the widest vector loads active_isa() allows; best of many passes. ~1-2 s, most of it
