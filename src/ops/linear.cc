@@ -27,7 +27,9 @@ DenseGemm gemm_from_env(DenseGemm requested) {
 // GEMM beat oneDNN 2.6 on every BERT-base shape; with AVX2 on all but (k, n) = (3072, 768), 3-4% slower, which does
 // not pay for a second weight copy (the GEMV reads the packed panels). So Auto never picks oneDNN today; a shape or
 // ISA that measures otherwise goes here. SHRINK_ISA=scalar promises no SIMD, and oneDNN would JIT anyway.
-bool prefer_onednn(Isa isa, int64_t out, int64_t in) { return false; }
+bool prefer_onednn(Isa isa, int64_t out, int64_t in) {
+  return false;
+}
 
 class DenseLinearF32 final : public Linear {
  public:
