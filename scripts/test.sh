@@ -6,5 +6,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 scripts/build.sh
-(cd build && ctest --output-on-failure -j "$(nproc)" --timeout 900)
-if [ -x scripts/fuzz.sh ]; then scripts/fuzz.sh "${FUZZ_SECONDS:-30}"; fi
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+(cd build && ctest --output-on-failure -j "$(nproc)" --timeout 900) 2>&1 | tee "$log"
+ctest_rc=${PIPESTATUS[0]}
+set -e
+fuzz_rc=0
+scripts/fuzz.sh "${FUZZ_SECONDS:-30}" || fuzz_rc=$?
+summary=$(grep -E '^[0-9]+% tests passed' "$log" | tail -1)
+passed=$(sed -nE 's/.*tests passed, ([0-9]+) tests failed out of ([0-9]+).*/\2 \1/p' <<<"$summary")
+read -r total failed <<<"${passed:-0 0}"
+echo "fuzz: $([ "$fuzz_rc" -eq 0 ] && echo clean || echo "FAILED (exit $fuzz_rc)")"
+echo "tests: $((total - failed)) passed, $failed failed"
+[ "$ctest_rc" -eq 0 ] && [ "$fuzz_rc" -eq 0 ]
