@@ -16,7 +16,9 @@ int LatencyHistogram::bucket(double ms) {
   return static_cast<int>(std::ceil(std::log(ms / kLowestMs) / std::log(kGrowth)));
 }
 
-double LatencyHistogram::upper_edge(int b) { return kLowestMs * std::pow(kGrowth, b); }
+double LatencyHistogram::upper_edge(int b) {
+  return kLowestMs * std::pow(kGrowth, b);
+}
 
 void LatencyHistogram::add(double ms) {
   const int b = bucket(ms);
@@ -40,9 +42,14 @@ double LatencyHistogram::percentile(double q) const {
 }
 
 nlohmann::json LatencyHistogram::summary_json() const {
-  return {{"p50", percentile(0.50)}, {"p90", percentile(0.90)}, {"p95", percentile(0.95)},
-          {"p99", percentile(0.99)}, {"max", max_},                 {"mean", mean()},
-          {"min", min_},             {"count", count_}};
+  return {{"p50", percentile(0.50)},
+          {"p90", percentile(0.90)},
+          {"p95", percentile(0.95)},
+          {"p99", percentile(0.99)},
+          {"max", max_},
+          {"mean", mean()},
+          {"min", min_},
+          {"count", count_}};
 }
 
 nlohmann::json LatencyHistogram::buckets_json() const {

@@ -23,7 +23,8 @@ double encoder_flops(const EncoderModel& m, int64_t batch, int64_t seq) {
   double f = 0;
   const int64_t tokens = batch * seq;
   for (const auto& s : m.linears()) {
-    const bool per_sequence = s.name.find("pooler") != std::string::npos || s.name.find("classifier") != std::string::npos;
+    const bool per_sequence =
+        s.name.find("pooler") != std::string::npos || s.name.find("classifier") != std::string::npos;
     f += 2.0 * s.impl->in_features() * s.impl->out_features() * (per_sequence ? batch : tokens);
   }
   const ModelConfig& c = m.config();
@@ -63,12 +64,8 @@ void register_bench(CLI::App& app) {
     auto model = open_model(path, tokenizer);
     const double load_ms = load.elapsed_ms();
     const ModelConfig& c = model->config();
-    nlohmann::json j = {{"model", path},
-                        {"architecture", c.architecture},
-                        {"threads", num_threads()},
-                        {"load_ms", load_ms},
-                        {"size_bytes", path_size_bytes(path)},
-                        {"machine", machine_json()},
+    nlohmann::json j = {{"model", path},      {"architecture", c.architecture},      {"threads", num_threads()},
+                        {"load_ms", load_ms}, {"size_bytes", path_size_bytes(path)}, {"machine", machine_json()},
                         {"commit", commit()}};
     std::mt19937 rng(42);
     LatencyHistogram lat;
@@ -108,8 +105,7 @@ void register_bench(CLI::App& app) {
     } else {
       auto& dec = dynamic_cast<DecoderModel&>(*model);
       if (prompt_len + gen > dec.max_context())
-        fail("--prompt-len {} + --gen {} exceed the model's context of {} tokens", prompt_len, gen,
-             dec.max_context());
+        fail("--prompt-len {} + --gen {} exceed the model's context of {} tokens", prompt_len, gen, dec.max_context());
       std::uniform_int_distribution<int32_t> tokd(3, c.vocab_size - 1);
       std::vector<int32_t> prompt(prompt_len);
       for (auto& t : prompt) t = tokd(rng);
@@ -161,8 +157,7 @@ void register_bench(CLI::App& app) {
                   j["gflops_per_s"].get<double>(), j["throughput_per_s"].get<double>());
     if (j.contains("ratio_to_floor"))
       std::printf("  measured fp32 peak %.1f GFLOP/s -> floor %.2f ms; p50 is %.2fx the floor\n",
-                  j["peak_gflops_per_s"].get<double>(), j["floor_ms"].get<double>(),
-                  j["ratio_to_floor"].get<double>());
+                  j["peak_gflops_per_s"].get<double>(), j["floor_ms"].get<double>(), j["ratio_to_floor"].get<double>());
     if (j.contains("bandwidth_share"))
       std::printf("  measured read bandwidth %.2f GB/s; decode reaches %.0f%% of it\n",
                   j["stream_read_gb_per_s"].get<double>(), 100 * j["bandwidth_share"].get<double>());

@@ -35,8 +35,7 @@ void register_ppl(CLI::App& app) {
     Progress progress("ppl", (static_cast<int64_t>(ids.size()) + window - 1) / window, f.quiet || f.json);
     PerplexityResult r = perplexity(dec, ids, ctx, [&](int64_t done, int64_t) { progress.update(done); });
     progress.finish();
-    if (f.json)
-      return print_json({{"ppl", r.ppl}, {"nll", r.nll}, {"tokens", r.tokens}, {"windows", r.windows}});
+    if (f.json) return print_json({{"ppl", r.ppl}, {"nll", r.nll}, {"tokens", r.tokens}, {"windows", r.windows}});
     std::printf("perplexity %.4f (mean NLL %.6f nats over %lld predictions in %lld windows)\n", r.ppl, r.nll,
                 static_cast<long long>(r.tokens), static_cast<long long>(r.windows));
   });

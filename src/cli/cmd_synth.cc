@@ -32,7 +32,10 @@ void register_synth(CLI::App& app) {
     if (dt == DType::I8) fail("--dtype {}: expected f32, bf16 or f16", dtype);
     Timer t;
     synth_model(p, out, seed, dt);
-    nlohmann::json j = {{"out", out}, {"preset", p.name}, {"arch", p.arch}, {"size_bytes", path_size_bytes(out)},
+    nlohmann::json j = {{"out", out},
+                        {"preset", p.name},
+                        {"arch", p.arch},
+                        {"size_bytes", path_size_bytes(out)},
                         {"seconds", t.elapsed_ms() / 1000}};
     if (f.json) return print_json(j);
     if (!f.quiet)

@@ -33,8 +33,7 @@ void register_tokenize(CLI::App& app) {
     nlohmann::json tokens = nlohmann::json::array();
     for (int32_t id : ids) tokens.push_back(tok->id_to_piece(id));
     if (f.json) return print_json({{"ids", ids}, {"tokens", tokens}, {"count", ids.size()}});
-    for (size_t i = 0; i < ids.size(); ++i)
-      std::printf("%d\t%s\n", ids[i], tokens[i].get<std::string>().c_str());
+    for (size_t i = 0; i < ids.size(); ++i) std::printf("%d\t%s\n", ids[i], tokens[i].get<std::string>().c_str());
   });
 }
 

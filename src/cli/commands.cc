@@ -7,8 +7,12 @@ namespace {
 int g_exit_code = 0;
 }
 
-int exit_code() { return g_exit_code; }
-void set_exit_code(int c) { g_exit_code = c; }
+int exit_code() {
+  return g_exit_code;
+}
+void set_exit_code(int c) {
+  g_exit_code = c;
+}
 
 void register_info(CLI::App&);
 void register_tokenize(CLI::App&);

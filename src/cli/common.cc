@@ -22,7 +22,9 @@ void add_common_flags(CLI::App* sub, CommonFlags& f) {
   sub->add_option("--threads", f.threads, "threads (default: all cores)")->check(CLI::NonNegativeNumber);
 }
 
-void apply(const CommonFlags& f) { set_num_threads(f.threads); }
+void apply(const CommonFlags& f) {
+  set_num_threads(f.threads);
+}
 
 std::unique_ptr<Model> open_model(const std::string& path, const std::string& tokenizer) {
   LoadOptions opt;
@@ -33,8 +35,8 @@ std::unique_ptr<Model> open_model(const std::string& path, const std::string& to
 DecoderModel& as_decoder(Model& m, const char* command) {
   auto* d = dynamic_cast<DecoderModel*>(&m);
   if (!d)
-    fail("{}: `shrink {}` needs a decoder (LLaMA or GPT-2) but this is {}; use `shrink classify`",
-         m.source().string(), command, m.config().architecture);
+    fail("{}: `shrink {}` needs a decoder (LLaMA or GPT-2) but this is {}; use `shrink classify`", m.source().string(),
+         command, m.config().architecture);
   return *d;
 }
 
@@ -53,7 +55,9 @@ void print_json(const nlohmann::json& j) {
   std::fflush(stdout);
 }
 
-bool stderr_is_tty() { return ::isatty(2) == 1; }
+bool stderr_is_tty() {
+  return ::isatty(2) == 1;
+}
 
 Progress::Progress(std::string label, int64_t total, bool quiet)
     : label_(std::move(label)), total_(total), quiet_(quiet), tty_(stderr_is_tty()), start_ms_(now_ms()) {}

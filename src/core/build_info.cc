@@ -11,8 +11,12 @@
 
 namespace shrink {
 
-const char* version() { return SHRINK_VERSION; }
-const char* commit() { return SHRINK_COMMIT; }
+const char* version() {
+  return SHRINK_VERSION;
+}
+const char* commit() {
+  return SHRINK_COMMIT;
+}
 
 nlohmann::json machine_json() {
   const CpuFeatures& f = cpu_features();

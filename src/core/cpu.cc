@@ -1,8 +1,7 @@
 // CPUID-based feature detection; OS support for AVX/AVX-512 state is checked with XGETBV.
+#include <cpuid.h>
 #include <shrink/core/cpu.h>
 #include <shrink/core/error.h>
-
-#include <cpuid.h>
 
 #include <cstdlib>
 #include <cstring>
@@ -84,10 +83,14 @@ Isa active_isa() {
     if (const char* env = std::getenv("SHRINK_ISA"); env && *env) {
       const std::string_view v(env);
       Isa cap;
-      if (v == "scalar") cap = Isa::Scalar;
-      else if (v == "avx2") cap = Isa::Avx2;
-      else if (v == "avx512") cap = Isa::Avx512;
-      else fail("SHRINK_ISA={}: expected one of scalar, avx2, avx512", v);
+      if (v == "scalar")
+        cap = Isa::Scalar;
+      else if (v == "avx2")
+        cap = Isa::Avx2;
+      else if (v == "avx512")
+        cap = Isa::Avx512;
+      else
+        fail("SHRINK_ISA={}: expected one of scalar, avx2, avx512", v);
       if (static_cast<int>(cap) < static_cast<int>(best)) best = cap;
     }
     return best;

@@ -1,8 +1,7 @@
 // mmap'd read-only files and atomic (temp + rename) writers.
+#include <fcntl.h>
 #include <shrink/core/error.h>
 #include <shrink/core/mmap.h>
-
-#include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -51,8 +50,9 @@ AtomicFileWriter::AtomicFileWriter(std::filesystem::path path) : path_(std::move
   tmp_ = path_;
   tmp_ += fmt::format(".tmp.{}.{}", ::getpid(), g_tmp_counter++);
   fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd_ < 0) fail("{}: cannot create ({}); check the output directory exists and is writable", tmp_.string(),
-                    std::strerror(errno));
+  if (fd_ < 0)
+    fail("{}: cannot create ({}); check the output directory exists and is writable", tmp_.string(),
+         std::strerror(errno));
 }
 
 AtomicFileWriter::~AtomicFileWriter() {

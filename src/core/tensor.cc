@@ -75,13 +75,27 @@ Tensor Tensor::to_f32() const {
   float* o = out.data<float>();
   const int64_t n = numel();
   switch (dtype_) {
-    case DType::F32: if (n) std::memcpy(o, data_, n * 4); break;
-    case DType::F16: for (int64_t i = 0; i < n; ++i) o[i] = f16_to_f32(data<uint16_t>()[i]); break;
-    case DType::BF16: for (int64_t i = 0; i < n; ++i) o[i] = bf16_to_f32(data<uint16_t>()[i]); break;
-    case DType::I8: for (int64_t i = 0; i < n; ++i) o[i] = data<int8_t>()[i]; break;
-    case DType::U8: for (int64_t i = 0; i < n; ++i) o[i] = data<uint8_t>()[i]; break;
-    case DType::I32: for (int64_t i = 0; i < n; ++i) o[i] = static_cast<float>(data<int32_t>()[i]); break;
-    case DType::I64: for (int64_t i = 0; i < n; ++i) o[i] = static_cast<float>(data<int64_t>()[i]); break;
+    case DType::F32:
+      if (n) std::memcpy(o, data_, n * 4);
+      break;
+    case DType::F16:
+      for (int64_t i = 0; i < n; ++i) o[i] = f16_to_f32(data<uint16_t>()[i]);
+      break;
+    case DType::BF16:
+      for (int64_t i = 0; i < n; ++i) o[i] = bf16_to_f32(data<uint16_t>()[i]);
+      break;
+    case DType::I8:
+      for (int64_t i = 0; i < n; ++i) o[i] = data<int8_t>()[i];
+      break;
+    case DType::U8:
+      for (int64_t i = 0; i < n; ++i) o[i] = data<uint8_t>()[i];
+      break;
+    case DType::I32:
+      for (int64_t i = 0; i < n; ++i) o[i] = static_cast<float>(data<int32_t>()[i]);
+      break;
+    case DType::I64:
+      for (int64_t i = 0; i < n; ++i) o[i] = static_cast<float>(data<int64_t>()[i]);
+      break;
   }
   return out;
 }

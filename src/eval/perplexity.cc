@@ -35,7 +35,8 @@ PerplexityResult perplexity(const DecoderModel& model, const std::vector<int32_t
     cache.reset();
     logits.resize(static_cast<size_t>(len) * vocab);
     model.forward(cache, ids.data() + begin, len, logits.data(), true);
-    for (int64_t j = 0; j + 1 < len; ++j) r.token_nll.push_back(token_nll(&logits[j * vocab], vocab, ids[begin + j + 1]));
+    for (int64_t j = 0; j + 1 < len; ++j)
+      r.token_nll.push_back(token_nll(&logits[j * vocab], vocab, ids[begin + j + 1]));
     ++r.windows;
     if (on_window) on_window(w + 1, windows);
   }

@@ -35,20 +35,14 @@ class Encoder : public EncoderModel {
     const float *ln1_w, *ln1_b, *ln2_w, *ln2_b;
   };
 
-  void expect(const LinearSlot& s, int64_t in, int64_t out) const {
-    if (s.impl->in_features() != in || s.impl->out_features() != out)
-      fail("{}: tensor '{}.weight' has shape [{}, {}], expected [{}, {}] from config.json", source_.string(), s.name,
-           s.impl->out_features(), s.impl->in_features(), out, in);
-  }
-
   void check_layer(const Layer& l) const {
     const int64_t d = config_.hidden_size, ff = config_.intermediate_size;
-    expect(*l.q, d, d);
-    expect(*l.k, d, d);
-    expect(*l.v, d, d);
-    expect(*l.o, d, d);
-    expect(*l.ffn_in, d, ff);
-    expect(*l.ffn_out, ff, d);
+    expect_linear(*l.q, d, d);
+    expect_linear(*l.k, d, d);
+    expect_linear(*l.v, d, d);
+    expect_linear(*l.o, d, d);
+    expect_linear(*l.ffn_in, d, ff);
+    expect_linear(*l.ffn_out, ff, d);
   }
 
   // x: [rows][d] embeddings after their LayerNorm; runs every block in place.
@@ -64,8 +58,7 @@ class Encoder : public EncoderModel {
       for (int64_t bi = 0; bi < b.batch; ++bi) {
         const int64_t off = bi * b.seq * d;
         ops::attention_masked(q.data() + off, k.data() + off, v.data() + off, d, b.seq,
-                              b.attention_mask.data() + bi * b.seq, c.num_heads, c.head_dim, scale,
-                              att.data() + off);
+                              b.attention_mask.data() + bi * b.seq, c.num_heads, c.head_dim, scale, att.data() + off);
       }
       l.o->impl->forward(att.data(), rows, tmp.data());
       ops::add(tmp.data(), x, rows * d);
@@ -88,8 +81,16 @@ class Encoder : public EncoderModel {
            config_.max_position_embeddings, config_.max_position_embeddings);
     for (int64_t i = 0; i < b.batch * b.seq; ++i)
       if (b.ids[i] < 0 || b.ids[i] >= config_.vocab_size)
-        fail("token id {} (row {}, position {}) is outside the vocabulary of {} tokens", b.ids[i], i / b.seq,
-             i % b.seq, config_.vocab_size);
+        fail("token id {} (row {}, position {}) is outside the vocabulary of {} tokens", b.ids[i], i / b.seq, i % b.seq,
+             config_.vocab_size);
+  }
+
+  // The [CLS] (first) row of every sequence: [batch][hidden].
+  std::vector<float> first_tokens(const float* x, const BatchEncoding& b) const {
+    const int64_t d = config_.hidden_size;
+    std::vector<float> cls(b.batch * d);
+    for (int64_t bi = 0; bi < b.batch; ++bi) std::memcpy(&cls[bi * d], x + bi * b.seq * d, d * sizeof(float));
+    return cls;
   }
 
   std::vector<Layer> layers_;
@@ -108,28 +109,30 @@ class Bert final : public Encoder {
     for (int i = 0; i < c.num_layers; ++i) {
       const std::string p = p_ + "encoder.layer." + std::to_string(i) + ".";
       Layer l{};
-      l.q = add_linear(p + "attention.self.query", false, false, true);
-      l.k = add_linear(p + "attention.self.key", false, false, true);
-      l.v = add_linear(p + "attention.self.value", false, false, true);
-      l.o = add_linear(p + "attention.output.dense", false, false, true);
+      l.q = add_linear(p + "attention.self.query", true);
+      l.k = add_linear(p + "attention.self.key", true);
+      l.v = add_linear(p + "attention.self.value", true);
+      l.o = add_linear(p + "attention.output.dense", true);
       l.ln1_w = f32(p + "attention.output.LayerNorm.weight", {d});
       l.ln1_b = f32(p + "attention.output.LayerNorm.bias", {d});
-      l.ffn_in = add_linear(p + "intermediate.dense", false, false, true);
-      l.ffn_out = add_linear(p + "output.dense", false, false, true);
+      l.ffn_in = add_linear(p + "intermediate.dense", true);
+      l.ffn_out = add_linear(p + "output.dense", true);
       l.ln2_w = f32(p + "output.LayerNorm.weight", {d});
       l.ln2_b = f32(p + "output.LayerNorm.bias", {d});
       check_layer(l);
       layers_.push_back(l);
     }
     if (has(p_ + "pooler.dense.weight")) {
-      pooler_ = add_linear(p_ + "pooler.dense", false, false, true);
-      expect(*pooler_, d, d);
+      pooler_ = add_linear(p_ + "pooler.dense", true);
+      expect_linear(*pooler_, d, d);
     }
     if (config_.architecture == "BertForSequenceClassification") {
-      check(pooler_ != nullptr, "{}: tensor '{}pooler.dense.weight' is missing (BertForSequenceClassification "
-            "classifies the pooled [CLS] output)", source_.string(), p_);
-      classifier_ = add_linear("classifier", false, false, true);
-      expect(*classifier_, d, c.num_labels);
+      check(pooler_ != nullptr,
+            "{}: tensor '{}pooler.dense.weight' is missing (BertForSequenceClassification "
+            "classifies the pooled [CLS] output)",
+            source_.string(), p_);
+      classifier_ = add_linear("classifier", true);
+      expect_linear(*classifier_, d, c.num_labels);
     }
   }
 
@@ -154,8 +157,7 @@ class Bert final : public Encoder {
     ops::layernorm(x, emb_ln_w_, emb_ln_b_, c.norm_eps, rows, d, x);
     run_blocks(x, b);
     if (pooler_) {
-      std::vector<float> cls(b.batch * d);
-      for (int64_t bi = 0; bi < b.batch; ++bi) std::memcpy(&cls[bi * d], x + bi * b.seq * d, d * sizeof(float));
+      const std::vector<float> cls = first_tokens(x, b);
       out.pooled = Tensor::empty(DType::F32, {b.batch, d});
       pooler_->impl->forward(cls.data(), b.batch, out.pooled.data<float>());
       float* pl = out.pooled.data<float>();
@@ -186,24 +188,24 @@ class DistilBert final : public Encoder {
     for (int i = 0; i < c.num_layers; ++i) {
       const std::string p = p_ + "transformer.layer." + std::to_string(i) + ".";
       Layer l{};
-      l.q = add_linear(p + "attention.q_lin", false, false, true);
-      l.k = add_linear(p + "attention.k_lin", false, false, true);
-      l.v = add_linear(p + "attention.v_lin", false, false, true);
-      l.o = add_linear(p + "attention.out_lin", false, false, true);
+      l.q = add_linear(p + "attention.q_lin", true);
+      l.k = add_linear(p + "attention.k_lin", true);
+      l.v = add_linear(p + "attention.v_lin", true);
+      l.o = add_linear(p + "attention.out_lin", true);
       l.ln1_w = f32(p + "sa_layer_norm.weight", {d});
       l.ln1_b = f32(p + "sa_layer_norm.bias", {d});
-      l.ffn_in = add_linear(p + "ffn.lin1", false, false, true);
-      l.ffn_out = add_linear(p + "ffn.lin2", false, false, true);
+      l.ffn_in = add_linear(p + "ffn.lin1", true);
+      l.ffn_out = add_linear(p + "ffn.lin2", true);
       l.ln2_w = f32(p + "output_layer_norm.weight", {d});
       l.ln2_b = f32(p + "output_layer_norm.bias", {d});
       check_layer(l);
       layers_.push_back(l);
     }
     if (config_.architecture == "DistilBertForSequenceClassification") {
-      pre_classifier_ = add_linear("pre_classifier", false, false, true);
-      expect(*pre_classifier_, d, d);
-      classifier_ = add_linear("classifier", false, false, true);
-      expect(*classifier_, d, c.num_labels);
+      pre_classifier_ = add_linear("pre_classifier", true);
+      expect_linear(*pre_classifier_, d, d);
+      classifier_ = add_linear("classifier", true);
+      expect_linear(*classifier_, d, c.num_labels);
     }
   }
 
@@ -223,8 +225,8 @@ class DistilBert final : public Encoder {
     ops::layernorm(x, emb_ln_w_, emb_ln_b_, c.norm_eps, rows, d, x);
     run_blocks(x, b);
     if (classifier_) {
-      std::vector<float> cls(b.batch * d), pre(b.batch * d);
-      for (int64_t bi = 0; bi < b.batch; ++bi) std::memcpy(&cls[bi * d], x + bi * b.seq * d, d * sizeof(float));
+      const std::vector<float> cls = first_tokens(x, b);
+      std::vector<float> pre(b.batch * d);
       pre_classifier_->impl->forward(cls.data(), b.batch, pre.data());
       for (float& f : pre) f = f > 0.f ? f : 0.f;
       out.logits = Tensor::empty(DType::F32, {b.batch, int64_t{c.num_labels}});
@@ -241,7 +243,11 @@ class DistilBert final : public Encoder {
 
 }  // namespace
 
-std::unique_ptr<Model> make_bert() { return std::make_unique<Bert>(); }
-std::unique_ptr<Model> make_distilbert() { return std::make_unique<DistilBert>(); }
+std::unique_ptr<Model> make_bert() {
+  return std::make_unique<Bert>();
+}
+std::unique_ptr<Model> make_distilbert() {
+  return std::make_unique<DistilBert>();
+}
 
 }  // namespace shrink::models

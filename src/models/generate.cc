@@ -22,7 +22,9 @@ int32_t Sampler::sample(float* logits, int64_t vocab) {
   for (int64_t i = 0; i < vocab; ++i) mx = std::max(mx, logits[i]);
   for (int64_t i = 0; i < vocab; ++i)
     cand_.emplace_back(std::exp((logits[i] - mx) / opt_.temperature), static_cast<int32_t>(i));
-  auto by_prob = [](const auto& a, const auto& b) { return a.first > b.first || (a.first == b.first && a.second < b.second); };
+  auto by_prob = [](const auto& a, const auto& b) {
+    return a.first > b.first || (a.first == b.first && a.second < b.second);
+  };
   size_t keep = cand_.size();
   if (opt_.top_k > 0 && static_cast<size_t>(opt_.top_k) < keep) {
     keep = static_cast<size_t>(opt_.top_k);
@@ -79,9 +81,10 @@ GenerateResult generate(const DecoderModel& model, const std::vector<int32_t>& p
   check(!prompt.empty(), "the prompt is empty: give at least one token (text, or a BOS token)");
   const int64_t ctx = model.max_context();
   if (static_cast<int64_t>(prompt.size()) + opt.max_new_tokens > ctx)
-    fail("prompt of {} tokens + {} new tokens exceeds the model's context of {} tokens; shorten the prompt or "
-         "lower -n",
-         prompt.size(), opt.max_new_tokens, ctx);
+    fail(
+        "prompt of {} tokens + {} new tokens exceeds the model's context of {} tokens; shorten the prompt or "
+        "lower -n",
+        prompt.size(), opt.max_new_tokens, ctx);
   const Tokenizer* tok = model.tokenizer();
   const int64_t vocab = model.config().vocab_size;
   GenerateResult r;

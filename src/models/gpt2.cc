@@ -34,40 +34,24 @@ class Gpt2 final : public DecoderModel {
       l.ln1_b = f32(p + "ln_1.bias", {d});
       l.ln2_w = f32(p + "ln_2.weight", {d});
       l.ln2_b = f32(p + "ln_2.bias", {d});
-      l.qkv = add_linear(p + "attn.c_attn", false, true, true);
-      l.proj = add_linear(p + "attn.c_proj", false, true, true);
-      l.fc = add_linear(p + "mlp.c_fc", false, true, true);
-      l.fc_proj = add_linear(p + "mlp.c_proj", false, true, true);
-      expect(*l.qkv, d, 3 * d);
-      expect(*l.proj, d, d);
-      expect(*l.fc, d, c.intermediate_size);
-      expect(*l.fc_proj, c.intermediate_size, d);
+      l.qkv = add_linear(p + "attn.c_attn", true, true);
+      l.proj = add_linear(p + "attn.c_proj", true, true);
+      l.fc = add_linear(p + "mlp.c_fc", true, true);
+      l.fc_proj = add_linear(p + "mlp.c_proj", true, true);
+      expect_linear(*l.qkv, d, 3 * d);
+      expect_linear(*l.proj, d, d);
+      expect_linear(*l.fc, d, c.intermediate_size);
+      expect_linear(*l.fc_proj, c.intermediate_size, d);
       layers_.push_back(l);
     }
-    if (has("lm_head.weight")) {
-      lm_head_ = add_linear("lm_head", true);
-    } else {
-      tensors_.emplace("lm_head.weight", tensors_.at(p_ + "wte.weight"));
-      lm_head_ = add_linear("lm_head", true);
-      tensors_.erase("lm_head.weight");
-    }
-    expect(*lm_head_, d, c.vocab_size);
-  }
-
-  void expect(const LinearSlot& s, int64_t in, int64_t out) const {
-    if (s.impl->in_features() != in || s.impl->out_features() != out)
-      fail("{}: tensor '{}.weight' has shape implying {} -> {}, expected {} -> {} from config.json",
-           source_.string(), s.name, s.impl->in_features(), s.impl->out_features(), in, out);
+    lm_head_ = add_linear("lm_head", false, false, has("lm_head.weight") ? nullptr : &tensors_.at(p_ + "wte.weight"));
+    expect_linear(*lm_head_, d, c.vocab_size);
   }
 
  public:
   void forward(KvCache& cache, const int32_t* tokens, int64_t n, float* logits, bool all_logits) const override {
     const ModelConfig& c = config_;
-    check(n > 0, "forward: no tokens to run (empty prompt?)");
-    if (cache.pos + n > cache.max_seq)
-      fail("context overflow: {} tokens already in the cache + {} new exceed the context of {} tokens; use a "
-           "shorter prompt or fewer generated tokens",
-           cache.pos, n, cache.max_seq);
+    check_forward(cache, tokens, n);
     const int64_t d = c.hidden_size, hd = c.head_dim, nh = c.num_heads, ff = c.intermediate_size;
     const size_t need = static_cast<size_t>(n) * (6 * d + std::max(ff, d));
     if (cache.scratch.size() < need) cache.scratch.resize(need);
@@ -79,10 +63,7 @@ class Gpt2 final : public DecoderModel {
     float* q = h;  // q is copied out of qkv before h is used
 
     for (int64_t t = 0; t < n; ++t) {
-      const int32_t tok = tokens[t];
-      if (tok < 0 || tok >= c.vocab_size)
-        fail("token id {} at position {} is outside the vocabulary of {} tokens", tok, cache.pos + t, c.vocab_size);
-      const float* e = wte_ + static_cast<int64_t>(tok) * d;
+      const float* e = wte_ + int64_t{tokens[t]} * d;
       const float* pe = wpe_ + (cache.pos + t) * d;
       for (int64_t i = 0; i < d; ++i) x[t * d + i] = e[i] + pe[i];
     }
@@ -127,6 +108,8 @@ class Gpt2 final : public DecoderModel {
 
 }  // namespace
 
-std::unique_ptr<Model> make_gpt2() { return std::make_unique<Gpt2>(); }
+std::unique_ptr<Model> make_gpt2() {
+  return std::make_unique<Gpt2>();
+}
 
 }  // namespace shrink::models

@@ -30,48 +30,32 @@ class Llama final : public DecoderModel {
       Layer l{};
       l.attn_norm = f32(p + "input_layernorm.weight", {d});
       l.ffn_norm = f32(p + "post_attention_layernorm.weight", {d});
-      l.q = add_linear(p + "self_attn.q_proj", true);
-      l.k = add_linear(p + "self_attn.k_proj", true);
-      l.v = add_linear(p + "self_attn.v_proj", true);
-      l.o = add_linear(p + "self_attn.o_proj", true);
-      l.gate = add_linear(p + "mlp.gate_proj", true);
-      l.up = add_linear(p + "mlp.up_proj", true);
-      l.down = add_linear(p + "mlp.down_proj", true);
-      expect_shape(*l.q, d, int64_t{c.num_heads} * c.head_dim);
-      expect_shape(*l.k, d, int64_t{c.num_kv_heads} * c.head_dim);
-      expect_shape(*l.v, d, int64_t{c.num_kv_heads} * c.head_dim);
-      expect_shape(*l.o, int64_t{c.num_heads} * c.head_dim, d);
-      expect_shape(*l.gate, d, c.intermediate_size);
-      expect_shape(*l.up, d, c.intermediate_size);
-      expect_shape(*l.down, c.intermediate_size, d);
+      l.q = add_linear(p + "self_attn.q_proj");
+      l.k = add_linear(p + "self_attn.k_proj");
+      l.v = add_linear(p + "self_attn.v_proj");
+      l.o = add_linear(p + "self_attn.o_proj");
+      l.gate = add_linear(p + "mlp.gate_proj");
+      l.up = add_linear(p + "mlp.up_proj");
+      l.down = add_linear(p + "mlp.down_proj");
+      expect_linear(*l.q, d, int64_t{c.num_heads} * c.head_dim);
+      expect_linear(*l.k, d, int64_t{c.num_kv_heads} * c.head_dim);
+      expect_linear(*l.v, d, int64_t{c.num_kv_heads} * c.head_dim);
+      expect_linear(*l.o, int64_t{c.num_heads} * c.head_dim, d);
+      expect_linear(*l.gate, d, c.intermediate_size);
+      expect_linear(*l.up, d, c.intermediate_size);
+      expect_linear(*l.down, c.intermediate_size, d);
       layers_.push_back(l);
     }
-    if (has("lm_head.weight")) {
-      lm_head_ = add_linear("lm_head", true);
-    } else {
-      // Tied: the classifier reads the embedding matrix.
-      tensors_.emplace("lm_head.weight", tensors_.at("model.embed_tokens.weight"));
-      lm_head_ = add_linear("lm_head", true);
-      tensors_.erase("lm_head.weight");
-      config_.tie_word_embeddings = true;
-    }
-    expect_shape(*lm_head_, d, c.vocab_size);
-  }
-
-  void expect_shape(const LinearSlot& s, int64_t in, int64_t out) const {
-    if (s.impl->in_features() != in || s.impl->out_features() != out)
-      fail("{}: tensor '{}.weight' has shape [{}, {}], expected [{}, {}] from config.json", source_.string(), s.name,
-           s.impl->out_features(), s.impl->in_features(), out, in);
+    const bool tied = !has("lm_head.weight");  // the classifier reads the embedding matrix
+    lm_head_ = add_linear("lm_head", false, false, tied ? &tensors_.at("model.embed_tokens.weight") : nullptr);
+    config_.tie_word_embeddings = tied;
+    expect_linear(*lm_head_, d, c.vocab_size);
   }
 
  public:
   void forward(KvCache& cache, const int32_t* tokens, int64_t n, float* logits, bool all_logits) const override {
     const ModelConfig& c = config_;
-    check(n > 0, "forward: no tokens to run (empty prompt?)");
-    if (cache.pos + n > cache.max_seq)
-      fail("context overflow: {} tokens already in the cache + {} new exceed the context of {} tokens; use a "
-           "shorter prompt or fewer generated tokens",
-           cache.pos, n, cache.max_seq);
+    check_forward(cache, tokens, n);
     const int64_t d = c.hidden_size, hd = c.head_dim, nh = c.num_heads, nkv = c.num_kv_heads;
     const int64_t qdim = nh * hd, kvdim = nkv * hd, ff = c.intermediate_size;
     const size_t need = static_cast<size_t>(n) * (2 * d + 2 * qdim + 2 * ff);
@@ -83,12 +67,7 @@ class Llama final : public DecoderModel {
     float* h1 = att + n * qdim;
     float* h2 = h1 + n * ff;
 
-    for (int64_t t = 0; t < n; ++t) {
-      const int32_t tok = tokens[t];
-      if (tok < 0 || tok >= c.vocab_size)
-        fail("token id {} at position {} is outside the vocabulary of {} tokens", tok, cache.pos + t, c.vocab_size);
-      std::memcpy(x + t * d, embed_ + static_cast<int64_t>(tok) * d, d * sizeof(float));
-    }
+    for (int64_t t = 0; t < n; ++t) std::memcpy(x + t * d, embed_ + int64_t{tokens[t]} * d, d * sizeof(float));
     const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
     for (size_t li = 0; li < layers_.size(); ++li) {
       const Layer& l = layers_[li];
@@ -132,6 +111,8 @@ class Llama final : public DecoderModel {
 
 }  // namespace
 
-std::unique_ptr<Model> make_llama() { return std::make_unique<Llama>(); }
+std::unique_ptr<Model> make_llama() {
+  return std::make_unique<Llama>();
+}
 
 }  // namespace shrink::models

@@ -39,9 +39,10 @@ LinearSlot* Model::find_linear(const std::string& name) {
 
 const Tokenizer& Model::require_tokenizer() const {
   if (!tokenizer_)
-    fail("{}: no tokenizer found beside the model (looked for tokenizer.json, tokenizer.model, vocab.txt, "
-         "vocab.json+merges.txt); pass --tokenizer FILE",
-         source_.string());
+    fail(
+        "{}: no tokenizer found beside the model (looked for tokenizer.json, tokenizer.model, vocab.txt, "
+        "vocab.json+merges.txt); pass --tokenizer FILE",
+        source_.string());
   return *tokenizer_;
 }
 
@@ -81,14 +82,14 @@ const float* Model::f32(const std::string& name, const Shape& shape) {
   return owned_.back().data<float>();
 }
 
-LinearSlot* Model::add_linear(const std::string& name, bool bias_optional, bool transpose_conv1d,
-                              bool bias_required) {
+LinearSlot* Model::add_linear(const std::string& name, bool bias_required, bool transpose_conv1d,
+                              const Tensor* weight) {
   const std::string wname = name + ".weight", bname = name + ".bias";
   auto it = tensors_.find(wname);
-  if (it == tensors_.end())
+  if (!weight && it == tensors_.end())
     fail("{}: tensor '{}' is missing (architecture {}); the checkpoint is incomplete or not a {} model",
          source_.string(), wname, config_.architecture, config_.model_type);
-  Tensor w = it->second;
+  Tensor w = weight ? *weight : it->second;
   if (w.rank() != 2)
     fail("{}: tensor '{}' has shape {}, expected a matrix", source_.string(), wname, shape_str(w.shape()));
   if (transpose_conv1d) {  // GPT-2 Conv1D stores [in, out]
@@ -110,9 +111,27 @@ LinearSlot* Model::add_linear(const std::string& name, bool bias_optional, bool 
   } else if (bias_required) {
     fail("{}: tensor '{}' is missing (architecture {} has biases)", source_.string(), bname, config_.architecture);
   }
-  (void)bias_optional;
   linears_.push_back({name, make_dense_linear(w, bias)});
   return &linears_.back();
+}
+
+void Model::expect_linear(const LinearSlot& s, int64_t in, int64_t out) const {
+  if (s.impl->in_features() != in || s.impl->out_features() != out)
+    fail("{}: tensor '{}.weight' maps {} -> {} features, expected {} -> {} from config.json", source_.string(), s.name,
+         s.impl->in_features(), s.impl->out_features(), in, out);
+}
+
+void DecoderModel::check_forward(const KvCache& cache, const int32_t* tokens, int64_t n) const {
+  check(n > 0, "forward: no tokens to run (empty prompt?)");
+  if (cache.pos + n > cache.max_seq)
+    fail(
+        "context overflow: {} tokens already in the cache + {} new exceed the context of {} tokens; use a "
+        "shorter prompt or fewer generated tokens",
+        cache.pos, n, cache.max_seq);
+  for (int64_t t = 0; t < n; ++t)
+    if (tokens[t] < 0 || tokens[t] >= config_.vocab_size)
+      fail("token id {} at position {} is outside the vocabulary of {} tokens", tokens[t], cache.pos + t,
+           config_.vocab_size);
 }
 
 KvCache DecoderModel::new_cache(int64_t max_seq) const {
@@ -164,9 +183,10 @@ std::unique_ptr<Tokenizer> find_tokenizer(const std::filesystem::path& dir) {
 
 std::unique_ptr<Model> load_model(const std::filesystem::path& path, const LoadOptions& opt) {
   if (!std::filesystem::exists(path))
-    fail("{}: no such file or directory; pass a Hugging Face model directory, a directory written by shrink, or "
-         "a llama2.c .bin",
-         path.string());
+    fail(
+        "{}: no such file or directory; pass a Hugging Face model directory, a directory written by shrink, or "
+        "a llama2.c .bin",
+        path.string());
   std::unique_ptr<Model> model;
   if (std::filesystem::is_directory(path)) {
     const auto cfg = path / "config.json";

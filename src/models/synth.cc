@@ -36,25 +36,58 @@ const SynthPreset& find_synth_preset(const std::string& name) {
 nlohmann::json synth_config_json(const SynthPreset& p) {
   nlohmann::json j;
   if (p.arch == "llama") {
-    j = {{"architectures", {"LlamaForCausalLM"}}, {"model_type", "llama"}, {"hidden_size", p.hidden},
-         {"intermediate_size", p.intermediate}, {"num_hidden_layers", p.layers}, {"num_attention_heads", p.heads},
-         {"num_key_value_heads", p.kv_heads}, {"max_position_embeddings", p.context}, {"rms_norm_eps", 1e-5},
-         {"rope_theta", 10000.0}, {"tie_word_embeddings", false}, {"hidden_act", "silu"}, {"vocab_size", p.vocab},
-         {"bos_token_id", 1}, {"eos_token_id", 2}};
+    j = {{"architectures", {"LlamaForCausalLM"}},
+         {"model_type", "llama"},
+         {"hidden_size", p.hidden},
+         {"intermediate_size", p.intermediate},
+         {"num_hidden_layers", p.layers},
+         {"num_attention_heads", p.heads},
+         {"num_key_value_heads", p.kv_heads},
+         {"max_position_embeddings", p.context},
+         {"rms_norm_eps", 1e-5},
+         {"rope_theta", 10000.0},
+         {"tie_word_embeddings", false},
+         {"hidden_act", "silu"},
+         {"vocab_size", p.vocab},
+         {"bos_token_id", 1},
+         {"eos_token_id", 2}};
   } else if (p.arch == "gpt2") {
-    j = {{"architectures", {"GPT2LMHeadModel"}}, {"model_type", "gpt2"}, {"n_embd", p.hidden},
-         {"n_layer", p.layers}, {"n_head", p.heads}, {"n_inner", p.intermediate}, {"n_positions", p.context},
-         {"n_ctx", p.context}, {"layer_norm_epsilon", 1e-5}, {"activation_function", "gelu_new"},
-         {"vocab_size", p.vocab}, {"bos_token_id", p.vocab - 1}, {"eos_token_id", p.vocab - 1}};
+    j = {{"architectures", {"GPT2LMHeadModel"}},
+         {"model_type", "gpt2"},
+         {"n_embd", p.hidden},
+         {"n_layer", p.layers},
+         {"n_head", p.heads},
+         {"n_inner", p.intermediate},
+         {"n_positions", p.context},
+         {"n_ctx", p.context},
+         {"layer_norm_epsilon", 1e-5},
+         {"activation_function", "gelu_new"},
+         {"vocab_size", p.vocab},
+         {"bos_token_id", p.vocab - 1},
+         {"eos_token_id", p.vocab - 1}};
   } else if (p.arch == "bert") {
-    j = {{"architectures", {"BertForSequenceClassification"}}, {"model_type", "bert"}, {"hidden_size", p.hidden},
-         {"num_hidden_layers", p.layers}, {"num_attention_heads", p.heads}, {"intermediate_size", p.intermediate},
-         {"max_position_embeddings", p.context}, {"type_vocab_size", 2}, {"layer_norm_eps", 1e-12},
-         {"hidden_act", "gelu"}, {"vocab_size", p.vocab}, {"pad_token_id", 0}};
+    j = {{"architectures", {"BertForSequenceClassification"}},
+         {"model_type", "bert"},
+         {"hidden_size", p.hidden},
+         {"num_hidden_layers", p.layers},
+         {"num_attention_heads", p.heads},
+         {"intermediate_size", p.intermediate},
+         {"max_position_embeddings", p.context},
+         {"type_vocab_size", 2},
+         {"layer_norm_eps", 1e-12},
+         {"hidden_act", "gelu"},
+         {"vocab_size", p.vocab},
+         {"pad_token_id", 0}};
   } else {
-    j = {{"architectures", {"DistilBertForSequenceClassification"}}, {"model_type", "distilbert"}, {"dim", p.hidden},
-         {"n_layers", p.layers}, {"n_heads", p.heads}, {"hidden_dim", p.intermediate},
-         {"max_position_embeddings", p.context}, {"activation", "gelu"}, {"vocab_size", p.vocab},
+    j = {{"architectures", {"DistilBertForSequenceClassification"}},
+         {"model_type", "distilbert"},
+         {"dim", p.hidden},
+         {"n_layers", p.layers},
+         {"n_heads", p.heads},
+         {"hidden_dim", p.intermediate},
+         {"max_position_embeddings", p.context},
+         {"activation", "gelu"},
+         {"vocab_size", p.vocab},
          {"pad_token_id", 0}};
   }
   if (p.arch == "bert" || p.arch == "distilbert") {
@@ -72,7 +105,7 @@ nlohmann::json synth_config_json(const SynthPreset& p) {
 namespace {
 
 nlohmann::json added_token(int id, const std::string& content) {
-  return {{"id", id},        {"content", content}, {"single_word", false}, {"lstrip", false},
+  return {{"id", id},        {"content", content},  {"single_word", false}, {"lstrip", false},
           {"rstrip", false}, {"normalized", false}, {"special", true}};
 }
 
@@ -122,10 +155,15 @@ nlohmann::json synth_tokenizer_json(const SynthPreset& p) {
     for (size_t i = 0; i < vocab.size(); ++i) v[vocab[i]] = i;
     j["added_tokens"] = {added_token(0, "[PAD]"), added_token(100, "[UNK]"), added_token(101, "[CLS]"),
                          added_token(102, "[SEP]"), added_token(103, "[MASK]")};
-    j["normalizer"] = {{"type", "BertNormalizer"}, {"clean_text", true}, {"handle_chinese_chars", true},
-                       {"strip_accents", nullptr}, {"lowercase", true}};
+    j["normalizer"] = {{"type", "BertNormalizer"},
+                       {"clean_text", true},
+                       {"handle_chinese_chars", true},
+                       {"strip_accents", nullptr},
+                       {"lowercase", true}};
     j["pre_tokenizer"] = {{"type", "BertPreTokenizer"}};
-    auto special = [](const char* id, int type) { return nlohmann::json{{"SpecialToken", {{"id", id}, {"type_id", type}}}}; };
+    auto special = [](const char* id, int type) {
+      return nlohmann::json{{"SpecialToken", {{"id", id}, {"type_id", type}}}};
+    };
     auto seq = [](const char* id, int type) { return nlohmann::json{{"Sequence", {{"id", id}, {"type_id", type}}}}; };
     j["post_processor"] = {
         {"type", "TemplateProcessing"},
@@ -135,8 +173,11 @@ nlohmann::json synth_tokenizer_json(const SynthPreset& p) {
          {{"[CLS]", {{"id", "[CLS]"}, {"ids", {101}}, {"tokens", {"[CLS]"}}}},
           {"[SEP]", {{"id", "[SEP]"}, {"ids", {102}}, {"tokens", {"[SEP]"}}}}}}};
     j["decoder"] = {{"type", "WordPiece"}, {"prefix", "##"}, {"cleanup", true}};
-    j["model"] = {{"type", "WordPiece"}, {"unk_token", "[UNK]"}, {"continuing_subword_prefix", "##"},
-                  {"max_input_chars_per_word", 100}, {"vocab", v}};
+    j["model"] = {{"type", "WordPiece"},
+                  {"unk_token", "[UNK]"},
+                  {"continuing_subword_prefix", "##"},
+                  {"max_input_chars_per_word", 100},
+                  {"vocab", v}};
     return j;
   }
   if (p.arch == "gpt2") {
@@ -147,8 +188,10 @@ nlohmann::json synth_tokenizer_json(const SynthPreset& p) {
       const bool printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
       const uint32_t cp = printable ? static_cast<uint32_t>(b) : 256u + static_cast<uint32_t>(n++);
       std::string s;
-      if (cp < 0x80) s.push_back(static_cast<char>(cp));
-      else s = {static_cast<char>(0xC0 | (cp >> 6)), static_cast<char>(0x80 | (cp & 0x3F))};
+      if (cp < 0x80)
+        s.push_back(static_cast<char>(cp));
+      else
+        s = {static_cast<char>(0xC0 | (cp >> 6)), static_cast<char>(0x80 | (cp & 0x3F))};
       vocab[b] = s;
     }
     std::set<std::string> seen(vocab.begin(), vocab.end());
@@ -163,11 +206,19 @@ nlohmann::json synth_tokenizer_json(const SynthPreset& p) {
     for (size_t i = 0; i < vocab.size(); ++i) v[vocab[i]] = i;
     j["added_tokens"] = {added_token(static_cast<int>(target - 1), "<|endoftext|>")};
     j["normalizer"] = nullptr;
-    j["pre_tokenizer"] = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", true}};
-    j["post_processor"] = {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", false}, {"use_regex", true}};
+    j["pre_tokenizer"] = {
+        {"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", true}};
+    j["post_processor"] = {
+        {"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", false}, {"use_regex", true}};
     j["decoder"] = {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true}, {"use_regex", true}};
-    j["model"] = {{"type", "BPE"}, {"dropout", nullptr}, {"unk_token", nullptr}, {"continuing_subword_prefix", ""},
-                  {"end_of_word_suffix", ""}, {"fuse_unk", false}, {"byte_fallback", false}, {"vocab", v},
+    j["model"] = {{"type", "BPE"},
+                  {"dropout", nullptr},
+                  {"unk_token", nullptr},
+                  {"continuing_subword_prefix", ""},
+                  {"end_of_word_suffix", ""},
+                  {"fuse_unk", false},
+                  {"byte_fallback", false},
+                  {"vocab", v},
                   {"merges", merges}};
     return j;
   }
@@ -190,7 +241,9 @@ nlohmann::json synth_tokenizer_json(const SynthPreset& p) {
                       {{{"type", "Prepend"}, {"prepend", meta}},
                        {{"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", meta}}}}};
   j["pre_tokenizer"] = nullptr;
-  auto special = [](const char* id, int type) { return nlohmann::json{{"SpecialToken", {{"id", id}, {"type_id", type}}}}; };
+  auto special = [](const char* id, int type) {
+    return nlohmann::json{{"SpecialToken", {{"id", id}, {"type_id", type}}}};
+  };
   auto seq = [](const char* id, int type) { return nlohmann::json{{"Sequence", {{"id", id}, {"type_id", type}}}}; };
   j["post_processor"] = {{"type", "TemplateProcessing"},
                          {"single", {special("<s>", 0), seq("A", 0)}},
@@ -202,9 +255,15 @@ nlohmann::json synth_tokenizer_json(const SynthPreset& p) {
                     {{"type", "ByteFallback"}},
                     {{"type", "Fuse"}},
                     {{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 0}}}}};
-  j["model"] = {{"type", "BPE"},        {"dropout", nullptr},      {"unk_token", "<unk>"},
-                {"continuing_subword_prefix", nullptr}, {"end_of_word_suffix", nullptr}, {"fuse_unk", true},
-                {"byte_fallback", true}, {"vocab", v},            {"merges", merges}};
+  j["model"] = {{"type", "BPE"},
+                {"dropout", nullptr},
+                {"unk_token", "<unk>"},
+                {"continuing_subword_prefix", nullptr},
+                {"end_of_word_suffix", nullptr},
+                {"fuse_unk", true},
+                {"byte_fallback", true},
+                {"vocab", v},
+                {"merges", merges}};
   return j;
 }
 
@@ -254,8 +313,7 @@ Tensor filled(Shape shape, float v, DType dtype) {
 }  // namespace
 
 void synth_model(const SynthPreset& p, const std::filesystem::path& out, uint64_t seed, DType dtype) {
-  check(dtype == DType::F32 || dtype == DType::BF16 || dtype == DType::F16,
-        "synth: --dtype must be f32, bf16 or f16");
+  check(dtype == DType::F32 || dtype == DType::BF16 || dtype == DType::F16, "synth: --dtype must be f32, bf16 or f16");
   std::filesystem::create_directories(out);
   TensorMap t;
   uint64_t k = seed * 1000003ull;
@@ -320,8 +378,10 @@ void synth_model(const SynthPreset& p, const std::filesystem::path& out, uint64_
         one(l + "output_layer_norm.weight", d), zero(l + "output_layer_norm.bias", d);
       }
     }
-    if (bert) lin("bert.pooler.dense", d, d);
-    else lin("pre_classifier", d, d);
+    if (bert)
+      lin("bert.pooler.dense", d, d);
+    else
+      lin("pre_classifier", d, d);
     lin("classifier", p.labels, d);
   }
   const auto write_json = [&](const std::string& name, const nlohmann::json& j) {

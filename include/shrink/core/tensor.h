@@ -36,9 +36,13 @@ class Tensor {
   size_t nbytes() const { return static_cast<size_t>(numel()) * dtype_size(dtype_); }
 
   template <typename T>
-  T* data() { return static_cast<T*>(const_cast<void*>(data_)); }
+  T* data() {
+    return static_cast<T*>(const_cast<void*>(data_));
+  }
   template <typename T>
-  const T* data() const { return static_cast<const T*>(data_); }
+  const T* data() const {
+    return static_cast<const T*>(data_);
+  }
   const void* raw() const { return data_; }
 
   // Same bytes, new shape (numel must match).

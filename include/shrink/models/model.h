@@ -43,12 +43,16 @@ class Model {
   const Tokenizer& require_tokenizer() const;
   void set_tokenizer(std::unique_ptr<Tokenizer> t) { tokenizer_ = std::move(t); }
 
-  int64_t parameters() const;  // elements of all stored tensors (tied weights once)
+  int64_t parameters() const;   // elements of all stored tensors (tied weights once)
   size_t weight_bytes() const;  // bytes of the runtime weights (linears + other tensors)
 
  protected:
-  LinearSlot* add_linear(const std::string& name, bool bias_optional, bool transpose_conv1d = false,
-                         bool bias_required = false);
+  // A slot from `name`.weight ([out, in]; GPT-2 Conv1D [in, out] when conv1d) and `name`.bias when
+  // present (required when bias_required). `weight` overrides the tensor (tied embeddings).
+  LinearSlot* add_linear(const std::string& name, bool bias_required = false, bool conv1d = false,
+                         const Tensor* weight = nullptr);
+  // Throws naming the slot's weight when it does not map `in` features to `out`.
+  void expect_linear(const LinearSlot& s, int64_t in, int64_t out) const;
   // F32 copy of a tensor (any float dtype), kept in `owned_`; throws naming the tensor when missing
   // or when its shape is not `shape` (empty shape: no check).
   const float* f32(const std::string& name, const Shape& shape);
@@ -84,6 +88,13 @@ class DecoderModel : public Model {
   int64_t max_context() const { return config_.max_position_embeddings; }
   // max_seq <= 0: the model's context length.
   KvCache new_cache(int64_t max_seq = 0) const;
+
+ protected:
+  // Checks a forward call before it touches the cache: tokens present, in the vocabulary, and fitting
+  // in the context.
+  void check_forward(const KvCache& cache, const int32_t* tokens, int64_t n) const;
+
+ public:
   // Feeds tokens[0..n) at positions cache.pos.., appends them to the cache. logits: [n][vocab] when
   // all_logits, else [vocab] for the last token. Throws when the context would overflow.
   virtual void forward(KvCache& cache, const int32_t* tokens, int64_t n, float* logits, bool all_logits) const = 0;
