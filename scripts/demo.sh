@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
-scripts/build.sh -DSHRINK_TESTS=OFF -DSHRINK_BENCH=OFF
+scripts/build.sh --target shrink
 mkdir -p out
 if [ ! -f out/gpt2-synth/config.json ]; then
   build/shrink synth --preset gpt2 --out out/gpt2-synth
