@@ -35,6 +35,28 @@ class Encoder : public EncoderModel {
     const float *ln1_w, *ln1_b, *ln2_w, *ln2_b;
   };
 
+  // Hugging Face names of one block's weights, relative to the block prefix.
+  struct LayerNames {
+    const char *q, *k, *v, *o, *ln1, *ffn_in, *ffn_out, *ln2;
+  };
+
+  void add_layer(const std::string& p, const LayerNames& n) {
+    const int64_t d = config_.hidden_size;
+    Layer l{};
+    l.q = add_linear(p + n.q, true);
+    l.k = add_linear(p + n.k, true);
+    l.v = add_linear(p + n.v, true);
+    l.o = add_linear(p + n.o, true);
+    l.ln1_w = f32(p + n.ln1 + ".weight", {d});
+    l.ln1_b = f32(p + n.ln1 + ".bias", {d});
+    l.ffn_in = add_linear(p + n.ffn_in, true);
+    l.ffn_out = add_linear(p + n.ffn_out, true);
+    l.ln2_w = f32(p + n.ln2 + ".weight", {d});
+    l.ln2_b = f32(p + n.ln2 + ".bias", {d});
+    check_layer(l);
+    layers_.push_back(l);
+  }
+
   void check_layer(const Layer& l) const {
     const int64_t d = config_.hidden_size, ff = config_.intermediate_size;
     expect_linear(*l.q, d, d);
@@ -107,20 +129,9 @@ class Bert final : public Encoder {
     emb_ln_w_ = f32(p_ + "embeddings.LayerNorm.weight", {d});
     emb_ln_b_ = f32(p_ + "embeddings.LayerNorm.bias", {d});
     for (int i = 0; i < c.num_layers; ++i) {
-      const std::string p = p_ + "encoder.layer." + std::to_string(i) + ".";
-      Layer l{};
-      l.q = add_linear(p + "attention.self.query", true);
-      l.k = add_linear(p + "attention.self.key", true);
-      l.v = add_linear(p + "attention.self.value", true);
-      l.o = add_linear(p + "attention.output.dense", true);
-      l.ln1_w = f32(p + "attention.output.LayerNorm.weight", {d});
-      l.ln1_b = f32(p + "attention.output.LayerNorm.bias", {d});
-      l.ffn_in = add_linear(p + "intermediate.dense", true);
-      l.ffn_out = add_linear(p + "output.dense", true);
-      l.ln2_w = f32(p + "output.LayerNorm.weight", {d});
-      l.ln2_b = f32(p + "output.LayerNorm.bias", {d});
-      check_layer(l);
-      layers_.push_back(l);
+      add_layer(p_ + "encoder.layer." + std::to_string(i) + ".",
+                {"attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
+                 "attention.output.LayerNorm", "intermediate.dense", "output.dense", "output.LayerNorm"});
     }
     if (has(p_ + "pooler.dense.weight")) {
       pooler_ = add_linear(p_ + "pooler.dense", true);
@@ -186,20 +197,9 @@ class DistilBert final : public Encoder {
     emb_ln_w_ = f32(p_ + "embeddings.LayerNorm.weight", {d});
     emb_ln_b_ = f32(p_ + "embeddings.LayerNorm.bias", {d});
     for (int i = 0; i < c.num_layers; ++i) {
-      const std::string p = p_ + "transformer.layer." + std::to_string(i) + ".";
-      Layer l{};
-      l.q = add_linear(p + "attention.q_lin", true);
-      l.k = add_linear(p + "attention.k_lin", true);
-      l.v = add_linear(p + "attention.v_lin", true);
-      l.o = add_linear(p + "attention.out_lin", true);
-      l.ln1_w = f32(p + "sa_layer_norm.weight", {d});
-      l.ln1_b = f32(p + "sa_layer_norm.bias", {d});
-      l.ffn_in = add_linear(p + "ffn.lin1", true);
-      l.ffn_out = add_linear(p + "ffn.lin2", true);
-      l.ln2_w = f32(p + "output_layer_norm.weight", {d});
-      l.ln2_b = f32(p + "output_layer_norm.bias", {d});
-      check_layer(l);
-      layers_.push_back(l);
+      add_layer(p_ + "transformer.layer." + std::to_string(i) + ".",
+                {"attention.q_lin", "attention.k_lin", "attention.v_lin", "attention.out_lin", "sa_layer_norm",
+                 "ffn.lin1", "ffn.lin2", "output_layer_norm"});
     }
     if (config_.architecture == "DistilBertForSequenceClassification") {
       pre_classifier_ = add_linear("pre_classifier", true);
