@@ -107,6 +107,28 @@ class Encoder : public EncoderModel {
              config_.vocab_size);
   }
 
+  // Hidden states [batch][seq][hidden]: word + position (+ token type) embeddings, their LayerNorm,
+  // then every block. DistilBERT has no token types (type_ == nullptr).
+  Tensor encode(const BatchEncoding& b) const {
+    check_batch(b);
+    const ModelConfig& c = config_;
+    const int64_t d = c.hidden_size, rows = b.batch * b.seq;
+    Tensor hidden = Tensor::empty(DType::F32, {b.batch, b.seq, d});
+    float* x = hidden.data<float>();
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* w = word_ + static_cast<int64_t>(b.ids[r]) * d;
+      const float* p = pos_ + (r % b.seq) * d;
+      const int32_t tt = b.type_ids.empty() ? 0 : b.type_ids[r];
+      if (type_ && (tt < 0 || tt >= c.type_vocab_size))
+        fail("token_type_id {} at row {} is outside [0, {})", tt, r / b.seq, c.type_vocab_size);
+      const float* ty = type_ ? type_ + static_cast<int64_t>(tt) * d : nullptr;
+      for (int64_t i = 0; i < d; ++i) x[r * d + i] = w[i] + p[i] + (ty ? ty[i] : 0.f);
+    }
+    ops::layernorm(x, emb_ln_w_, emb_ln_b_, c.norm_eps, rows, d, x);
+    run_blocks(x, b);
+    return hidden;
+  }
+
   // The [CLS] (first) row of every sequence: [batch][hidden].
   std::vector<float> first_tokens(const float* x, const BatchEncoding& b) const {
     const int64_t d = config_.hidden_size;
@@ -116,6 +138,7 @@ class Encoder : public EncoderModel {
   }
 
   std::vector<Layer> layers_;
+  const float *word_ = nullptr, *pos_ = nullptr, *type_ = nullptr, *emb_ln_w_ = nullptr, *emb_ln_b_ = nullptr;
 };
 
 class Bert final : public Encoder {
@@ -149,24 +172,11 @@ class Bert final : public Encoder {
 
  public:
   EncoderOutput forward(const BatchEncoding& b) const override {
-    check_batch(b);
     const ModelConfig& c = config_;
-    const int64_t d = c.hidden_size, rows = b.batch * b.seq;
+    const int64_t d = c.hidden_size;
     EncoderOutput out;
-    out.hidden = Tensor::empty(DType::F32, {b.batch, b.seq, d});
-    float* x = out.hidden.data<float>();
-    for (int64_t r = 0; r < rows; ++r) {
-      const int64_t t = r % b.seq;
-      const float* w = word_ + static_cast<int64_t>(b.ids[r]) * d;
-      const float* p = pos_ + t * d;
-      int32_t tt = b.type_ids.empty() ? 0 : b.type_ids[r];
-      if (type_ && (tt < 0 || tt >= c.type_vocab_size))
-        fail("token_type_id {} at row {} is outside [0, {})", tt, r / b.seq, c.type_vocab_size);
-      const float* ty = type_ ? type_ + static_cast<int64_t>(tt) * d : nullptr;
-      for (int64_t i = 0; i < d; ++i) x[r * d + i] = w[i] + p[i] + (ty ? ty[i] : 0.f);
-    }
-    ops::layernorm(x, emb_ln_w_, emb_ln_b_, c.norm_eps, rows, d, x);
-    run_blocks(x, b);
+    out.hidden = encode(b);
+    const float* x = out.hidden.data<float>();
     if (pooler_) {
       const std::vector<float> cls = first_tokens(x, b);
       out.pooled = Tensor::empty(DType::F32, {b.batch, d});
@@ -183,7 +193,6 @@ class Bert final : public Encoder {
 
  private:
   std::string p_;
-  const float *word_ = nullptr, *pos_ = nullptr, *type_ = nullptr, *emb_ln_w_ = nullptr, *emb_ln_b_ = nullptr;
   LinearSlot* pooler_ = nullptr;
 };
 
@@ -211,19 +220,11 @@ class DistilBert final : public Encoder {
 
  public:
   EncoderOutput forward(const BatchEncoding& b) const override {
-    check_batch(b);
     const ModelConfig& c = config_;
-    const int64_t d = c.hidden_size, rows = b.batch * b.seq;
+    const int64_t d = c.hidden_size;
     EncoderOutput out;
-    out.hidden = Tensor::empty(DType::F32, {b.batch, b.seq, d});
-    float* x = out.hidden.data<float>();
-    for (int64_t r = 0; r < rows; ++r) {
-      const float* w = word_ + static_cast<int64_t>(b.ids[r]) * d;
-      const float* p = pos_ + (r % b.seq) * d;
-      for (int64_t i = 0; i < d; ++i) x[r * d + i] = w[i] + p[i];
-    }
-    ops::layernorm(x, emb_ln_w_, emb_ln_b_, c.norm_eps, rows, d, x);
-    run_blocks(x, b);
+    out.hidden = encode(b);
+    const float* x = out.hidden.data<float>();
     if (classifier_) {
       const std::vector<float> cls = first_tokens(x, b);
       std::vector<float> pre(b.batch * d);
@@ -237,7 +238,6 @@ class DistilBert final : public Encoder {
 
  private:
   std::string p_;
-  const float *word_ = nullptr, *pos_ = nullptr, *emb_ln_w_ = nullptr, *emb_ln_b_ = nullptr;
   LinearSlot* pre_classifier_ = nullptr;
 };
 

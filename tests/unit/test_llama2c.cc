@@ -1,6 +1,7 @@
 // llama2.c .bin loader against the stories260K fixture (header and layout from its REFERENCE.md, values
 // read independently with fread), error cases, and writer round trips.
 #include <gtest/gtest.h>
+#include <shrink/core/mmap.h>
 #include <shrink/core/error.h>
 #include <shrink/formats/llama2c.h>
 
@@ -52,17 +53,6 @@ std::vector<int32_t> fread_header(const fs::path& path) {
   return h;
 }
 
-std::string read_bytes(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-void write_bytes(const fs::path& p, const std::string& bytes) {
-  std::ofstream out(p, std::ios::binary);
-  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-}
 
 std::vector<float> values(const Tensor& t) {
   return std::vector<float>(t.data<float>(), t.data<float>() + t.numel());
@@ -149,19 +139,19 @@ TEST(Llama2c, Stories260KValuesMatchTheFileBytes) {
 
 TEST(Llama2c, TruncatedAndPaddedFiles) {
   const auto dir = testing::temp_dir("l2c-trunc");
-  const std::string full = read_bytes(testing::fixture("stories260K/stories260K.bin"));
+  const std::string full = read_text_file(testing::fixture("stories260K/stories260K.bin"));
   const fs::path p = dir / "cut.bin";
-  write_bytes(p, full.substr(0, full.size() - 100));
+  testing::write_bytes(p, full.substr(0, full.size() - 100));
   expect_error([&] { read_llama2c_model(p); }, {p.string(), "1056440", "1056540", "truncated"});
-  write_bytes(p, full + "xyz");
+  testing::write_bytes(p, full + "xyz");
   expect_error([&] { read_llama2c_model(p); }, {p.string(), "1056543", "1056540"});
-  write_bytes(p, full.substr(0, 20));
+  testing::write_bytes(p, full.substr(0, 20));
   expect_error([&] { read_llama2c_model(p); }, {p.string(), "20 bytes"});
   // The same bytes claiming an unshared classifier: the size fits the shared layout.
   std::string flipped = full;
   const int32_t neg = -512;
   std::memcpy(&flipped[20], &neg, 4);
-  write_bytes(p, flipped);
+  testing::write_bytes(p, flipped);
   expect_error([&] { read_llama2c_model(p); }, {p.string(), "sign of vocab_size"});
 }
 
@@ -171,7 +161,7 @@ TEST(Llama2c, BadHeaders) {
   auto with_header = [&](std::vector<int32_t> h) {
     std::string s(28, '\0');
     std::memcpy(s.data(), h.data(), 28);
-    write_bytes(p, s + std::string(4096, '\0'));
+    testing::write_bytes(p, s + std::string(4096, '\0'));
   };
   with_header({64, 172, 5, 0, 4, 512, 512});
   expect_error([&] { read_llama2c_model(p); }, {p.string(), "n_heads", "0"});
@@ -292,7 +282,7 @@ TEST(Llama2c, WriterRefusesWhatTheFormatCannotHold) {
 }
 
 TEST(Llama2c, ParseFromBytesCopiesWhenMisaligned) {
-  const std::string full = read_bytes(testing::fixture("stories260K/stories260K.bin"));
+  const std::string full = read_text_file(testing::fixture("stories260K/stories260K.bin"));
   std::vector<uint8_t> buf(full.size() + 1);
   std::memcpy(buf.data() + 1, full.data(), full.size());
   const Llama2cModel m = parse_llama2c_model(buf.data() + 1, full.size(), nullptr, "shifted");

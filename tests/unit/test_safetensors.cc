@@ -1,6 +1,7 @@
 // safetensors reader/writer: round trips per dtype, hand-built files, shards, >4 GiB offsets, every error.
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <shrink/core/mmap.h>
 #include <shrink/core/error.h>
 #include <shrink/formats/safetensors.h>
 #include <sys/stat.h>
@@ -34,17 +35,6 @@ std::string bytes_of(const Tensor& t) {
   return std::string(static_cast<const char*>(t.raw()), t.nbytes());
 }
 
-std::string read_bytes(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-void write_bytes(const fs::path& p, const std::string& bytes) {
-  std::ofstream out(p, std::ios::binary);
-  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-}
 
 // The on-disk layout assembled by hand: u64 little-endian header length, header, data.
 std::string file_bytes(const std::string& header, const std::string& data) {
@@ -115,7 +105,7 @@ TEST(Safetensors, RoundTripEveryDtype) {
 TEST(Safetensors, WrittenLayoutFollowsTheSpec) {
   const auto dir = testing::temp_dir("st-layout");
   write_safetensors(dir / "m.safetensors", every_dtype());
-  const std::string bytes = read_bytes(dir / "m.safetensors");
+  const std::string bytes = read_text_file(dir / "m.safetensors");
   uint64_t n = 0;
   for (int i = 7; i >= 0; --i) n = (n << 8) | static_cast<uint8_t>(bytes[i]);
   ASSERT_LE(8 + n, bytes.size());
@@ -152,7 +142,7 @@ TEST(Safetensors, ReadsHandBuiltFileWithUnalignedData) {
       R"("b":{"dtype":"BF16","shape":[3],"data_offsets":[16,22]},"z":{"dtype":"I64","shape":[0],"data_offsets":[22,22]}})";
   ASSERT_NE(header.size() % 4, 0u);
   const std::string bf16 = std::string("\x80\x3f\x00\xc0\x40\x40", 6);  // 1.0, -2.0, 3.0
-  write_bytes(dir / "hand.safetensors", file_bytes(header, floats({0.5f, -1.f, 2.f, 1e-3f}) + bf16));
+  testing::write_bytes(dir / "hand.safetensors", file_bytes(header, floats({0.5f, -1.f, 2.f, 1e-3f}) + bf16));
 
   const SafetensorsFile f = read_safetensors(dir / "hand.safetensors");
   ASSERT_EQ(f.tensors.size(), 3u);
@@ -184,7 +174,7 @@ TEST(Safetensors, ShardedWriteAndRead) {
   // Greedy by name, 2 x 100 bytes fit under 250: three shards.
   for (int i = 1; i <= 3; ++i) EXPECT_TRUE(fs::exists(dir / fmt::format("model-0000{}-of-00003.safetensors", i)));
   EXPECT_FALSE(fs::exists(dir / "model.safetensors"));
-  const json index = json::parse(read_bytes(dir / "model.safetensors.index.json"));
+  const json index = json::parse(read_text_file(dir / "model.safetensors.index.json"));
   EXPECT_EQ(index["metadata"]["total_size"].get<uint64_t>(), 500u);
   EXPECT_EQ(index["weight_map"].size(), 5u);
   EXPECT_EQ(index["weight_map"]["layer.0.weight"], "model-00001-of-00003.safetensors");
@@ -215,11 +205,11 @@ TEST(Safetensors, IndexPointingToMissingShard) {
 TEST(Safetensors, IndexListsTensorAbsentFromShard) {
   const auto dir = testing::temp_dir("st-ghost");
   write_safetensors(dir / "a.safetensors", {{"real", tensor_of<float>(DType::F32, {1}, {1.f})}});
-  write_bytes(dir / "model.safetensors.index.json",
+  testing::write_bytes(dir / "model.safetensors.index.json",
               R"({"metadata":{"total_size":8},"weight_map":{"real":"a.safetensors","ghost":"a.safetensors"}})");
   expect_error([&] { read_safetensors_model(dir); }, {"a.safetensors", "'ghost'", "absent"});
   // Shard names must stay inside the model directory.
-  write_bytes(dir / "model.safetensors.index.json", R"({"weight_map":{"real":"../a.safetensors"}})");
+  testing::write_bytes(dir / "model.safetensors.index.json", R"({"weight_map":{"real":"../a.safetensors"}})");
   expect_error([&] { read_safetensors_model(dir); }, {"model.safetensors.index.json", "'real'"});
 }
 
@@ -270,7 +260,7 @@ class SafetensorsErrors : public ::testing::Test {
  protected:
   fs::path dir_ = testing::temp_dir("st-errors");
   fs::path path_ = dir_ / "bad.safetensors";
-  void write(const std::string& header, const std::string& data) { write_bytes(path_, file_bytes(header, data)); }
+  void write(const std::string& header, const std::string& data) { testing::write_bytes(path_, file_bytes(header, data)); }
   void expect(const std::vector<std::string>& parts) {
     std::vector<std::string> all = parts;
     all.insert(all.begin(), path_.string());
@@ -280,20 +270,20 @@ class SafetensorsErrors : public ::testing::Test {
 
 TEST_F(SafetensorsErrors, TruncatedFile) {
   write_safetensors(path_, {{"weight", tensor_of<float>(DType::F32, {16}, std::vector<float>(16, 1.f))}});
-  const std::string full = read_bytes(path_);
-  write_bytes(path_, full.substr(0, full.size() - 10));
+  const std::string full = read_text_file(path_);
+  testing::write_bytes(path_, full.substr(0, full.size() - 10));
   expect({"'weight'", "truncated"});
-  write_bytes(path_, full.substr(0, 5));
+  testing::write_bytes(path_, full.substr(0, 5));
   expect({"5 bytes", "truncated"});
 }
 
 TEST_F(SafetensorsErrors, HeaderLengthPastTheEnd) {
   std::string bytes = file_bytes(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", floats({1.f}));
   bytes[0] = static_cast<char>(0xff);  // header length 255 + ..., far beyond the 64-byte file
-  write_bytes(path_, bytes);
+  testing::write_bytes(path_, bytes);
   expect({"header length", "past the end"});
   bytes[5] = 0x7f;  // and beyond the 100 MB limit
-  write_bytes(path_, bytes);
+  testing::write_bytes(path_, bytes);
   expect({"header length", "100000000"});
 }
 

@@ -43,6 +43,12 @@ std::filesystem::path temp_dir(const std::string& tag) {
   return p;
 }
 
+void write_bytes(const std::filesystem::path& path, const std::string& bytes) {
+  std::ofstream out(path, std::ios::binary);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  if (!out) throw std::runtime_error("cannot write test file " + path.string());
+}
+
 RunResult run_cli(const std::string& args) {
   auto dir = temp_dir("cli");
   const std::string out = (dir / "out").string(), err = (dir / "err").string();

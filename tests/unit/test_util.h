@@ -10,6 +10,8 @@ namespace shrink::testing {
 std::filesystem::path fixture(const std::string& rel);
 // A fresh empty directory under the system temp dir, removed at process exit.
 std::filesystem::path temp_dir(const std::string& tag);
+// Writes `bytes` to `path` as they are (test inputs, including broken files).
+void write_bytes(const std::filesystem::path& path, const std::string& bytes);
 // Runs the built `shrink` binary with args; returns exit code, captures stdout and stderr.
 struct RunResult {
   int code;
