@@ -111,7 +111,7 @@ LinearSlot* Model::add_linear(const std::string& name, bool bias_required, bool 
   } else if (bias_required) {
     fail("{}: tensor '{}' is missing (architecture {} has biases)", source_.string(), bname, config_.architecture);
   }
-  linears_.push_back({name, make_dense_linear(w, bias)});
+  linears_.push_back({name, make_dense_linear(w, bias), w, bias ? b : Tensor()});
   return &linears_.back();
 }
 

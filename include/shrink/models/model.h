@@ -23,6 +23,9 @@ enum class ModelKind { Decoder, Encoder };
 struct LinearSlot {
   std::string name;
   std::unique_ptr<Linear> impl;
+  // The dense source weight [out, in] and bias [out] (views into the checkpoint, or GPT-2's transposed copy) that
+  // passes quantize from; undefined when the layer was loaded already packed.
+  Tensor weight, bias;
 };
 
 class Model {

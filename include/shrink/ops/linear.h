@@ -10,6 +10,8 @@
 
 namespace shrink {
 
+struct PackedLinear;  // ops/qlinear.h
+
 class Linear {
  public:
   virtual ~Linear() = default;
@@ -19,6 +21,9 @@ class Linear {
   virtual void forward(const float* x, int64_t m, float* y) const = 0;
   virtual std::string scheme() const = 0;   // "f32", ...
   virtual size_t weight_bytes() const = 0;  // bytes the weights (+bias) occupy in memory
+  // The packed tensors a quantized layer is saved as (ops/qlinear.h); null for layers that are the checkpoint's
+  // own dense weights (a saver writes those tensors unchanged).
+  virtual const PackedLinear* packed() const { return nullptr; }
 
  protected:
   int64_t in_ = 0, out_ = 0;

@@ -1,0 +1,17 @@
+// Internal: the per-format Linear factories behind make_packed_linear (one file per format family) and the
+// scalar reference Linear they are tested against.
+#pragma once
+
+#include <shrink/ops/qlinear.h>
+
+namespace shrink::detail {
+
+std::unique_ptr<Linear> make_w8_linear(PackedLinear p);    // W8A16, W8A8 (src/ops/linear_int8.cc)
+std::unique_ptr<Linear> make_w4_linear(PackedLinear p);    // W4A16 (src/ops/linear_w4.cc)
+std::unique_ptr<Linear> make_bf16_linear(PackedLinear p);  // BF16 (src/ops/linear_bf16.cc)
+
+// Straight from the definitions with the scalar references of kernels/quant.h: weights dequantized on the fly,
+// W8A8 activations quantized per token (or with the static scale) and dotted in integers. Slow; the oracle.
+std::unique_ptr<Linear> make_reference_packed_linear(PackedLinear p);
+
+}  // namespace shrink::detail
