@@ -24,6 +24,12 @@ class Linear {
   // The packed tensors a quantized layer is saved as (ops/qlinear.h); null for layers that are the checkpoint's
   // own dense weights (a saver writes those tensors unchanged).
   virtual const PackedLinear* packed() const { return nullptr; }
+  // GEMV-sized calls (m <= 4): only output features [o0, o1) of y ([m][out], row-major), on the calling thread, no
+  // threading inside. Lets a model run several linears that read the same x in one parallel region (q/k/v,
+  // gate/up). Returns false when the layer cannot; callers then use forward().
+  virtual bool forward_rows(const float* /*x*/, int64_t /*m*/, float* /*y*/, int64_t /*o0*/, int64_t /*o1*/) const {
+    return false;
+  }
 
  protected:
   int64_t in_ = 0, out_ = 0;
