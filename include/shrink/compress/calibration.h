@@ -33,8 +33,8 @@ struct ActRange {
   float lo = 0, hi = 0;  // the observer's clipping range of the layer's input
   float scale = 0;       // u8 static activation parameters (kernels::choose_u8_params(lo, hi))
   int32_t zero_point = 0;
-  std::string observer;   // the observer that chose the range (for auto: the winner)
-  double output_nmse = 0; // auto only: nmse of the W8A8-static output vs fp32 on the sampled inputs (else 0)
+  std::string observer;    // the observer that chose the range (for auto: the winner)
+  double output_nmse = 0;  // auto only: nmse of the W8A8-static output vs fp32 on the sampled inputs (else 0)
   // opt.per_channel: min/max of each input channel (reported only: static A8 in our kernels is per tensor).
   std::vector<float> channel_lo, channel_hi;
 };

@@ -30,8 +30,8 @@ class Histogram {
   void add(const float* x, int64_t n);
   void merge(const Histogram& other);
 
-  int bins() const { return bins_; }       // per sign; counts() has 2 * bins() entries
-  float range() const { return range_; }   // 0 until a non-zero value was seen
+  int bins() const { return bins_; }      // per sign; counts() has 2 * bins() entries
+  float range() const { return range_; }  // 0 until a non-zero value was seen
   float bin_width() const { return range_ / static_cast<float>(bins_); }
   // Bin i covers [(i - bins) * width, (i - bins + 1) * width); zeros seen while range() is 0 sit in bin bins().
   const std::vector<double>& counts() const { return counts_; }
