@@ -1,0 +1,89 @@
+// AdamW, learning-rate schedules and gradient clipping (include/shrink/train/optim.h).
+#include <shrink/core/error.h>
+#include <shrink/core/parallel.h>
+#include <shrink/train/optim.h>
+
+#include <cmath>
+
+namespace shrink::train {
+
+AdamW::AdamW(std::vector<NamedParam> params, AdamWOptions opt) : params_(std::move(params)), opt_(opt) {
+  for (auto& p : params_) {
+    check(p.var.defined() && p.var.requires_grad(), "AdamW: parameter '{}' is not trainable", p.name);
+    m_.emplace_back(static_cast<size_t>(p.var.numel()), 0.f);
+    v_.emplace_back(static_cast<size_t>(p.var.numel()), 0.f);
+  }
+}
+
+void AdamW::step(float lr) {
+  ++t_;
+  const double bc1 = 1.0 - std::pow(double(opt_.beta1), double(t_));
+  const double bc2 = 1.0 - std::pow(double(opt_.beta2), double(t_));
+  const float b1 = opt_.beta1, b2 = opt_.beta2, eps = opt_.eps;
+  for (size_t k = 0; k < params_.size(); ++k) {
+    Node& n = params_[k].var.node();
+    if (!n.grad.defined() || !n.grad.raw()) continue;
+    float* w = n.value.data<float>();
+    const float* g = n.grad.data<float>();
+    float* m = m_[k].data();
+    float* v = v_[k].data();
+    const float decay = params_[k].decay ? 1.f - lr * opt_.weight_decay : 1.f;
+    const float step = static_cast<float>(lr / bc1);
+    const float inv_bc2 = static_cast<float>(1.0 / bc2);
+    parallel_for(n.value.numel(), 1 << 14, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) {
+        m[i] = b1 * m[i] + (1.f - b1) * g[i];
+        v[i] = b2 * v[i] + (1.f - b2) * g[i] * g[i];
+        w[i] = w[i] * decay - step * m[i] / (std::sqrt(v[i] * inv_bc2) + eps);
+      }
+    });
+  }
+}
+
+void AdamW::zero_grad() {
+  std::vector<Var> vs;
+  for (auto& p : params_) vs.push_back(p.var);
+  train::zero_grad(vs);
+}
+
+float LrSchedule::at(int64_t step) const {
+  if (warmup > 0 && step < warmup) return base * static_cast<float>(step + 1) / static_cast<float>(warmup);
+  const int64_t span = std::max<int64_t>(1, total - warmup);
+  const double frac = std::clamp(static_cast<double>(step - warmup) / static_cast<double>(span), 0.0, 1.0);
+  switch (decay) {
+    case Decay::Constant: return base;
+    case Decay::Linear: return static_cast<float>(base * (1.0 - frac));
+    case Decay::Cosine: return static_cast<float>(base * 0.5 * (1.0 + std::cos(M_PI * frac)));
+  }
+  return base;
+}
+
+Decay parse_decay(const std::string& s) {
+  if (s == "constant") return Decay::Constant;
+  if (s == "linear") return Decay::Linear;
+  if (s == "cosine") return Decay::Cosine;
+  fail("learning-rate schedule '{}': expected constant, linear or cosine", s);
+}
+
+double clip_grad_norm(const std::vector<NamedParam>& params, double max_norm) {
+  double ss = 0;
+  for (auto& p : params) {
+    const Node& n = p.var.node();
+    if (!n.grad.defined() || !n.grad.raw()) continue;
+    const float* g = n.grad.data<float>();
+    for (int64_t i = 0; i < n.grad.numel(); ++i) ss += double(g[i]) * g[i];
+  }
+  const double norm = std::sqrt(ss);
+  if (max_norm > 0 && norm > max_norm) {
+    const float s = static_cast<float>(max_norm / (norm + 1e-6));
+    for (auto& p : params) {
+      Node& n = p.var.node();
+      if (!n.grad.defined() || !n.grad.raw()) continue;
+      float* g = n.grad.data<float>();
+      for (int64_t i = 0; i < n.grad.numel(); ++i) g[i] *= s;
+    }
+  }
+  return norm;
+}
+
+}  // namespace shrink::train

@@ -1,0 +1,97 @@
+// AdamW against the update written out by hand (PyTorch's torch.optim.AdamW algorithm), schedules at known
+// points, clipping, and a convex problem that AdamW must solve.
+#include <gtest/gtest.h>
+#include <shrink/core/error.h>
+#include <shrink/train/optim.h>
+
+#include <cmath>
+
+namespace shrink::train {
+namespace {
+
+TEST(AdamW, TwoStepsMatchHandComputedUpdate) {
+  Var w = parameter(Tensor::from_f32({1.f, -2.f}, {2}));
+  AdamW opt({{"w", w, true}}, AdamWOptions{0.9f, 0.999f, 1e-8f, 0.1f});
+  const double lr = 0.01;
+  double x[2] = {1, -2}, m[2] = {0, 0}, v[2] = {0, 0};
+  const double g1[2] = {0.5, -1.0}, g2[2] = {-0.25, 2.0};
+  for (int t = 1; t <= 2; ++t) {
+    const double* g = t == 1 ? g1 : g2;
+    zero_grad({w});
+    float* gw = w.node().g();
+    gw[0] = static_cast<float>(g[0]);
+    gw[1] = static_cast<float>(g[1]);
+    opt.step(static_cast<float>(lr));
+    for (int i = 0; i < 2; ++i) {
+      x[i] *= 1 - lr * 0.1;  // decoupled decay
+      m[i] = 0.9 * m[i] + 0.1 * g[i];
+      v[i] = 0.999 * v[i] + 0.001 * g[i] * g[i];
+      const double mh = m[i] / (1 - std::pow(0.9, t)), vh = v[i] / (1 - std::pow(0.999, t));
+      x[i] -= lr * mh / (std::sqrt(vh) + 1e-8);
+      EXPECT_NEAR(w.data()[i], x[i], 1e-6) << "step " << t << " element " << i;
+    }
+  }
+  EXPECT_EQ(opt.steps(), 2);
+}
+
+TEST(AdamW, NoDecayParamsAndMissingGradients) {
+  Var a = parameter(Tensor::from_f32({1.f}, {1})), b = parameter(Tensor::from_f32({1.f}, {1}));
+  AdamW opt({{"a", a, false}, {"b", b, true}}, AdamWOptions{0.9f, 0.999f, 1e-8f, 0.5f});
+  opt.step(0.1f);  // no gradients anywhere: nothing moves
+  EXPECT_EQ(a.data()[0], 1.f);
+  EXPECT_EQ(b.data()[0], 1.f);
+  a.node().g()[0] = 0.f;
+  b.node().g()[0] = 0.f;
+  opt.step(0.1f);  // zero gradient: only decay moves b
+  EXPECT_EQ(a.data()[0], 1.f);
+  EXPECT_NEAR(b.data()[0], 0.95f, 1e-7);
+}
+
+TEST(AdamW, SolvesLeastSquares) {
+  // min |A w - y|^2 with a known solution w* = (1, -2, 3).
+  const std::vector<float> A = {1, 0, 1, 0, 1, 1, 1, 1, 0, 2, 0, 1};
+  Tensor At = Tensor::from_f32(A, {4, 3});
+  std::vector<float> y(4);
+  const float ws[3] = {1, -2, 3};
+  for (int r = 0; r < 4; ++r) y[r] = A[r * 3] * ws[0] + A[r * 3 + 1] * ws[1] + A[r * 3 + 2] * ws[2];
+  Var w = parameter(Tensor::zeros(DType::F32, {1, 3}));
+  AdamW opt({{"w", w, false}}, AdamWOptions{0.9f, 0.999f, 1e-8f, 0.f});
+  const LrSchedule sched{0.05f, 20, 2000, Decay::Cosine};
+  for (int step = 0; step < 2000; ++step) {
+    opt.zero_grad();
+    Var pred = linear(constant(At.clone()), w, Var());  // [4, 1]
+    backward(mse(pred, Tensor::from_f32(y, {4, 1})));
+    opt.step(sched.at(step));
+  }
+  for (int i = 0; i < 3; ++i) EXPECT_NEAR(w.data()[i], ws[i], 1e-3);
+}
+
+TEST(LrSchedule, WarmupLinearCosine) {
+  LrSchedule s{1.f, 10, 110, Decay::Linear};
+  EXPECT_FLOAT_EQ(s.at(0), 0.1f);
+  EXPECT_FLOAT_EQ(s.at(9), 1.f);
+  EXPECT_FLOAT_EQ(s.at(10), 1.f);
+  EXPECT_FLOAT_EQ(s.at(60), 0.5f);
+  EXPECT_FLOAT_EQ(s.at(110), 0.f);
+  s.decay = Decay::Cosine;
+  EXPECT_NEAR(s.at(60), 0.5f, 1e-6);
+  EXPECT_NEAR(s.at(35), 0.5 * (1 + std::cos(M_PI * 0.25)), 1e-6);
+  s.decay = Decay::Constant;
+  EXPECT_FLOAT_EQ(s.at(100), 1.f);
+  EXPECT_THROW(parse_decay("step"), Error);
+}
+
+TEST(ClipGradNorm, ScalesToMaxNorm) {
+  Var a = parameter(Tensor::from_f32({3.f}, {1})), b = parameter(Tensor::from_f32({0.f}, {1}));
+  a.node().g()[0] = 3.f;
+  b.node().g()[0] = 4.f;
+  const std::vector<NamedParam> ps = {{"a", a}, {"b", b}};
+  EXPECT_NEAR(clip_grad_norm(ps, 1.0), 5.0, 1e-9);
+  EXPECT_NEAR(a.grad().data<float>()[0], 0.6f, 1e-5);
+  EXPECT_NEAR(b.grad().data<float>()[0], 0.8f, 1e-5);
+  EXPECT_NEAR(clip_grad_norm(ps, 10.0), 1.0, 1e-5);  // under the bound: unchanged
+  EXPECT_NEAR(a.grad().data<float>()[0], 0.6f, 1e-5);
+}
+
+}  // namespace
+}  // namespace shrink::train
