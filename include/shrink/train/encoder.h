@@ -1,0 +1,58 @@
+// A trainable BERT / DistilBERT sequence classifier on the autograd tape, with Hugging Face tensor names, so a
+// checkpoint it saves is a BertForSequenceClassification / DistilBertForSequenceClassification directory that every
+// shrink command (and Hugging Face tooling) loads; and it starts from any such checkpoint (fine-tuning, teachers,
+// students initialised from chosen teacher layers).
+#pragma once
+
+#include <shrink/core/tensor.h>
+#include <shrink/formats/config.h>
+#include <shrink/train/autograd.h>
+#include <shrink/train/optim.h>
+
+#include <filesystem>
+#include <map>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace shrink::train {
+
+struct EncoderBatch {
+  int64_t batch = 0, seq = 0;
+  std::vector<int32_t> ids, type_ids, mask;  // [batch][seq]; type_ids may be empty (zeros)
+};
+
+struct EncoderForward {
+  Var logits;               // [batch, num_labels]
+  std::vector<Var> hidden;  // output of the embeddings and of every layer, [batch * seq, hidden] each
+};
+
+class TrainableEncoder {
+ public:
+  // Fresh weights (normal, std 0.02; LayerNorm 1 / 0; biases 0), deterministic in seed. config.model_type is
+  // "bert" or "distilbert"; num_labels > 0.
+  TrainableEncoder(ModelConfig config, uint64_t seed);
+  // From checkpoint tensors (any float dtype). Missing classifier tensors (a bare BertModel) are initialised fresh;
+  // any other missing or mis-shaped tensor is an error naming it.
+  TrainableEncoder(ModelConfig config, const TensorMap& tensors, uint64_t seed);
+
+  const ModelConfig& config() const { return config_; }
+  EncoderForward forward(const EncoderBatch& b, bool training, std::mt19937& rng) const;
+  std::vector<NamedParam> parameters() const;  // decay off for biases and LayerNorm weights
+  TensorMap state() const;                      // current weights, Hugging Face names (copies)
+  // config.json + model.safetensors (+ `tokenizer_file` copied when given) into `dir`, atomically per file.
+  void save(const std::filesystem::path& dir, const std::filesystem::path& tokenizer_file = {}) const;
+
+  float dropout = 0.1f;  // hidden and attention-output dropout while training
+
+ private:
+  ModelConfig config_;
+  std::map<std::string, Var> p_;
+  bool bert_ = true;
+  std::string pre_;
+  const Var& at(const std::string& name) const;
+  void init_fresh(uint64_t seed, bool only_missing);
+  std::vector<std::pair<std::string, Shape>> expected_shapes() const;
+};
+
+}  // namespace shrink::train

@@ -1,0 +1,194 @@
+// TrainableEncoder: BERT / DistilBERT classifiers on the autograd tape with Hugging Face names, computing exactly
+// what the inference engine's BertForSequenceClassification / DistilBertForSequenceClassification compute
+// (post-LayerNorm blocks, erf GELU, [CLS] pooling; checked in tests/unit/test_train_encoder.cc).
+#include <shrink/core/error.h>
+#include <shrink/core/mmap.h>
+#include <shrink/formats/safetensors.h>
+#include <shrink/train/encoder.h>
+
+#include <cmath>
+
+namespace shrink::train {
+
+namespace {
+
+std::string layer_prefix(bool bert, const std::string& pre, int i) {
+  return pre + (bert ? "encoder.layer." : "transformer.layer.") + std::to_string(i) + ".";
+}
+
+bool is_no_decay(const std::string& name) {
+  return name.ends_with(".bias") || name.find("LayerNorm") != std::string::npos ||
+         name.find("layer_norm") != std::string::npos;
+}
+
+}  // namespace
+
+std::vector<std::pair<std::string, Shape>> TrainableEncoder::expected_shapes() const {
+  const int64_t d = config_.hidden_size, ff = config_.intermediate_size, V = config_.vocab_size;
+  std::vector<std::pair<std::string, Shape>> s;
+  auto lin = [&](const std::string& n, int64_t out, int64_t in) {
+    s.push_back({n + ".weight", {out, in}});
+    s.push_back({n + ".bias", {out}});
+  };
+  auto ln = [&](const std::string& n) {
+    s.push_back({n + ".weight", {d}});
+    s.push_back({n + ".bias", {d}});
+  };
+  s.push_back({pre_ + "embeddings.word_embeddings.weight", {V, d}});
+  s.push_back({pre_ + "embeddings.position_embeddings.weight", {config_.max_position_embeddings, d}});
+  if (bert_) s.push_back({pre_ + "embeddings.token_type_embeddings.weight", {std::max(1, config_.type_vocab_size), d}});
+  ln(pre_ + "embeddings.LayerNorm");
+  for (int i = 0; i < config_.num_layers; ++i) {
+    const std::string l = layer_prefix(bert_, pre_, i);
+    if (bert_) {
+      lin(l + "attention.self.query", d, d), lin(l + "attention.self.key", d, d);
+      lin(l + "attention.self.value", d, d), lin(l + "attention.output.dense", d, d);
+      ln(l + "attention.output.LayerNorm");
+      lin(l + "intermediate.dense", ff, d), lin(l + "output.dense", d, ff);
+      ln(l + "output.LayerNorm");
+    } else {
+      lin(l + "attention.q_lin", d, d), lin(l + "attention.k_lin", d, d);
+      lin(l + "attention.v_lin", d, d), lin(l + "attention.out_lin", d, d);
+      ln(l + "sa_layer_norm");
+      lin(l + "ffn.lin1", ff, d), lin(l + "ffn.lin2", d, ff);
+      ln(l + "output_layer_norm");
+    }
+  }
+  if (bert_)
+    lin("bert.pooler.dense", d, d);
+  else
+    lin("pre_classifier", d, d);
+  lin("classifier", config_.num_labels, d);
+  return s;
+}
+
+TrainableEncoder::TrainableEncoder(ModelConfig config, uint64_t seed) : config_(std::move(config)) {
+  check(config_.model_type == "bert" || config_.model_type == "distilbert",
+        "training: model_type '{}' is not a trainable encoder; expected bert or distilbert", config_.model_type);
+  check(config_.num_labels > 0, "training: num_labels is {}; a classifier needs at least one label",
+        config_.num_labels);
+  bert_ = config_.model_type == "bert";
+  pre_ = bert_ ? "bert." : "distilbert.";
+  init_fresh(seed, false);
+}
+
+TrainableEncoder::TrainableEncoder(ModelConfig config, const TensorMap& tensors, uint64_t seed)
+    : config_(std::move(config)) {
+  check(config_.model_type == "bert" || config_.model_type == "distilbert",
+        "training: model_type '{}' is not a trainable encoder; expected bert or distilbert", config_.model_type);
+  check(config_.num_labels > 0, "training: num_labels is {}; a classifier needs at least one label",
+        config_.num_labels);
+  bert_ = config_.model_type == "bert";
+  pre_ = bert_ ? "bert." : "distilbert.";
+  for (auto& [name, shape] : expected_shapes()) {
+    auto it = tensors.find(name);
+    const bool head = name.starts_with("classifier") || name.starts_with("pre_classifier") ||
+                      name.starts_with("bert.pooler");
+    if (it == tensors.end()) {
+      check(head, "training: checkpoint tensor '{}' is missing (expected shape {}); the checkpoint is not a {} model "
+            "of this config", name, shape_str(shape), config_.model_type);
+      continue;
+    }
+    check(it->second.shape() == shape, "training: checkpoint tensor '{}' has shape {}; expected {} from config.json",
+          name, shape_str(it->second.shape()), shape_str(shape));
+    p_[name] = parameter(it->second.to_f32());
+  }
+  init_fresh(seed, true);
+}
+
+void TrainableEncoder::init_fresh(uint64_t seed, bool only_missing) {
+  std::mt19937 gen(static_cast<uint32_t>(seed));
+  std::normal_distribution<float> nd(0.f, 0.02f);
+  for (auto& [name, shape] : expected_shapes()) {
+    if (only_missing && p_.count(name)) continue;
+    Tensor t = Tensor::empty(DType::F32, shape);
+    float* d = t.data<float>();
+    const bool norm = name.find("LayerNorm") != std::string::npos || name.find("layer_norm") != std::string::npos;
+    for (int64_t i = 0; i < t.numel(); ++i)
+      d[i] = name.ends_with(".bias") ? 0.f : norm ? 1.f : nd(gen);
+    p_[name] = parameter(std::move(t));
+  }
+}
+
+const Var& TrainableEncoder::at(const std::string& name) const {
+  auto it = p_.find(name);
+  check(it != p_.end(), "training: no parameter '{}'", name);
+  return it->second;
+}
+
+EncoderForward TrainableEncoder::forward(const EncoderBatch& b, bool training, std::mt19937& rng) const {
+  const int64_t B = b.batch, T = b.seq, d = config_.hidden_size;
+  check(B > 0 && T > 0 && static_cast<int64_t>(b.ids.size()) == B * T,
+        "training forward: {} ids for batch {} x seq {}", b.ids.size(), B, T);
+  check(T <= config_.max_position_embeddings, "training forward: sequence of {} tokens; the model has {} positions",
+        T, config_.max_position_embeddings);
+  const float eps = config_.norm_eps;
+  const float p = training ? dropout : 0.f;
+  auto drop = [&](const Var& x) { return p > 0.f ? train::dropout(x, p, rng) : x; };
+  std::vector<int32_t> pos(B * T);
+  for (int64_t i = 0; i < B * T; ++i) pos[i] = static_cast<int32_t>(i % T);
+  Var h = add(embedding(b.ids, at(pre_ + "embeddings.word_embeddings.weight")),
+              embedding(pos, at(pre_ + "embeddings.position_embeddings.weight")));
+  if (bert_) {
+    std::vector<int32_t> types = b.type_ids.empty() ? std::vector<int32_t>(B * T, 0) : b.type_ids;
+    h = add(h, embedding(types, at(pre_ + "embeddings.token_type_embeddings.weight")));
+  }
+  h = drop(layer_norm(h, at(pre_ + "embeddings.LayerNorm.weight"), at(pre_ + "embeddings.LayerNorm.bias"), eps));
+  EncoderForward out;
+  out.hidden.push_back(h);
+  const int heads = config_.num_heads, hd = static_cast<int>(d / heads);
+  auto L = [&](const std::string& n, const Var& x) { return linear(x, at(n + ".weight"), at(n + ".bias")); };
+  auto LN = [&](const std::string& n, const Var& x) { return layer_norm(x, at(n + ".weight"), at(n + ".bias"), eps); };
+  for (int i = 0; i < config_.num_layers; ++i) {
+    const std::string l = layer_prefix(bert_, pre_, i);
+    if (bert_) {
+      Var a = attention(L(l + "attention.self.query", h), L(l + "attention.self.key", h),
+                        L(l + "attention.self.value", h), B, T, heads, hd, b.mask, false);
+      h = LN(l + "attention.output.LayerNorm", add(h, drop(L(l + "attention.output.dense", a))));
+      Var f = L(l + "output.dense", gelu(L(l + "intermediate.dense", h)));
+      h = LN(l + "output.LayerNorm", add(h, drop(f)));
+    } else {
+      Var a = attention(L(l + "attention.q_lin", h), L(l + "attention.k_lin", h), L(l + "attention.v_lin", h), B, T,
+                        heads, hd, b.mask, false);
+      h = LN(l + "sa_layer_norm", add(h, drop(L(l + "attention.out_lin", a))));
+      Var f = L(l + "ffn.lin2", gelu(L(l + "ffn.lin1", h)));
+      h = LN(l + "output_layer_norm", add(h, drop(f)));
+    }
+    out.hidden.push_back(h);
+  }
+  std::vector<int64_t> cls(B);
+  for (int64_t i = 0; i < B; ++i) cls[i] = i * T;
+  Var pooled = rows(h, cls);
+  pooled = bert_ ? tanh(L("bert.pooler.dense", pooled)) : relu(L("pre_classifier", pooled));
+  out.logits = L("classifier", drop(pooled));
+  return out;
+}
+
+std::vector<NamedParam> TrainableEncoder::parameters() const {
+  std::vector<NamedParam> v;
+  for (auto& [name, var] : p_) v.push_back({name, var, !is_no_decay(name)});
+  return v;
+}
+
+TensorMap TrainableEncoder::state() const {
+  TensorMap m;
+  for (auto& [name, var] : p_) m[name] = var.value().clone();
+  return m;
+}
+
+void TrainableEncoder::save(const std::filesystem::path& dir, const std::filesystem::path& tokenizer_file) const {
+  std::filesystem::create_directories(dir);
+  write_safetensors_model(dir, state(), {{"format", "pt"}, {"shrink.trained", config_.model_type}});
+  const std::string cfg = config_to_json(config_).dump(2);
+  AtomicFileWriter f(dir / "config.json");
+  f.write(cfg.data(), cfg.size());
+  f.commit();
+  if (!tokenizer_file.empty()) {
+    const std::string text = read_text_file(tokenizer_file);
+    AtomicFileWriter t(dir / tokenizer_file.filename());
+    t.write(text.data(), text.size());
+    t.commit();
+  }
+}
+
+}  // namespace shrink::train
