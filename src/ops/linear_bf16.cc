@@ -1,8 +1,57 @@
-// Placeholder until the fast bf16 Linear lands: the scalar reference (correct, slow).
+// BF16 Linear: the bf16 weight tensor (possibly a view into a mapped file) is the only copy; GEMV for m <= 4 and
+// forward_rows widen it in registers, the GEMM converts one panel at a time per call (kernels/bf16.h).
+#include <shrink/kernels/bf16.h>
+#include <shrink/kernels/gemm.h>
+
 #include "ops/qlinear_impl.h"
 
 namespace shrink::detail {
 
-std::unique_ptr<Linear> make_bf16_linear(PackedLinear p) { return make_reference_packed_linear(std::move(p)); }
+namespace {
+
+class Bf16Linear final : public Linear {
+ public:
+  explicit Bf16Linear(PackedLinear p) : p_(std::move(p)), isa_(active_isa()) {
+    p_.validate(p_.spec.name() + " layer");
+    in_ = p_.in;
+    out_ = p_.out;
+    w_.w = p_.find("weight")->data<uint16_t>();
+    w_.n = out_;
+    w_.k = in_;
+    w_.ld = in_;
+    const Tensor* b = p_.find("bias");
+    bias_ = b ? b->data<float>() : nullptr;
+  }
+
+  void forward(const float* x, int64_t m, float* y) const override {
+    kernels::bf16_matmul(w_, x, m, in_, bias_, y, out_, isa_);
+  }
+
+  bool forward_rows(const float* x, int64_t m, float* y, int64_t o0, int64_t o1) const override {
+    if (m > kernels::kGemvMaxRows) return false;
+    kernels::bf16_gemv_rows(w_, x, m, in_, bias_, y, out_, o0, o1, isa_);
+    return true;
+  }
+
+  std::string scheme() const override { return p_.spec.name(); }
+  size_t weight_bytes() const override {
+    size_t bytes = 0;
+    for (const auto& [name, t] : p_.tensors) bytes += t.nbytes();
+    return bytes;
+  }
+  const PackedLinear* packed() const override { return &p_; }
+
+ private:
+  PackedLinear p_;
+  Isa isa_;
+  kernels::Bf16Matrix w_;
+  const float* bias_ = nullptr;
+};
+
+}  // namespace
+
+std::unique_ptr<Linear> make_bf16_linear(PackedLinear p) {
+  return std::make_unique<Bf16Linear>(std::move(p));
+}
 
 }  // namespace shrink::detail
