@@ -2,11 +2,14 @@
 // scalar reference Linear they are tested against.
 #pragma once
 
+#include <shrink/kernels/int8.h>
 #include <shrink/ops/qlinear.h>
 
 namespace shrink::detail {
 
 std::unique_ptr<Linear> make_w8_linear(PackedLinear p);    // W8A16, W8A8 (src/ops/linear_int8.cc)
+// The same with the INT8 kernel set pinned (tests run every set the CPU has; make_w8_linear uses active_isa()).
+std::unique_ptr<Linear> make_w8_linear(PackedLinear p, kernels::Int8Isa isa);
 std::unique_ptr<Linear> make_w4_linear(PackedLinear p);    // W4A16 (src/ops/linear_w4.cc)
 std::unique_ptr<Linear> make_bf16_linear(PackedLinear p);  // BF16 (src/ops/linear_bf16.cc)
 

@@ -1,0 +1,302 @@
+// INT8 kernels: the kernel table per Int8Isa, weight packing into VNNI panels, and the threaded drivers of the
+// W8A8 GEMM/GEMV and the W8A16 GEMV/GEMM (include/shrink/kernels/int8.h).
+#include <shrink/core/error.h>
+#include <shrink/core/parallel.h>
+#include <shrink/kernels/gemm.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "kernels/gemm/sgemm_kernels.h"
+#include "kernels/int8/int8_kernels.h"
+
+namespace shrink::kernels {
+namespace detail {
+
+const Int8Kernels& int8_kernels(Int8Isa isa) {
+  static const Int8Kernels kTable[kInt8IsaCount] = {
+      {Int8Isa::Scalar,
+       gemm_u8s8_panels_scalar,
+       w8a16_gemv_panels_scalar,
+       dequant_panel_scalar,
+       Isa::Scalar,
+       quant_dynamic_scalar,
+       quant_static_scalar,
+       {"qu8-s8-f32-gemm-1x1-vnnipack-scalar", "f32-qs8w-gemv-1x1-vnnipack-scalar",
+        "f32-qs8w-gemm-dequant-f32-4x16-scalar"}},
+      {Int8Isa::Avx2,
+       gemm_u8s8_panels_avx2,
+       w8a16_gemv_panels_avx2,
+       dequant_panel_avx2,
+       Isa::Avx2,
+       quant_dynamic_avx2,
+       quant_static_avx2,
+       {"qu8-s8-f32-gemm-4x16-vnnipack-avx2-maddubs", "f32-qs8w-gemv-4x16-vnnipack-avx2",
+        "f32-qs8w-gemm-dequant-f32-6x16-avx2"}},
+      {Int8Isa::AvxVnni,
+       gemm_u8s8_panels_avxvnni,
+       w8a16_gemv_panels_avx2,
+       dequant_panel_avx2,
+       Isa::Avx2,
+       quant_dynamic_avx2,
+       quant_static_avx2,
+       {"qu8-s8-f32-gemm-6x16-vnnipack-avxvnni", "f32-qs8w-gemv-4x16-vnnipack-avx2",
+        "f32-qs8w-gemm-dequant-f32-6x16-avx2"}},
+      {Int8Isa::Avx512,
+       gemm_u8s8_panels_avx2,
+       w8a16_gemv_panels_avx512,
+       dequant_panel_avx512,
+       Isa::Avx512,
+       quant_dynamic_avx512,
+       quant_static_avx512,
+       {"qu8-s8-f32-gemm-4x16-vnnipack-avx2-maddubs", "f32-qs8w-gemv-4x64-vnnipack-avx512",
+        "f32-qs8w-gemm-dequant-f32-6x64-avx512"}},
+      {Int8Isa::Avx512Vnni,
+       gemm_u8s8_panels_avx512vnni,
+       w8a16_gemv_panels_avx512,
+       dequant_panel_avx512,
+       Isa::Avx512,
+       quant_dynamic_avx512,
+       quant_static_avx512,
+       {"qu8-s8-f32-gemm-6x64-vnnipack-avx512vnni", "f32-qs8w-gemv-4x64-vnnipack-avx512",
+        "f32-qs8w-gemm-dequant-f32-6x64-avx512"}},
+  };
+  const int i = static_cast<int>(isa);
+  check(i >= 0 && i < kInt8IsaCount, "int8 kernels: unknown kernel set {}", i);
+  check(int8_isa_available(isa), "int8 kernels '{}': this CPU ({}) lacks that instruction set; use int8_isa_for()",
+        int8_isa_name(isa), cpu_features().model);
+  return kTable[i];
+}
+
+}  // namespace detail
+
+namespace {
+
+// Below this many multiply-adds a second thread costs more than it saves.
+constexpr int64_t kSerialMacs = 1 << 16;
+
+int64_t round_up4(int64_t k) {
+  return (k + kInt8Kg - 1) / kInt8Kg * kInt8Kg;
+}
+
+template <class Fn>
+void run_panels(int64_t macs, int64_t panels, Fn&& fn) {
+  if (macs < kSerialMacs)
+    fn(int64_t{0}, panels);
+  else
+    parallel_for(panels, 1, fn);
+}
+
+}  // namespace
+
+const char* int8_isa_name(Int8Isa isa) {
+  switch (isa) {
+    case Int8Isa::Scalar: return "scalar";
+    case Int8Isa::Avx2: return "avx2";
+    case Int8Isa::AvxVnni: return "avxvnni";
+    case Int8Isa::Avx512: return "avx512";
+    case Int8Isa::Avx512Vnni: return "avx512vnni";
+  }
+  return "?";
+}
+
+bool int8_isa_available(Int8Isa isa) {
+  const CpuFeatures& f = cpu_features();
+  switch (isa) {
+    case Int8Isa::Scalar: return true;
+    case Int8Isa::Avx2: return isa_available(Isa::Avx2);
+    case Int8Isa::AvxVnni: return isa_available(Isa::Avx2) && f.avxvnni;
+    case Int8Isa::Avx512: return isa_available(Isa::Avx512);
+    case Int8Isa::Avx512Vnni: return isa_available(Isa::Avx512) && f.avx512vnni;
+  }
+  return false;
+}
+
+Int8Isa int8_isa_for(Isa isa) {
+  switch (isa) {
+    case Isa::Avx512:
+      if (int8_isa_available(Int8Isa::Avx512Vnni)) return Int8Isa::Avx512Vnni;
+      if (int8_isa_available(Int8Isa::Avx512)) return Int8Isa::Avx512;
+      [[fallthrough]];
+    case Isa::Avx2:
+      if (int8_isa_available(Int8Isa::AvxVnni)) return Int8Isa::AvxVnni;
+      if (int8_isa_available(Int8Isa::Avx2)) return Int8Isa::Avx2;
+      [[fallthrough]];
+    case Isa::Scalar: break;
+  }
+  return Int8Isa::Scalar;
+}
+
+Int8KernelNames int8_kernel_names(Int8Isa isa) {
+  return detail::int8_kernels(isa).names;
+}
+
+PackedWeightsS8 PackedWeightsS8::pack(const int8_t* w, const float* scale, int64_t n, int64_t k, int64_t ldw) {
+  check(n > 0 && k > 0 && ldw >= k, "pack int8 weights: shape [n = {}, k = {}] with row stride {} is invalid", n, k,
+        ldw);
+  PackedWeightsS8 p;
+  p.n_ = n;
+  p.k_ = k;
+  const int64_t kpad = p.kpad(), panels = p.panels();
+  p.data_ = Tensor::zeros(DType::I8, {panels * kpad * kInt8Nr});
+  p.wsum_.assign(static_cast<size_t>(panels * kInt8Nr), 0);
+  p.scale_.assign(static_cast<size_t>(panels * kInt8Nr), 0.f);
+  int8_t* dst = p.data_.data<int8_t>();
+  std::vector<int64_t> bad(static_cast<size_t>(panels), -1);
+  parallel_for(panels, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t pi = begin; pi < end; ++pi) {
+      int8_t* panel = dst + pi * kpad * kInt8Nr;
+      const int64_t cols = std::min<int64_t>(kInt8Nr, n - pi * kInt8Nr);
+      for (int64_t c = 0; c < cols; ++c) {
+        const int64_t col = pi * kInt8Nr + c;
+        const int8_t* src = w + col * ldw;
+        int32_t sum = 0;
+        for (int64_t kk = 0; kk < k; ++kk) {
+          if (src[kk] == -128) bad[static_cast<size_t>(pi)] = col;
+          panel[((kk / kInt8Kg) * kInt8Nr + c) * kInt8Kg + kk % kInt8Kg] = src[kk];
+          sum += src[kk];
+        }
+        p.wsum_[static_cast<size_t>(col)] = sum;
+        p.scale_[static_cast<size_t>(col)] = scale[col];
+      }
+    }
+  });
+  for (int64_t b : bad)
+    if (b >= 0)
+      fail(
+          "pack int8 weights: row {} holds -128; the W8 format is symmetric in [-127, 127]. Re-quantize the layer "
+          "with shrink quantize",
+          b);
+  return p;
+}
+
+void PackedWeightsS8::unpack(int8_t* w, int64_t ldw) const {
+  for (int64_t col = 0; col < n_; ++col) {
+    const int8_t* panel = this->panel(col / kInt8Nr);
+    const int64_t c = col % kInt8Nr;
+    for (int64_t kk = 0; kk < k_; ++kk)
+      w[col * ldw + kk] = panel[((kk / kInt8Kg) * kInt8Nr + c) * kInt8Kg + kk % kInt8Kg];
+  }
+}
+
+void quantize_a8_dynamic(Int8Isa isa, const float* x, int64_t m, int64_t k, int64_t ldx, uint8_t* q, int64_t ldq,
+                         float* scales) {
+  check(k > 0 && ldx >= k && ldq >= round_up4(k),
+        "quantize_a8_dynamic: k = {}, ldx = {}, ldq = {}; expected k > 0, "
+        "ldx >= k, ldq >= k rounded up to 4",
+        k, ldx, ldq);
+  detail::int8_kernels(isa).quant_dynamic(x, m, k, ldx, q, ldq, scales);
+}
+
+void quantize_a8_static(Int8Isa isa, const float* x, int64_t m, int64_t k, int64_t ldx, float scale, int32_t zero_point,
+                        uint8_t* q, int64_t ldq) {
+  check(k > 0 && ldx >= k && ldq >= round_up4(k),
+        "quantize_a8_static: k = {}, ldx = {}, ldq = {}; expected k > 0, "
+        "ldx >= k, ldq >= k rounded up to 4",
+        k, ldx, ldq);
+  check(scale > 0.f && std::isfinite(scale) && zero_point >= 0 && zero_point <= 255,
+        "quantize_a8_static: scale {} and zero point {}; expected a positive finite scale and a zero point in [0, 255]",
+        scale, zero_point);
+  detail::int8_kernels(isa).quant_static(x, m, k, ldx, scale, zero_point, q, ldq);
+}
+
+void gemm_u8s8s32(Int8Isa isa, const PackedWeightsS8& w, const uint8_t* a, int64_t m, int64_t lda, int32_t* c,
+                  int64_t ldc) {
+  check(m >= 0 && lda >= w.kpad() && ldc >= w.n(),
+        "gemm_u8s8s32: m = {}, lda = {}, ldc = {} do not fit weights "
+        "[n = {}, k = {}]; expected lda >= k rounded up to 4, ldc >= n",
+        m, lda, ldc, w.n(), w.k());
+  if (m == 0) return;
+  detail::Int8GemmArgs g{a,   lda,     m, w.data(), w.kpad(), w.n(), w.wsum(), w.scale(), c,
+                         ldc, nullptr, 0, nullptr,  0,        0,     nullptr,  0,         w.n()};
+  const auto fn = detail::int8_kernels(isa).gemm;
+  run_panels(m * w.n() * w.k(), w.panels(), [&](int64_t p0, int64_t p1) { fn(g, p0, p1); });
+}
+
+namespace {
+
+detail::Int8GemmArgs w8a8_args(const PackedWeightsS8& w, const A8Rows& a, int64_t m, const float* bias, float* y,
+                               int64_t ldy, int64_t col0, int64_t col1) {
+  check(m >= 0 && a.ldq >= w.kpad() && ldy >= w.n() && col0 >= 0 && col1 <= w.n(),
+        "gemm_u8s8_f32: m = {}, ldq = {}, ldy = {}, columns [{}, {}) do not fit weights [n = {}, k = {}]", m, a.ldq,
+        ldy, col0, col1, w.n(), w.k());
+  return {a.q, a.ldq, m,   w.data(), w.kpad(),       w.n(),        w.wsum(), w.scale(), nullptr,
+          0,   y,     ldy, a.scale,  a.scale_stride, a.zero_point, bias,     col0,      col1};
+}
+
+}  // namespace
+
+void gemm_u8s8_f32(Int8Isa isa, const PackedWeightsS8& w, const A8Rows& a, int64_t m, const float* bias, float* y,
+                   int64_t ldy) {
+  const detail::Int8GemmArgs g = w8a8_args(w, a, m, bias, y, ldy, 0, w.n());
+  if (m == 0) return;
+  const auto fn = detail::int8_kernels(isa).gemm;
+  run_panels(m * w.n() * w.k(), w.panels(), [&](int64_t p0, int64_t p1) { fn(g, p0, p1); });
+}
+
+void gemm_u8s8_f32_cols(Int8Isa isa, const PackedWeightsS8& w, const A8Rows& a, int64_t m, const float* bias, float* y,
+                        int64_t ldy, int64_t col0, int64_t col1) {
+  const detail::Int8GemmArgs g = w8a8_args(w, a, m, bias, y, ldy, col0, col1);
+  if (m == 0 || col1 <= col0) return;
+  detail::int8_kernels(isa).gemm(g, col0 / kInt8Nr, (col1 + kInt8Nr - 1) / kInt8Nr);
+}
+
+namespace {
+
+// x rows readable up to kpad: a zero-padded copy when k is not a multiple of 4 (thread-local, reused).
+const float* padded_x(const PackedWeightsS8& w, const float* x, int64_t m, int64_t& ldx) {
+  if (w.k() % kInt8Kg == 0) return x;
+  thread_local std::vector<float> buf;
+  const int64_t kpad = w.kpad();
+  buf.assign(static_cast<size_t>(m * kpad), 0.f);
+  for (int64_t i = 0; i < m; ++i) std::memcpy(&buf[i * kpad], x + i * ldx, w.k() * sizeof(float));
+  ldx = kpad;
+  return buf.data();
+}
+
+}  // namespace
+
+void gemv_w8a16_cols(Int8Isa isa, const PackedWeightsS8& w, const float* x, int64_t m, int64_t ldx, const float* bias,
+                     float* y, int64_t ldy, int64_t col0, int64_t col1) {
+  check(m >= 0 && m <= kGemvMaxRows && ldx >= w.k() && ldy >= w.n() && col0 >= 0 && col1 <= w.n(),
+        "gemv_w8a16: m = {}, ldx = {}, ldy = {}, columns [{}, {}) do not fit weights [n = {}, k = {}] (m <= {})", m,
+        ldx, ldy, col0, col1, w.n(), w.k(), kGemvMaxRows);
+  if (m == 0 || col1 <= col0) return;
+  x = padded_x(w, x, m, ldx);
+  const detail::W8A16Args g{x, ldx, m, w.data(), w.kpad(), w.n(), w.scale(), bias, y, ldy, col0, col1};
+  detail::int8_kernels(isa).w8a16_gemv(g, col0 / kInt8Nr, (col1 + kInt8Nr - 1) / kInt8Nr);
+}
+
+void gemm_w8a16(Int8Isa isa, const PackedWeightsS8& w, const float* x, int64_t m, int64_t ldx, const float* bias,
+                float* y, int64_t ldy) {
+  check(m >= 0 && ldx >= w.k() && ldy >= w.n(),
+        "gemm_w8a16: m = {}, ldx = {}, ldy = {} do not fit weights [n = {}, "
+        "k = {}]",
+        m, ldx, ldy, w.n(), w.k());
+  if (m == 0) return;
+  const detail::Int8Kernels& kt = detail::int8_kernels(isa);
+  if (m <= kGemvMaxRows) {
+    x = padded_x(w, x, m, ldx);
+    const detail::W8A16Args g{x, ldx, m, w.data(), w.kpad(), w.n(), w.scale(), bias, y, ldy, 0, w.n()};
+    run_panels(m * w.n() * w.k(), w.panels(), [&](int64_t p0, int64_t p1) { kt.w8a16_gemv(g, p0, p1); });
+    return;
+  }
+  // Each panel is dequantized once (scales folded in) into the fp32 micro-kernel's layout and multiplied by all m
+  // rows there: the dequantization is 1/m of the multiply-adds.
+  const detail::SgemmKernels& f32 = detail::sgemm_kernels(kt.f32_isa);
+  const int nr = f32.nr;
+  const int64_t k = w.k();
+  run_panels(m * w.n() * k, w.panels(), [&](int64_t p0, int64_t p1) {
+    thread_local Tensor buf;
+    if (buf.raw() == nullptr || buf.numel() < k * kInt8Nr) buf = Tensor::empty(DType::F32, {k * kInt8Nr});
+    float* panel = buf.data<float>();
+    for (int64_t p = p0; p < p1; ++p) {
+      const int64_t col = p * kInt8Nr, cols = std::min<int64_t>(kInt8Nr, w.n() - col);
+      kt.dequant_panel(w.panel(p), k, w.scale() + col, nr, panel);
+      const detail::SgemmArgs a{x, ldx, m, cols, k, panel, bias ? bias + col : nullptr, y + col, ldy};
+      f32.gemm(a, 0, (cols + nr - 1) / nr);
+    }
+  });
+}
+
+}  // namespace shrink::kernels

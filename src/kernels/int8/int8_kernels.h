@@ -1,0 +1,101 @@
+// Internal table of the INT8 kernels, one row per Int8Isa (int8.cc dispatches and threads; the per-ISA TUs
+// implement), and the argument blocks they share.
+#pragma once
+
+#include <shrink/kernels/int8.h>
+
+#include <algorithm>
+#include <cstdint>
+
+namespace shrink::kernels::detail {
+
+// One call computes output panels [p0, p1) for all m rows, storing only columns [col0, col1).
+struct Int8GemmArgs {
+  const uint8_t* a;  // [m][lda] quantized activations, lda >= kpad
+  int64_t lda, m;
+  const int8_t* packed;  // panel p at packed + p * kpad * 64
+  int64_t kpad, n;
+  const int32_t* wsum;  // [panels * 64]
+  const float* w_scale;
+  int32_t* c;  // raw mode (c != null): c[i][j] = sum a w, no zero point, no scales
+  int64_t ldc;
+  float* y;  // else y[i][j] = a_scale[i] w_scale[j] (sum a w - zp wsum[j]) + bias[j]
+  int64_t ldy;
+  const float* a_scale;  // row i at a_scale[i * a_scale_stride]
+  int64_t a_scale_stride;
+  int32_t zp;
+  const float* bias;  // [n] or null
+  int64_t col0, col1;
+};
+using Int8PanelsFn = void (*)(const Int8GemmArgs& g, int64_t p0, int64_t p1);
+
+// W8A16 GEMV (m <= 4): y = x (w scale)^T + bias over panels [p0, p1), columns [col0, col1) stored.
+struct W8A16Args {
+  const float* x;  // [m][ldx], readable up to kpad (zero past k)
+  int64_t ldx, m;
+  const int8_t* packed;
+  int64_t kpad, n;
+  const float* w_scale;
+  const float* bias;
+  float* y;
+  int64_t ldy;
+  int64_t col0, col1;
+};
+using W8A16PanelsFn = void (*)(const W8A16Args& g, int64_t p0, int64_t p1);
+
+// One panel (64 columns) to fp32 in the packed fp32 layout of kernels/gemm with panel width nr (64: [k][64];
+// 16: four [k][16] panels one after the other), scales folded in: out = q * scale[col].
+using DequantPanelFn = void (*)(const int8_t* panel, int64_t k, const float* scale, int nr, float* out);
+
+using QuantDynamicFn = void (*)(const float* x, int64_t m, int64_t k, int64_t ldx, uint8_t* q, int64_t ldq,
+                                float* scales);
+using QuantStaticFn = void (*)(const float* x, int64_t m, int64_t k, int64_t ldx, float scale, int32_t zp, uint8_t* q,
+                               int64_t ldq);
+
+struct Int8Kernels {
+  Int8Isa isa;
+  Int8PanelsFn gemm;  // any m (m <= 4 is the W8A8 GEMV: the same tile streams each panel once)
+  W8A16PanelsFn w8a16_gemv;
+  DequantPanelFn dequant_panel;
+  Isa f32_isa;  // the fp32 GEMM micro-kernel the W8A16 GEMM feeds
+  QuantDynamicFn quant_dynamic;
+  QuantStaticFn quant_static;
+  Int8KernelNames names;
+};
+const Int8Kernels& int8_kernels(Int8Isa isa);
+
+// Per-ISA entry points.
+void gemm_u8s8_panels_scalar(const Int8GemmArgs& g, int64_t p0, int64_t p1);
+void gemm_u8s8_panels_avx2(const Int8GemmArgs& g, int64_t p0, int64_t p1);
+void gemm_u8s8_panels_avxvnni(const Int8GemmArgs& g, int64_t p0, int64_t p1);
+void gemm_u8s8_panels_avx512vnni(const Int8GemmArgs& g, int64_t p0, int64_t p1);
+void w8a16_gemv_panels_scalar(const W8A16Args& g, int64_t p0, int64_t p1);
+void w8a16_gemv_panels_avx2(const W8A16Args& g, int64_t p0, int64_t p1);
+void w8a16_gemv_panels_avx512(const W8A16Args& g, int64_t p0, int64_t p1);
+void dequant_panel_scalar(const int8_t* panel, int64_t k, const float* scale, int nr, float* out);
+void dequant_panel_avx2(const int8_t* panel, int64_t k, const float* scale, int nr, float* out);
+void dequant_panel_avx512(const int8_t* panel, int64_t k, const float* scale, int nr, float* out);
+void quant_dynamic_scalar(const float* x, int64_t m, int64_t k, int64_t ldx, uint8_t* q, int64_t ldq, float* scales);
+void quant_dynamic_avx2(const float* x, int64_t m, int64_t k, int64_t ldx, uint8_t* q, int64_t ldq, float* scales);
+void quant_dynamic_avx512(const float* x, int64_t m, int64_t k, int64_t ldx, uint8_t* q, int64_t ldq, float* scales);
+void quant_static_scalar(const float* x, int64_t m, int64_t k, int64_t ldx, float scale, int32_t zp, uint8_t* q,
+                         int64_t ldq);
+void quant_static_avx2(const float* x, int64_t m, int64_t k, int64_t ldx, float scale, int32_t zp, uint8_t* q,
+                       int64_t ldq);
+void quant_static_avx512(const float* x, int64_t m, int64_t k, int64_t ldx, float scale, int32_t zp, uint8_t* q,
+                         int64_t ldq);
+
+// Columns [lo, hi) of panel p that a call stores (hi <= lo: none).
+inline void panel_cols(int64_t p, int64_t n, int64_t col0, int64_t col1, int* lo, int* hi) {
+  const int64_t base = p * kInt8Nr;
+  *lo = static_cast<int>(std::clamp<int64_t>(col0 - base, 0, kInt8Nr));
+  *hi = static_cast<int>(std::clamp<int64_t>(std::min(col1, n) - base, 0, kInt8Nr));
+}
+
+// The W8A8 epilogue in scalar form (tails and the scalar kernels).
+inline float w8a8_epilogue(int32_t acc, const Int8GemmArgs& g, int64_t row, int64_t col) {
+  const int32_t v = acc - g.zp * g.wsum[col];
+  return static_cast<float>(v) * (g.a_scale[row * g.a_scale_stride] * g.w_scale[col]) + (g.bias ? g.bias[col] : 0.f);
+}
+
+}  // namespace shrink::kernels::detail
