@@ -1,5 +1,7 @@
-// shrink info MODEL: architecture, parameters, per-layer scheme and bytes, size on disk.
+// shrink info MODEL: architecture, parameters, per-layer scheme and bytes, size on disk vs the unquantized original.
+#include <shrink/compress/quantize.h>
 #include <shrink/core/build_info.h>
+#include <shrink/ops/qlinear.h>
 
 #include <cstdio>
 
@@ -7,6 +9,22 @@
 #include "cli/common.h"
 
 namespace shrink::cli {
+
+namespace {
+
+// The dtype the quantized layers had before quantization (written by save_model), F32 when unknown.
+DType source_dtype(const ModelConfig& c) {
+  const auto& raw = c.raw;
+  if (raw.is_object() && raw.contains("quantization_config") && raw["quantization_config"].is_object()) {
+    const auto& qc = raw["quantization_config"];
+    if (qc.contains("shrink") && qc["shrink"].is_object() && qc["shrink"].contains("source_dtype") &&
+        qc["shrink"]["source_dtype"].is_string())
+      if (auto d = dtype_from_name(qc["shrink"]["source_dtype"].get<std::string>())) return *d;
+  }
+  return DType::F32;
+}
+
+}  // namespace
 
 void register_info(CLI::App& app) {
   auto* sub = app.add_subcommand("info", "architecture, slots, dtypes, size");
@@ -19,18 +37,57 @@ void register_info(CLI::App& app) {
     apply(f);
     auto model = open_model(path, tokenizer);
     const ModelConfig& c = model->config();
+    const DType src = source_dtype(c);
+    const size_t size_bytes = path_size_bytes(path);
     nlohmann::json layers = nlohmann::json::array();
-    for (const auto& s : model->linears())
-      layers.push_back({{"name", s.name},
-                        {"scheme", s.impl->scheme()},
-                        {"bytes", s.impl->weight_bytes()},
-                        {"in", s.impl->in_features()},
-                        {"out", s.impl->out_features()}});
+    struct Row {
+      std::string name, scheme, note;
+      size_t bytes, file_bytes, original_bytes;
+    };
+    std::vector<Row> rows;
+    int64_t original_delta = 0;  // original - stored bytes of the packed layers
+    size_t linear_bytes = 0, linear_original = 0;
+    for (const auto& s : model->linears()) {
+      Row r{s.name, s.impl->scheme(), {}, s.impl->weight_bytes(), 0, 0};
+      if (const PackedLinear* p = s.impl->packed()) {
+        for (const auto& [n, t] : p->tensors) r.file_bytes += t.nbytes();
+        const Tensor* b = p->find("bias");
+        r.original_bytes = static_cast<size_t>(p->out * p->in) * dtype_size(src) + (b ? b->nbytes() : 0);
+        r.note = quant_shape_note(p->spec, p->in);
+        original_delta += static_cast<int64_t>(r.original_bytes) - static_cast<int64_t>(r.file_bytes);
+      } else {
+        auto w = model->tensors().find(s.name + ".weight");
+        auto b = model->tensors().find(s.name + ".bias");
+        r.file_bytes = w != model->tensors().end()
+                           ? w->second.nbytes() + (b != model->tensors().end() ? b->second.nbytes() : 0)
+                           : 0;  // 0: tied to the embedding
+        r.original_bytes = r.file_bytes;
+        if (r.file_bytes == 0) r.note = "tied to the embedding";
+      }
+      linear_bytes += r.file_bytes;
+      linear_original += r.original_bytes;
+      nlohmann::json l = {{"name", r.name},
+                          {"scheme", r.scheme},
+                          {"bytes", r.bytes},
+                          {"file_bytes", r.file_bytes},
+                          {"original_bytes", r.original_bytes},
+                          {"in", s.impl->in_features()},
+                          {"out", s.impl->out_features()}};
+      if (!r.note.empty()) l["note"] = r.note;
+      layers.push_back(l);
+      rows.push_back(std::move(r));
+    }
+    const size_t original_size = static_cast<size_t>(static_cast<int64_t>(size_bytes) + original_delta);
     nlohmann::json j = {{"path", path},
                         {"architecture", c.architecture},
                         {"model_type", c.model_type},
                         {"parameters", model->parameters()},
-                        {"size_bytes", path_size_bytes(path)},
+                        {"size_bytes", size_bytes},
+                        {"original_size_bytes", original_size},
+                        {"compression_ratio", size_bytes ? static_cast<double>(original_size) / size_bytes : 1.0},
+                        {"linear_file_bytes", linear_bytes},
+                        {"linear_original_bytes", linear_original},
+                        {"original_dtype", dtype_name(src)},
                         {"runtime_weight_bytes", model->weight_bytes()},
                         {"hidden_size", c.hidden_size},
                         {"num_layers", c.num_layers},
@@ -45,14 +102,18 @@ void register_info(CLI::App& app) {
     if (f.json) return print_json(j);
     std::printf("%s  (%s)\n", path.c_str(), c.architecture.c_str());
     std::printf("  parameters      %.2f M\n", model->parameters() / 1e6);
-    std::printf("  size on disk    %.2f MB\n", path_size_bytes(path) / 1e6);
+    std::printf("  size on disk    %.3f MB (unquantized %s: %.3f MB, %.2fx)\n", size_bytes / 1e6,
+                std::string(dtype_name(src)).c_str(), original_size / 1e6,
+                size_bytes ? static_cast<double>(original_size) / size_bytes : 1.0);
     std::printf("  layers x hidden %d x %d, heads %d (kv %d), ffn %d, vocab %d, context %d\n", c.num_layers,
                 c.hidden_size, c.num_heads, c.num_kv_heads, c.intermediate_size, c.vocab_size,
                 c.max_position_embeddings);
     std::printf("  tokenizer       %s\n", model->tokenizer() ? "yes" : "none found");
-    std::printf("  %-50s %-8s %12s\n", "linear", "scheme", "bytes");
-    for (const auto& s : model->linears())
-      std::printf("  %-50s %-8s %12zu\n", s.name.c_str(), s.impl->scheme().c_str(), s.impl->weight_bytes());
+    std::printf("  %-44s %-16s %12s %12s  %s\n", "linear", "scheme", "file bytes", "original", "note");
+    for (const auto& r : rows)
+      std::printf("  %-44s %-16s %12zu %12zu  %s\n", r.name.c_str(), r.scheme.c_str(), r.file_bytes, r.original_bytes,
+                  r.note.c_str());
+    std::printf("  %-44s %-16s %12zu %12zu\n", "all linears", "", linear_bytes, linear_original);
   });
 }
 

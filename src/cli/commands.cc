@@ -21,6 +21,8 @@ void register_classify(CLI::App&);
 void register_ppl(CLI::App&);
 void register_bench(CLI::App&);
 void register_synth(CLI::App&);
+void register_quantize(CLI::App&);
+void register_compare(CLI::App&);
 
 void register_all(CLI::App& app) {
   register_info(app);
@@ -30,6 +32,8 @@ void register_all(CLI::App& app) {
   register_ppl(app);
   register_bench(app);
   register_synth(app);
+  register_quantize(app);
+  register_compare(app);
 }
 
 }  // namespace shrink::cli

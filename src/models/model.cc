@@ -3,8 +3,11 @@
 #include <shrink/formats/llama2c.h>
 #include <shrink/formats/safetensors.h>
 #include <shrink/models/model.h>
+#include <shrink/ops/qlinear.h>
 
+#include <cmath>
 #include <functional>
+#include <optional>
 #include <set>
 
 #include "models/architectures.h"
@@ -41,20 +44,42 @@ const Tokenizer& Model::require_tokenizer() const {
   if (!tokenizer_)
     fail(
         "{}: no tokenizer found beside the model (looked for tokenizer.json, tokenizer.model, vocab.txt, "
+        "tokenizer.bin, "
         "vocab.json+merges.txt); pass --tokenizer FILE",
         source_.string());
   return *tokenizer_;
 }
 
+namespace {
+
+// Checkpoint tensors that hold a slot loaded packed (counted through the slot, not element by element).
+std::set<std::string> packed_tensor_names(const std::deque<LinearSlot>& linears) {
+  std::set<std::string> names;
+  for (auto& s : linears)
+    if (const PackedLinear* p = s.impl->packed())
+      for (auto& [n, t] : p->tensors) names.insert(s.name + "." + n);
+  return names;
+}
+
+}  // namespace
+
 int64_t Model::parameters() const {
+  // A packed slot counts its weights (out x in) and bias, not its codes and scales.
+  const std::set<std::string> packed = packed_tensor_names(linears_);
   int64_t n = 0;
-  for (auto& [name, t] : tensors_) n += t.numel();
+  for (auto& [name, t] : tensors_)
+    if (!packed.count(name)) n += t.numel();
+  for (auto& s : linears_)
+    if (const PackedLinear* p = s.impl->packed(); p && tensors_.count(s.name + "." + p->tensors.front().first)) {
+      n += p->out * p->in;
+      if (const Tensor* b = p->find("bias")) n += b->numel();
+    }
   return n;
 }
 
 size_t Model::weight_bytes() const {
   size_t b = 0;
-  std::set<std::string> in_linears;
+  std::set<std::string> in_linears = packed_tensor_names(linears_);
   for (auto& s : linears_) {
     b += s.impl->weight_bytes();
     in_linears.insert(s.name + ".weight");
@@ -82,8 +107,109 @@ const float* Model::f32(const std::string& name, const Shape& shape) {
   return owned_.back().data<float>();
 }
 
+namespace {
+
+const nlohmann::json* quantized_layers(const nlohmann::json& config) {
+  if (!config.is_object()) return nullptr;
+  auto qc = config.find("quantization_config");
+  if (qc == config.end() || !qc->is_object()) return nullptr;
+  auto sh = qc->find("shrink");
+  if (sh == qc->end() || !sh->is_object()) return nullptr;
+  auto layers = sh->find("layers");
+  if (layers == sh->end() || !layers->is_object()) return nullptr;
+  return &*layers;
+}
+
+// A slot stored packed (quantized) in the checkpoint, or nullopt when it is stored dense.
+std::optional<PackedLinear> packed_slot(const nlohmann::json& config_raw, const TensorMap& tensors,
+                                        const std::filesystem::path& source, const std::string& name) {
+  const std::string source_str = source.string();
+  // The scheme comes from config.json's per-layer map; without one (a file written by other tools), packed
+  // tensors say W4 and an int8 weight says W8A16 (W8A8-static when it carries an input scale).
+  std::string scheme;
+  const std::string where = fmt::format("{} in {}", name, source_str);
+  if (const nlohmann::json* layers = quantized_layers(config_raw)) {
+    auto it = layers->find(name);
+    if (it != layers->end()) {
+      if (!it->is_string())
+        fail("{}/config.json: quantization_config.shrink.layers[\"{}\"] is {}; expected a scheme name string",
+             source_str, name, it->dump());
+      scheme = it->get<std::string>();
+    }
+  }
+  auto find = [&](const char* t) -> const Tensor* {
+    auto it = tensors.find(name + "." + t);
+    return it == tensors.end() ? nullptr : &it->second;
+  };
+  const Tensor* packed_w = find("weight_packed");
+  const Tensor* w = find("weight");
+  if (scheme.empty()) {
+    if (packed_w) {
+      const Tensor* s = find("weight_scale");
+      if (!s || s->rank() != 2 || s->dim(1) <= 0 || packed_w->rank() != 2)
+        fail("{}: tensor '{}.weight_scale' is missing or not a matrix; a W4 layer ('weight_packed') needs it",
+             source_str, name);
+      const int64_t group = packed_w->dim(1) * 2 / s->dim(1);
+      scheme = fmt::format("w4a16-g{}{}", group, find("weight_zero_point") ? "-asym" : "");
+    } else if (w && w->dtype() == DType::I8) {
+      scheme = find("input_scale") ? "w8a8-static" : "w8a16";
+    }
+  }
+  if (scheme.empty()) return std::nullopt;
+  QuantSpec spec;
+  try {
+    spec = parse_quant_spec(scheme);
+  } catch (const Error& e) {
+    fail("{}: layer scheme: {}", where, e.what());
+  }
+  if (spec.scheme == WeightScheme::F32) return std::nullopt;  // stored dense
+  PackedLinear p;
+  p.spec = spec;
+  for (const char* t : {"weight", "weight_packed", "weight_scale", "weight_zero_point", "weight_shape", "input_scale",
+                        "input_zero_point", "bias"})
+    if (const Tensor* x = find(t)) p.tensors.emplace_back(t, *x);
+  if (spec.scheme == WeightScheme::W4A16) {
+    const Tensor* ws = find("weight_shape");
+    if (!ws)
+      fail(
+          "{}: tensor '{}.weight_shape' is missing; a {} layer needs it. The file is incomplete; re-run shrink "
+          "quantize",
+          source_str, name, spec.name());
+    if (ws->dtype() != DType::I64 || ws->shape() != Shape{2})
+      fail("{}: tensor '{}.weight_shape' is {} {}; expected I64 [2]", source_str, name, dtype_name(ws->dtype()),
+           shape_str(ws->shape()));
+    p.out = ws->data<int64_t>()[0];
+    p.in = ws->data<int64_t>()[1];
+  } else {
+    if (!w)
+      fail("{}: tensor '{}.weight' is missing; a {} layer needs it. The file is incomplete; re-run shrink quantize",
+           source_str, name, spec.name());
+    if (w->rank() != 2)
+      fail("{}: tensor '{}.weight' has shape {}, expected a matrix", source_str, name, shape_str(w->shape()));
+    p.out = w->dim(0);
+    p.in = w->dim(1);
+  }
+  p.validate(where);
+  if (spec.static_act) {
+    p.spec.act_scale = p.find("input_scale")->data<float>()[0];
+    p.spec.act_zero_point = p.find("input_zero_point")->data<int32_t>()[0];
+    if (!(p.spec.act_scale > 0.f) || !std::isfinite(p.spec.act_scale))
+      fail("{}: tensor '{}.input_scale' is {}; expected a positive finite activation scale", source_str, name,
+           p.spec.act_scale);
+  }
+  return p;
+}
+
+}  // namespace
+
 LinearSlot* Model::add_linear(const std::string& name, bool bias_required, bool transpose_conv1d,
                               const Tensor* weight) {
+  if (auto p = packed_slot(config_.raw, tensors_, source_, name)) {
+    const Tensor* bias = p->find("bias");
+    Tensor b = bias ? *bias : Tensor();
+    linears_.push_back({name, make_packed_linear(std::move(*p)), Tensor(), b});
+    return &linears_.back();
+  }
   const std::string wname = name + ".weight", bname = name + ".bias";
   auto it = tensors_.find(wname);
   if (!weight && it == tensors_.end())
@@ -173,9 +299,11 @@ std::unique_ptr<Model> build_model(ModelConfig config, TensorMap tensors, std::f
 
 namespace {
 
-std::unique_ptr<Tokenizer> find_tokenizer(const std::filesystem::path& dir) {
+std::unique_ptr<Tokenizer> find_tokenizer(const std::filesystem::path& dir, int vocab_size) {
   for (const char* f : {"tokenizer.json", "tokenizer.model", "vocab.txt", "vocab.json"})
     if (std::filesystem::exists(dir / f)) return load_tokenizer(dir);
+  // A llama2.c model saved as a directory by shrink carries its tokenizer as tokenizer.bin.
+  if (std::filesystem::exists(dir / "tokenizer.bin")) return load_tokenizer(dir / "tokenizer.bin", vocab_size);
   return nullptr;
 }
 
@@ -195,7 +323,7 @@ std::unique_ptr<Model> load_model(const std::filesystem::path& path, const LoadO
     ModelConfig config = read_config(cfg);
     SafetensorsFile st = read_safetensors_model(path);
     model = build_model(std::move(config), std::move(st.tensors), path);
-    if (opt.tokenizer.empty()) model->set_tokenizer(find_tokenizer(path));
+    if (opt.tokenizer.empty()) model->set_tokenizer(find_tokenizer(path, model->config().vocab_size));
   } else {
     Llama2cModel l = read_llama2c_model(path);
     model = build_model(std::move(l.config), std::move(l.tensors), path);

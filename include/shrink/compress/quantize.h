@@ -1,0 +1,64 @@
+// The quantize pass: replaces the Linear of each selected slot with a packed (quantized) one, by scheme, per-layer
+// overrides and skip patterns, round-to-nearest or static (calibrated activation scales).
+#pragma once
+
+#include <shrink/models/model.h>
+#include <shrink/ops/qlinear.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace shrink {
+
+enum class QuantMethod { Rtn, Static };
+QuantMethod parse_quant_method(const std::string& text);  // "rtn" | "static"; throws listing both
+
+struct QuantizeOptions {
+  QuantSpec scheme;  // for every selected slot without an override
+  QuantMethod method = QuantMethod::Rtn;
+  // Patterns are ECMAScript regular expressions searched in the slot name (anchor with ^...$ for a whole name).
+  // The first matching override wins, e.g. {"mlp\\.down_proj", w8a16} keeps down_proj at 8 bits in a W4 model.
+  std::vector<std::pair<std::string, QuantSpec>> overrides;
+  std::vector<std::string> skip;  // slots left as they are (in addition to the defaults)
+  // Defaults: the classifier heads of encoders (^classifier$, ^pre_classifier$) and the lm_head of decoders are
+  // left in the checkpoint's precision (the stories260K measurements in docs/quantization.md say why).
+  bool default_skips = true;
+  bool quantize_lm_head = false;  // quantize lm_head even with default_skips
+  // Static W8A8: calibration text (one file, tokenized by the model's tokenizer), samples x seq_len tokens.
+  std::filesystem::path calib;
+  int calib_samples = 64;
+  int calib_seq_len = 128;
+};
+
+// The default skip patterns for this model (see QuantizeOptions::default_skips).
+std::vector<std::string> default_skip_patterns(const Model& model, bool quantize_lm_head);
+
+struct LayerQuantization {
+  std::string name;
+  std::string scheme;       // after the pass ("f32" for a skipped dense slot)
+  std::string note;         // "skipped: <pattern>", "padded 172 -> 192 columns (group 32)", ...
+  size_t bytes_before = 0;  // weight_bytes() of the slot before / after
+  size_t bytes_after = 0;
+};
+
+struct QuantizeReport {
+  std::vector<LayerQuantization> layers;
+  size_t bytes_before = 0, bytes_after = 0;  // sums over the linears
+  double time_ms = 0;                        // the whole pass (calibration included)
+  double calib_ms = 0;
+  size_t peak_rss_bytes = 0;  // process high-water mark after the pass
+};
+
+// Throws (before changing any slot) on a bad pattern, on a slot that is already packed (quantize the original
+// model instead), on a static scheme without calibration data, and lists valid schemes for unknown ones.
+QuantizeReport quantize_model(Model& model, const QuantizeOptions& opt);
+
+// Shown by `shrink info` / the pass when a scheme cannot take a layer's shape exactly (W4 rows padded to whole
+// groups); empty when it fits.
+std::string quant_shape_note(const QuantSpec& spec, int64_t in_features);
+
+}  // namespace shrink

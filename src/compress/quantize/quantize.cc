@@ -1,0 +1,143 @@
+// The quantize pass: slot selection (skips, overrides), round-to-nearest packing through ops/qlinear.h, static
+// activation scales from calibration, and the per-layer report.
+#include <shrink/compress/quantize.h>
+#include <shrink/core/build_info.h>
+#include <shrink/core/error.h>
+#include <shrink/core/timer.h>
+#include <shrink/kernels/quant.h>
+
+#include <regex>
+
+namespace shrink {
+
+namespace {
+
+struct Pattern {
+  std::string text;
+  std::regex re;
+};
+
+Pattern compile(const std::string& text, const char* what) {
+  try {
+    return {text, std::regex(text, std::regex::ECMAScript)};
+  } catch (const std::regex_error& e) {
+    fail("{} pattern '{}' is not a valid regular expression ({}); write e.g. 'mlp\\.down_proj' or '^lm_head$'", what,
+         text, e.what());
+  }
+}
+
+const Pattern* first_match(const std::vector<Pattern>& ps, const std::string& name) {
+  for (const auto& p : ps)
+    if (std::regex_search(name, p.re)) return &p;
+  return nullptr;
+}
+
+}  // namespace
+
+QuantMethod parse_quant_method(const std::string& text) {
+  if (text == "rtn") return QuantMethod::Rtn;
+  if (text == "static") return QuantMethod::Static;
+  fail(
+      "unknown quantization method '{}'; valid methods: rtn (round-to-nearest weights, dynamic activations), static "
+      "(w8a8-static: activation scales from --calib)",
+      text);
+}
+
+std::vector<std::string> default_skip_patterns(const Model& model, bool quantize_lm_head) {
+  if (model.kind() == ModelKind::Encoder) return {"^classifier$", "^pre_classifier$"};
+  if (!quantize_lm_head) return {"^lm_head$"};
+  return {};
+}
+
+std::string quant_shape_note(const QuantSpec& spec, int64_t in_features) {
+  if (spec.scheme != WeightScheme::W4A16 || spec.group <= 0 || in_features % spec.group == 0) return {};
+  return fmt::format("padded {} -> {} columns (group {})", in_features,
+                     kernels::w4_groups(in_features, spec.group) * spec.group, spec.group);
+}
+
+QuantizeReport quantize_model(Model& model, const QuantizeOptions& opt) {
+  Timer timer;
+  std::vector<Pattern> skips, overrides;
+  std::vector<QuantSpec> override_specs;
+  if (opt.default_skips)
+    for (const auto& s : default_skip_patterns(model, opt.quantize_lm_head)) skips.push_back(compile(s, "skip"));
+  for (const auto& s : opt.skip) skips.push_back(compile(s, "--skip"));
+  for (const auto& [pattern, spec] : opt.overrides) {
+    overrides.push_back(compile(pattern, "per-layer override"));
+    override_specs.push_back(spec);
+  }
+
+  // Decide every slot before touching any, so a bad request leaves the model as it was.
+  struct Plan {
+    LinearSlot* slot;
+    QuantSpec spec;
+    std::string note;
+    bool quantize;
+  };
+  std::vector<Plan> plan;
+  bool any_static = false;
+  for (auto& slot : model.linears()) {
+    Plan p{&slot, opt.scheme, {}, true};
+    if (const Pattern* s = first_match(skips, slot.name)) {
+      p.quantize = false;
+      p.note = "skipped (" + s->text + ")";
+    } else {
+      for (size_t i = 0; i < overrides.size(); ++i)
+        if (std::regex_search(slot.name, overrides[i].re)) {
+          p.spec = override_specs[i];
+          p.note = "override (" + overrides[i].text + ")";
+          break;
+        }
+      if (p.spec.scheme == WeightScheme::F32) p.quantize = false;
+    }
+    if (p.quantize) {
+      if (slot.impl->packed() || !slot.weight.defined() || slot.weight.numel() == 0)
+        fail(
+            "{}: layer '{}' is already {} (loaded packed); quantize from the original model instead of a "
+            "quantized one",
+            model.source().string(), slot.name, slot.impl->scheme());
+      if (opt.method == QuantMethod::Static && p.spec.scheme == WeightScheme::W8A8) p.spec.static_act = true;
+      any_static = any_static || p.spec.static_act;
+      const std::string shape_note = quant_shape_note(p.spec, slot.weight.dim(1));
+      if (!shape_note.empty()) p.note += (p.note.empty() ? "" : "; ") + shape_note;
+    }
+    plan.push_back(std::move(p));
+  }
+  if (opt.method == QuantMethod::Static && !any_static)
+    fail("--method static calibrates W8A8 activations, but no layer is w8a8 (scheme {}); use --scheme w8a8",
+         opt.scheme.name());
+
+  QuantizeReport report;
+  if (any_static) {
+    if (opt.calib.empty())
+      fail(
+          "w8a8-static needs calibration data: pass --calib FILE (text the model sees in use, a few thousand "
+          "tokens) or use --scheme w8a8 (dynamic per-token activations)");
+    // Calibration (observers over the activations entering each linear) is its own module,
+    // include/shrink/compress/calibration.h; it is not part of this build yet.
+    fail(
+        "w8a8-static: activation calibration is not available in this build (compress/calibration.h has not "
+        "landed); use --scheme w8a8 (dynamic per-token activations) for now");
+  }
+
+  for (auto& p : plan) {
+    LayerQuantization l;
+    l.name = p.slot->name;
+    l.bytes_before = p.slot->impl->weight_bytes();
+    if (p.quantize) {
+      const Tensor* bias = p.slot->bias.defined() && p.slot->bias.numel() > 0 ? &p.slot->bias : nullptr;
+      p.slot->impl = make_packed_linear(quantize_linear_weights(p.slot->weight, bias, p.spec));
+    }
+    l.scheme = p.slot->impl->scheme();
+    l.note = p.note;
+    l.bytes_after = p.slot->impl->weight_bytes();
+    report.bytes_before += l.bytes_before;
+    report.bytes_after += l.bytes_after;
+    report.layers.push_back(std::move(l));
+  }
+  report.time_ms = timer.elapsed_ms();
+  report.peak_rss_bytes = peak_rss_bytes();
+  return report;
+}
+
+}  // namespace shrink
