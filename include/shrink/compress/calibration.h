@@ -44,8 +44,8 @@ struct ActRange {
 // slot name, activation quantization parameters for u8 static activations. Decoders run DecoderModel::forward on
 // each sequence (a new cache per sequence, truncated to the model's context); encoders run EncoderModel::forward
 // on one unpadded sequence at a time. Memory is bounded: histograms, not activations, except for "auto", which
-// keeps <= 256 sampled input rows per layer and picks per layer the observer whose W8A8-static output (RTN W8
-// weights) has the lowest nmse against the fp32 output on those rows.
+// keeps <= 256 sampled input rows per layer (fewer for big models: all samples within 256 MiB) and picks per layer the
+// observer whose W8A8-static output (RTN W8 weights) has the lowest nmse against the fp32 output on those rows.
 std::map<std::string, ActRange> calibrate_activations(Model& model, const CalibSet& set, const ObserverOptions& opt);
 
 // W8 weights ([out, in], any float dtype) with an observer-chosen symmetric clipping range: per output row when

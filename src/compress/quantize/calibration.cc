@@ -18,7 +18,11 @@ namespace {
 
 // Files above this are read up to it (cut at a line end): calibration needs thousands of tokens, not gigabytes.
 constexpr size_t kMaxCalibBytes = size_t{16} << 20;
+// `auto` keeps sampled input rows per slot: at most 256, fewer for big models so all samples fit in 256 MiB
+// (TinyLlama-1.1B: ~160 rows; a 7B LLaMA: ~56), never fewer than 16.
 constexpr int64_t kAutoSampleRows = 256;
+constexpr int64_t kAutoSampleMinRows = 16;
+constexpr int64_t kAutoSampleBytes = int64_t{256} << 20;
 
 bool is_blank(std::string_view s) {
   return std::all_of(s.begin(), s.end(), [](char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; });
@@ -181,12 +185,17 @@ class ObservingLinear final : public Linear {
 class ObserveScope {
  public:
   ObserveScope(Model& model, const ObserverOptions& opt, bool sample) {
+    int64_t row_floats = 0;
+    for (const LinearSlot& s : model.linears())
+      if (s.impl) row_floats += s.impl->in_features();
+    const int64_t keep = std::clamp<int64_t>(kAutoSampleBytes / std::max<int64_t>(1, 4 * row_floats),
+                                             kAutoSampleMinRows, kAutoSampleRows);
     uint64_t seed = 1;
     for (LinearSlot& s : model.linears()) {
       if (!s.impl) continue;
       auto st = std::make_unique<LayerStats>(opt.bins, seed++);
       st->per_channel = opt.per_channel;
-      st->keep_rows = sample ? kAutoSampleRows : 0;
+      st->keep_rows = sample ? keep : 0;
       s.impl = std::make_unique<ObservingLinear>(std::move(s.impl), st.get());
       wrapped_.push_back({&s, std::move(st)});
     }
