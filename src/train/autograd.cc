@@ -10,6 +10,8 @@
 #include <oneapi/dnnl/dnnl.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <unordered_set>
@@ -19,6 +21,7 @@ namespace shrink::train {
 namespace {
 
 thread_local bool g_grad_enabled = true;
+std::atomic<int64_t> g_gemm_ns{0};
 
 int64_t last_dim(const Tensor& t) { return t.rank() == 0 ? 1 : t.dim(-1); }
 int64_t row_count(const Tensor& t) { return t.rank() == 0 ? 1 : t.numel() / std::max<int64_t>(1, t.dim(-1)); }
@@ -133,10 +136,22 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const 
       for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = beta == 0.f ? 0.f : beta * C[i * ldc + j];
     return;
   }
-  const dnnl_status_t st =
-      dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  const auto t0 = std::chrono::steady_clock::now();
+  dnnl_status_t st = dnnl_success;
+  if (M * N * K < (int64_t{1} << 18)) {
+    // Small products: inside a one-thread region oneDNN runs sequentially; waking the pool costs more than the
+    // work (training a tiny model is made of these).
+#pragma omp parallel num_threads(1)
+    st = dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  } else {
+    st = dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  }
   check(st == dnnl_success, "oneDNN sgemm failed with status {} for M={} N={} K={}", static_cast<int>(st), M, N, K);
+  g_gemm_ns.fetch_add(std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count(),
+                      std::memory_order_relaxed);
 }
+
+double gemm_seconds() { return static_cast<double>(g_gemm_ns.load(std::memory_order_relaxed)) * 1e-9; }
 
 // ---------------------------------------------------------------- linear algebra and elementwise
 

@@ -115,5 +115,7 @@ Var fake_quant_a8(const Var& x, const Var& lo, const Var& hi);
 // C = alpha * op(A) op(B) + beta * C, row-major; op = transpose when ta/tb (oneDNN sgemm, threaded).
 void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda, const float* B,
           int64_t ldb, float beta, float* C, int64_t ldc);
+// Wall seconds spent in gemm() by this process so far (training reports the GEMM share of its time).
+double gemm_seconds();
 
 }  // namespace shrink::train
