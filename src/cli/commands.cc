@@ -21,6 +21,7 @@ void register_classify(CLI::App&);
 void register_ppl(CLI::App&);
 void register_bench(CLI::App&);
 void register_synth(CLI::App&);
+void register_train(CLI::App&);
 void register_quantize(CLI::App&);
 void register_compare(CLI::App&);
 
@@ -32,6 +33,7 @@ void register_all(CLI::App& app) {
   register_ppl(app);
   register_bench(app);
   register_synth(app);
+  register_train(app);
   register_quantize(app);
   register_compare(app);
 }
