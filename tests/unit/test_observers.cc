@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <limits>
 #include <random>
 
 namespace shrink {
@@ -97,6 +98,13 @@ TEST(Histogram, MergeEqualsOnePassOverTheUnion) {
   }
   EXPECT_EQ(one.total(), static_cast<double>(all.size() - 1));
   EXPECT_EQ(one.range(), 64.f);  // 37.5 < 2^6
+  // Values up to FLT_MAX stay finite: the range stops at 2^127 and the largest values share the top bin.
+  Histogram big(16);
+  const float huge[] = {std::numeric_limits<float>::max(), -1.f};
+  big.add(huge, 2);
+  EXPECT_EQ(big.range(), std::ldexp(1.f, 127));
+  EXPECT_EQ(big.counts()[31], 1);
+  EXPECT_EQ(big.max(), std::numeric_limits<float>::max());
   EXPECT_THROW(one.merge(Histogram(1024)), Error);
 }
 

@@ -311,6 +311,8 @@ ActRange choose_auto(const LinearSlot& slot, const Linear& inner, const LayerSta
 
 std::map<std::string, ActRange> calibrate_activations(Model& model, const CalibSet& set, const ObserverOptions& opt) {
   check_observer_name(opt.observer);
+  check(opt.percentile > 0 && opt.percentile <= 100,
+        "calibration: percentile {} is outside (0, 100]; 99.99 is the usual choice", opt.percentile);
   check(!set.sequences.empty(), "calibration: the calibration set is empty; read one with read_calib_set (--calib)");
   const bool is_auto = opt.observer == "auto";
   std::map<std::string, ActRange> result;

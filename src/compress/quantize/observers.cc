@@ -68,8 +68,8 @@ void Histogram::add(const float* x, int64_t n) {
   total_ += static_cast<double>(finite);
   if (amax > 0.f) {
     int e = 0;
-    std::frexp(amax, &e);  // amax < 2^e
-    const float need = std::ldexp(1.f, e);
+    std::frexp(amax, &e);  // amax < 2^e; values above 2^127 (near FLT_MAX) share the top bin
+    const float need = std::ldexp(1.f, std::min(e, 127));
     if (need > range_) grow_to(need);
   }
   if (range_ == 0.f) {  // all zeros so far
