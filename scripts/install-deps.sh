@@ -12,6 +12,8 @@ PACKAGES=(
   nlohmann-json3-dev libyaml-cpp-dev libcli11-dev libfmt-dev libspdlog-dev libcpp-httplib-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   python3 python3-numpy               # independent numpy reference implementations in tests/reference
+  zlib1g-dev                          # reading gzip'd data sets (Fashion-MNIST IDX files)
+  dataset-fashion-mnist               # image classification data for training and the demo
 )
 
 SUDO=""
