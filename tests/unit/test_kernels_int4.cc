@@ -3,6 +3,7 @@
 // hand-computed groups.
 #include <fmt/format.h>
 #include <gtest/gtest.h>
+#include <shrink/core/cpu.h>
 #include <shrink/core/dtype.h>
 #include <shrink/core/parallel.h>
 #include <shrink/kernels/gemm.h>
@@ -10,11 +11,13 @@
 #include <shrink/kernels/quant.h>
 #include <shrink/ops/qlinear.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "kernels/int4/w4_kernels.h"
 #include "ops/qlinear_impl.h"
 
 namespace shrink::kernels {
@@ -23,6 +26,27 @@ namespace {
 // The kernels dequantize exactly (q - z) * s in fp32 and differ from the double-accumulating reference only in
 // summation order and fp32 rounding: nmse ~1e-14 here. A wrong nibble, group or zero point gives >= 1e-4.
 constexpr double kW4KernelNmse = 1e-9;
+
+// The VNNI GEMV defines its product as W4 times x rounded to int8 per 32 values: d = max|x| / 127 per block,
+// q = round-to-nearest-even(x * (127 / max|x|)), x' = q * d. Its reference is the W4 reference on x', at the same
+// kW4KernelNmse (against the exact x it is ~1e-5 on average, but unbounded for an output that cancels to ~0).
+std::vector<float> round_x_q8(const std::vector<float>& x, int64_t m, int64_t ldx, int64_t k) {
+  std::vector<float> out = x;
+  for (int64_t r = 0; r < m; ++r)
+    for (int64_t b = 0; b < k; b += 32) {
+      const int64_t e = std::min<int64_t>(k, b + 32);
+      float amax = 0.f;
+      for (int64_t i = b; i < e; ++i) amax = std::max(amax, std::fabs(x[r * ldx + i]));
+      const float inv = amax > 0.f ? 127.f / amax : 0.f, d = amax / 127.f;
+      for (int64_t i = b; i < e; ++i) out[r * ldx + i] = std::nearbyint(x[r * ldx + i] * inv) * d;
+    }
+  return out;
+}
+
+// x as the GEMV of `isa` sees it.
+std::vector<float> gemv_input(Isa isa, const std::vector<float>& x, int64_t m, int64_t ldx, int64_t k) {
+  return w4_gemv_rounds_x(isa) ? round_x_q8(x, m, ldx, k) : x;
+}
 
 std::vector<float> random_vector(size_t n, uint32_t seed) {
   std::mt19937 gen(seed);
@@ -155,7 +179,7 @@ TEST_P(W4Kernels, GemvMatchesReference) {
             const int64_t ldx = k + 3, ldy = n + 2;  // strided rows
             const auto x = random_vector(m * ldx, seed * 31 + m);
             const float* bias = m % 2 ? c.bias.data() : nullptr;
-            const auto ref = reference(c.w, x, m, ldx, bias, ldy);
+            const auto ref = reference(c.w, gemv_input(isa, x, m, ldx, k), m, ldx, bias, ldy);
             const std::string what = fmt_case(isa, group, asym, m, n, k);
             std::vector<float> y(m * ldy, NAN);
             set_num_threads(m % 2 ? 1 : 2);
@@ -166,6 +190,19 @@ TEST_P(W4Kernels, GemvMatchesReference) {
             w4_gemv_rows(c.w, x.data(), m, ldx, bias, yr.data(), ldy, 0, n / 2, isa);
             w4_gemv_rows(c.w, x.data(), m, ldx, bias, yr.data(), ldy, n / 2, n, isa);
             expect_matches(yr, ref, m, n, ldy, kW4KernelNmse, fmt::format("gemv_rows {}", what));
+            // On AVX-512 both GEMVs by name: the exact fp32 one and the VNNI one (when the CPU has VNNI).
+            if (isa == Isa::Avx512) {
+              std::vector<float> ye(m * ldy, NAN);
+              detail::w4_gemv_rows_avx512(c.w, x.data(), m, ldx, bias, ye.data(), ldy, 0, n);
+              expect_matches(ye, reference(c.w, x, m, ldx, bias, ldy), m, n, ldy, kW4KernelNmse,
+                             fmt::format("gemv_rows f32 {}", what));
+              if (cpu_features().avx512vnni) {
+                std::vector<float> yq(m * ldy, NAN);
+                detail::w4_gemv_rows_avx512vnni(c.w, x.data(), m, ldx, bias, yq.data(), ldy, 0, n);
+                expect_matches(yq, reference(c.w, round_x_q8(x, m, ldx, k), m, ldx, bias, ldy), m, n, ldy,
+                               kW4KernelNmse, fmt::format("gemv_rows q8 {}", what));
+              }
+            }
           }
         }
 }
@@ -199,14 +236,15 @@ TEST_P(W4Kernels, PaddingNibblesAreIgnored) {
     std::vector<uint8_t> codes(c.w.codes, c.w.codes + 9 * c.w.row_bytes());
     for (int64_t j = 0; j < 9; ++j)
       for (int64_t b = 172 / 2; b < c.w.row_bytes(); ++b) codes[j * c.w.row_bytes() + b] = 0xff;
-    const auto x = random_vector(6 * 172, 9);
-    const auto ref = reference(c.w, x, 6, 172, nullptr, 9);
+    const auto x = random_vector(17 * 172, 9);
+    const W4Matrix clean = c.w;
     c.w.codes = codes.data();
-    for (int64_t m : {1, 6}) {
+    for (int64_t m : {1, 6, 17}) {
+      const auto ref =
+          reference(clean, m <= kW4GemvPassMaxRows ? gemv_input(isa, x, 17, 172, 172) : x, m, 172, nullptr, 9);
       std::vector<float> y(m * 9, NAN);
       w4_matmul(c.w, x.data(), m, 172, nullptr, y.data(), 9, isa);
-      expect_matches(y, std::vector<float>(ref.begin(), ref.begin() + m * 9), m, 9, 9, kW4KernelNmse,
-                     fmt::format("padding g{} m{}", group, m));
+      expect_matches(y, ref, m, 9, 9, kW4KernelNmse, fmt::format("padding g{} m{}", group, m));
     }
   }
 }
@@ -226,18 +264,20 @@ TEST(W4Linear, MatchesReferenceLinear) {
         const Tensor bias = Tensor::from_f32(bf, {n});
         PackedLinear p = quantize_linear_weights(Tensor::from_f32(wf, {n, k}), &bias, parse_quant_spec(scheme));
         const auto fast = make_packed_linear(p);
-        const auto ref = detail::make_reference_packed_linear(p);
+        const auto ref = shrink::detail::make_reference_packed_linear(p);
         EXPECT_EQ(fast->scheme(), scheme);
         ASSERT_NE(fast->packed(), nullptr);
         EXPECT_EQ(fast->packed()->find("weight_packed")->raw(), p.find("weight_packed")->raw());  // no copy
         size_t bytes = 0;
         for (const auto& [name, t] : p.tensors) bytes += t.nbytes();
         EXPECT_EQ(fast->weight_bytes(), bytes);
-        for (int64_t m : {1, 2, 3, 4, 5, 7, 13, 128}) {
+        for (int64_t m : {1, 2, 3, 4, 5, 7, 13, 17, 128}) {
           const auto x = random_vector(m * k, seed + m);
           std::vector<float> y(m * n), yr(m * n);
           fast->forward(x.data(), m, y.data());
-          ref->forward(x.data(), m, yr.data());
+          // Up to kW4GemvPassMaxRows rows run as GEMV passes (which may round x), beyond as the exact GEMM.
+          const auto xr = m <= kW4GemvPassMaxRows ? gemv_input(active_isa(), x, m, k, k) : x;
+          ref->forward(xr.data(), m, yr.data());
           const std::string what = fmt::format("{} m{} n{} k{}", scheme, m, n, k);
           EXPECT_LE(nmse(y.data(), yr.data(), m * n), kW4KernelNmse) << what;
           std::vector<float> ys(m * n, NAN);

@@ -33,9 +33,15 @@ void w4_gemv(const W4Matrix& w, const float* x, int64_t m, int64_t ldx, const fl
 // threaded over panels.
 void w4_gemm(const W4Matrix& w, const float* x, int64_t m, int64_t ldx, const float* bias, float* y, int64_t ldy,
              Isa isa);
-// GEMV for m <= kGemvMaxRows, GEMM otherwise.
+// Up to this many rows w4_matmul runs GEMV passes of kGemvMaxRows rows: cheaper than dequantizing every panel.
+constexpr int64_t kW4GemvPassMaxRows = 16;
+// GEMV passes for m <= kW4GemvPassMaxRows, GEMM otherwise.
 void w4_matmul(const W4Matrix& w, const float* x, int64_t m, int64_t ldx, const float* bias, float* y, int64_t ldy,
                Isa isa);
+
+// True when the GEMV of `isa` rounds x to int8 per 32 values (AVX-512 VNNI: x q8 times the nibbles in integers,
+// then scaled; nmse ~1e-5 against the exact product). SHRINK_W4_GEMV=f32 selects the exact fp32 GEMV instead.
+bool w4_gemv_rounds_x(Isa isa);
 
 // XNNPACK-style names of the kernels an ISA runs, for benchmarks and reports.
 const char* w4_gemv_name(Isa isa);

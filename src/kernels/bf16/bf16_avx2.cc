@@ -31,9 +31,12 @@ inline __m256 load_tail_f32(const float* p, int64_t valid) {
 template <int R, int NR>
 void gemv_block(const Bf16Matrix& w, const float* x, int64_t ldx, int64_t o, float out[NR][R]) {
   const uint16_t* row[NR];
+#pragma GCC unroll 4
   for (int j = 0; j < NR; ++j) row[j] = w.w + (o + j) * w.ld;
   __m256 acc[NR][R];
+#pragma GCC unroll 4
   for (int j = 0; j < NR; ++j)
+#pragma GCC unroll 4
     for (int r = 0; r < R; ++r) acc[j][r] = _mm256_setzero_ps();
   int64_t p = 0;
   for (; p + 8 <= w.k; p += 8) {
@@ -48,12 +51,16 @@ void gemv_block(const Bf16Matrix& w, const float* x, int64_t ldx, int64_t o, flo
     }
   }
   if (p < w.k) {
+#pragma GCC unroll 4
     for (int j = 0; j < NR; ++j) {
       const __m256 wv = widen(load_tail_u16(row[j] + p, w.k - p));
+#pragma GCC unroll 4
       for (int r = 0; r < R; ++r) acc[j][r] = _mm256_fmadd_ps(wv, load_tail_f32(x + r * ldx + p, w.k - p), acc[j][r]);
     }
   }
+#pragma GCC unroll 4
   for (int j = 0; j < NR; ++j)
+#pragma GCC unroll 4
     for (int r = 0; r < R; ++r) {
       const __m128 h = _mm_add_ps(_mm256_castps256_ps128(acc[j][r]), _mm256_extractf128_ps(acc[j][r], 1));
       const __m128 q = _mm_add_ps(h, _mm_movehl_ps(h, h));
@@ -69,12 +76,15 @@ void gemv_rows(const Bf16Matrix& w, const float* x, int64_t ldx, const float* bi
   for (; o + NR <= o1; o += NR) {
     float out[NR][R];
     gemv_block<R, NR>(w, x, ldx, o, out);
+#pragma GCC unroll 4
     for (int j = 0; j < NR; ++j)
+#pragma GCC unroll 4
       for (int r = 0; r < R; ++r) y[r * ldy + o + j] = out[j][r] + (bias ? bias[o + j] : 0.f);
   }
   for (; o < o1; ++o) {
     float out[1][R];
     gemv_block<R, 1>(w, x, ldx, o, out);
+#pragma GCC unroll 4
     for (int r = 0; r < R; ++r) y[r * ldy + o] = out[0][r] + (bias ? bias[o] : 0.f);
   }
 }

@@ -27,9 +27,12 @@ inline __m512 widen(__m256i h) {
 template <int R, int NR>
 void gemv_block(const Bf16Matrix& w, const float* x, int64_t ldx, int64_t o, float out[NR][R]) {
   const uint16_t* row[NR];
+#pragma GCC unroll 4
   for (int j = 0; j < NR; ++j) row[j] = w.w + (o + j) * w.ld;
   __m512 acc[NR][R];
+#pragma GCC unroll 4
   for (int j = 0; j < NR; ++j)
+#pragma GCC unroll 4
     for (int r = 0; r < R; ++r) acc[j][r] = _mm512_setzero_ps();
   int64_t p = 0;
   for (; p < w.k; p += 16) {
@@ -48,7 +51,9 @@ void gemv_block(const Bf16Matrix& w, const float* x, int64_t ldx, int64_t o, flo
       for (int r = 0; r < R; ++r) acc[j][r] = _mm512_fmadd_ps(wv, xv[r], acc[j][r]);
     }
   }
+#pragma GCC unroll 4
   for (int j = 0; j < NR; ++j)
+#pragma GCC unroll 4
     for (int r = 0; r < R; ++r) out[j][r] = _mm512_reduce_add_ps(acc[j][r]);
 }
 
@@ -60,12 +65,15 @@ void gemv_rows(const Bf16Matrix& w, const float* x, int64_t ldx, const float* bi
   for (; o + NR <= o1; o += NR) {
     float out[NR][R];
     gemv_block<R, NR>(w, x, ldx, o, out);
+#pragma GCC unroll 4
     for (int j = 0; j < NR; ++j)
+#pragma GCC unroll 4
       for (int r = 0; r < R; ++r) y[r * ldy + o + j] = out[j][r] + (bias ? bias[o + j] : 0.f);
   }
   for (; o < o1; ++o) {
     float out[1][R];
     gemv_block<R, 1>(w, x, ldx, o, out);
+#pragma GCC unroll 4
     for (int r = 0; r < R; ++r) y[r * ldy + o] = out[0][r] + (bias ? bias[o] : 0.f);
   }
 }

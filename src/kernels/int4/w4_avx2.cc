@@ -43,6 +43,7 @@ void prepare_x(const W4Matrix& w, const float* x, int64_t m, int64_t ldx, Prepar
 
 template <int NR>
 void row_params(const W4Matrix& w, int64_t o, int64_t groups, float* sf, float* zf) {
+#pragma GCC unroll 4
   for (int j = 0; j < NR; ++j) {
     const uint16_t* s = w.scales_f16 + (o + j) * groups;
     int64_t g = 0;
@@ -58,10 +59,13 @@ template <int G, int R, int NR, bool Asym>
 void gemv_block(const W4Matrix& w, const PreparedX& px, int64_t o, const float* sf, const float* zf, float out[NR][R]) {
   const int64_t groups = px.groups, rb = w.row_bytes(), kp = px.kp;
   const uint8_t* codes[NR];
+#pragma GCC unroll 4
   for (int j = 0; j < NR; ++j) codes[j] = w.codes + (o + j) * rb;
   const __m256i low4 = _mm256_set1_epi32(15);
   __m256 acc[NR][R];
+#pragma GCC unroll 4
   for (int j = 0; j < NR; ++j)
+#pragma GCC unroll 4
     for (int r = 0; r < R; ++r) acc[j][r] = _mm256_setzero_ps();
   for (int64_t g = 0; g < groups; ++g) {
     __m256 gacc[NR][R];
@@ -100,7 +104,9 @@ void gemv_block(const W4Matrix& w, const PreparedX& px, int64_t o, const float* 
       for (int r = 0; r < R; ++r) acc[j][r] = _mm256_fmadd_ps(gacc[j][r], s, acc[j][r]);
     }
   }
+#pragma GCC unroll 4
   for (int j = 0; j < NR; ++j)
+#pragma GCC unroll 4
     for (int r = 0; r < R; ++r) {
       const __m128 h = _mm_add_ps(_mm256_castps256_ps128(acc[j][r]), _mm256_extractf128_ps(acc[j][r], 1));
       const __m128 q = _mm_add_ps(h, _mm_movehl_ps(h, h));
@@ -123,13 +129,16 @@ void gemv_rows(const W4Matrix& w, const PreparedX& px, const float* bias, float*
     float out[NR][R];
     row_params<NR>(w, o, groups, sf, zf);
     gemv_block<G, R, NR, Asym>(w, px, o, sf, zf, out);
+#pragma GCC unroll 4
     for (int j = 0; j < NR; ++j)
+#pragma GCC unroll 4
       for (int r = 0; r < R; ++r) y[r * ldy + o + j] = out[j][r] + (bias ? bias[o + j] : 0.f);
   }
   for (; o < o1; ++o) {
     float out[1][R];
     row_params<1>(w, o, groups, sf, zf);
     gemv_block<G, R, 1, Asym>(w, px, o, sf, zf, out);
+#pragma GCC unroll 4
     for (int r = 0; r < R; ++r) y[r * ldy + o] = out[0][r] + (bias ? bias[o] : 0.f);
   }
 }

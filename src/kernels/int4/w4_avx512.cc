@@ -63,9 +63,17 @@ void prepare_x(const W4Matrix& w, const float* x, int64_t m, int64_t ldx, Prepar
   }
 }
 
+// Raw pointers of a PreparedX by value: through a reference to the thread_local, GCC reloads them from TLS in the
+// hot loop.
+struct XView {
+  const float *xp, *xs;
+  int64_t kp, groups;
+};
+
 // Scales (and zero points) of NR rows as floats, [NR][groups]: loaded once per row, broadcast from memory later.
 template <int NR>
 void row_params(const W4Matrix& w, int64_t o, int64_t groups, float* sf, float* zf) {
+#pragma GCC unroll 4
   for (int j = 0; j < NR; ++j)
     for (int64_t g = 0; g < groups; g += 16) {
       const __mmask16 mk = lane_mask(groups - g);
@@ -81,25 +89,28 @@ void row_params(const W4Matrix& w, int64_t o, int64_t groups, float* sf, float* 
 // NR output rows times R x rows. Per group: a fresh accumulator per (row, x row) gathers sum (q - z) x over the
 // group's 16-byte chunks; it is then scaled into the running sum (one FMA per group).
 template <int G, int R, int NR, bool Asym>
-void gemv_block(const W4Matrix& w, const PreparedX& px, int64_t o, const float* sf, const float* zf, float out[NR][R]) {
+void gemv_block(const W4Matrix& w, const XView px, int64_t o, const float* sf, const float* zf, float out[NR][R]) {
   const int64_t groups = px.groups, rb = w.row_bytes(), kp = px.kp;
   const uint8_t* codes[NR];
+#pragma GCC unroll 4
   for (int j = 0; j < NR; ++j) codes[j] = w.codes + (o + j) * rb;
   const __m512i low4 = _mm512_set1_epi32(15);
   __m512 acc[NR][R];
+#pragma GCC unroll 4
   for (int j = 0; j < NR; ++j)
+#pragma GCC unroll 4
     for (int r = 0; r < R; ++r) acc[j][r] = _mm512_setzero_ps();
   for (int64_t g = 0; g < groups; ++g) {
     __m512 gacc[NR][R];
 #pragma GCC unroll 4
     for (int r = 0; r < R; ++r) {
-      const __m512 xs = _mm512_loadu_ps(px.xs.data() + (r * groups + g) * kLanes);
+      const __m512 xs = _mm512_loadu_ps(px.xs + (r * groups + g) * kLanes);
 #pragma GCC unroll 4
       for (int j = 0; j < NR; ++j) gacc[j][r] = Asym ? _mm512_mul_ps(xs, _mm512_set1_ps(zf[j * groups + g])) : xs;
     }
 #pragma GCC unroll 4
     for (int c = 0; c < G / 32; ++c) {
-      const float* xb = px.xp.data() + g * G + 16 * c;
+      const float* xb = px.xp + g * G + 16 * c;
       __m512 xe[R], xo[R];
 #pragma GCC unroll 4
       for (int r = 0; r < R; ++r) {
@@ -126,15 +137,16 @@ void gemv_block(const W4Matrix& w, const PreparedX& px, int64_t o, const float* 
       for (int r = 0; r < R; ++r) acc[j][r] = _mm512_fmadd_ps(gacc[j][r], s, acc[j][r]);
     }
   }
+#pragma GCC unroll 4
   for (int j = 0; j < NR; ++j)
+#pragma GCC unroll 4
     for (int r = 0; r < R; ++r) out[j][r] = _mm512_reduce_add_ps(acc[j][r]);
 }
 
 template <int G, int R, bool Asym>
-void gemv_rows(const W4Matrix& w, const PreparedX& px, const float* bias, float* y, int64_t ldy, int64_t o0,
-               int64_t o1) {
-  // Four rows at a time share each x load and give eight independent FMA chains; fewer when m fills registers.
-  constexpr int NR = R <= 2 ? 4 : 2;
+void gemv_rows(const W4Matrix& w, const XView px, const float* bias, float* y, int64_t ldy, int64_t o0, int64_t o1) {
+  // Four rows at a time share each x load and give independent FMA chains; fewer when m fills the registers.
+  constexpr int NR = R == 1 ? 4 : R == 2 ? 2 : 1;
   thread_local std::vector<float> params;
   const int64_t groups = px.groups;
   params.resize(static_cast<size_t>(2 * NR * groups));
@@ -145,20 +157,23 @@ void gemv_rows(const W4Matrix& w, const PreparedX& px, const float* bias, float*
     float out[NR][R];
     row_params<NR>(w, o, groups, sf, zf);
     gemv_block<G, R, NR, Asym>(w, px, o, sf, zf, out);
+#pragma GCC unroll 4
     for (int j = 0; j < NR; ++j)
+#pragma GCC unroll 4
       for (int r = 0; r < R; ++r) y[r * ldy + o + j] = out[j][r] + (bias ? bias[o + j] : 0.f);
   }
   for (; o < o1; ++o) {
     float out[1][R];
     row_params<1>(w, o, groups, sf, zf);
     gemv_block<G, R, 1, Asym>(w, px, o, sf, zf, out);
+#pragma GCC unroll 4
     for (int r = 0; r < R; ++r) y[r * ldy + o] = out[0][r] + (bias ? bias[o] : 0.f);
   }
 }
 
 template <int G, bool Asym>
-void gemv_rows_m(const W4Matrix& w, const PreparedX& px, int64_t m, const float* bias, float* y, int64_t ldy,
-                 int64_t o0, int64_t o1) {
+void gemv_rows_m(const W4Matrix& w, const XView px, int64_t m, const float* bias, float* y, int64_t ldy, int64_t o0,
+                 int64_t o1) {
   switch (m) {
     case 1: return gemv_rows<G, 1, Asym>(w, px, bias, y, ldy, o0, o1);
     case 2: return gemv_rows<G, 2, Asym>(w, px, bias, y, ldy, o0, o1);
@@ -207,17 +222,18 @@ void w4_gemv_rows_avx512(const W4Matrix& w, const float* x, int64_t m, int64_t l
                          int64_t ldy, int64_t o0, int64_t o1) {
   thread_local PreparedX px;
   prepare_x(w, x, m, ldx, px);
+  const XView v{px.xp.data(), px.xs.data(), px.kp, px.groups};
   const bool asym = w.zero_points != nullptr;
   switch (w.group) {
     case 32:
-      return asym ? gemv_rows_m<32, true>(w, px, m, bias, y, ldy, o0, o1)
-                  : gemv_rows_m<32, false>(w, px, m, bias, y, ldy, o0, o1);
+      return asym ? gemv_rows_m<32, true>(w, v, m, bias, y, ldy, o0, o1)
+                  : gemv_rows_m<32, false>(w, v, m, bias, y, ldy, o0, o1);
     case 64:
-      return asym ? gemv_rows_m<64, true>(w, px, m, bias, y, ldy, o0, o1)
-                  : gemv_rows_m<64, false>(w, px, m, bias, y, ldy, o0, o1);
+      return asym ? gemv_rows_m<64, true>(w, v, m, bias, y, ldy, o0, o1)
+                  : gemv_rows_m<64, false>(w, v, m, bias, y, ldy, o0, o1);
     default:
-      return asym ? gemv_rows_m<128, true>(w, px, m, bias, y, ldy, o0, o1)
-                  : gemv_rows_m<128, false>(w, px, m, bias, y, ldy, o0, o1);
+      return asym ? gemv_rows_m<128, true>(w, v, m, bias, y, ldy, o0, o1)
+                  : gemv_rows_m<128, false>(w, v, m, bias, y, ldy, o0, o1);
   }
 }
 

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <memory>
+#include <string_view>
 
 #include "kernels/gemm/sgemm_kernels.h"
 #include "kernels/int4/w4_kernels.h"
@@ -17,13 +18,28 @@ namespace detail {
 
 const W4Kernels& w4_kernels(Isa isa) {
   static const W4Kernels kTable[] = {
-      {Isa::Scalar, kNrScalar, w4_gemv_rows_scalar, w4_panel_scalar, "w4-f32-gemv-1x1-scalar",
+      {Isa::Scalar, kNrScalar, w4_gemv_rows_scalar, false, w4_panel_scalar, "w4-f32-gemv-1x1-scalar",
        "w4-f32-gemm-dq16-f32-4x16-packed-scalar"},
-      {Isa::Avx2, kNrAvx2, w4_gemv_rows_avx2, w4_panel_avx2, "w4-f32-gemv-4x8-avx2",
+      {Isa::Avx2, kNrAvx2, w4_gemv_rows_avx2, false, w4_panel_avx2, "w4-f32-gemv-4x8-avx2",
        "w4-f32-gemm-dq16-f32-6x16-packed-avx2"},
-      {Isa::Avx512, kNrAvx512, w4_gemv_rows_avx512, w4_panel_avx512, "w4-f32-gemv-4x16-avx512",
+      {Isa::Avx512, kNrAvx512, w4_gemv_rows_avx512, false, w4_panel_avx512, "w4-f32-gemv-4x16-avx512",
        "w4-f32-gemm-dq64-f32-6x64-packed-avx512"},
   };
+  // With VNNI the decode GEMV rounds x to int8 (3x fewer vector ops, README); SHRINK_W4_GEMV=f32 keeps it exact.
+  static const W4Kernels kVnni = [] {
+    W4Kernels k = kTable[2];
+    k.gemv_rows = w4_gemv_rows_avx512vnni;
+    k.gemv_rounds_x = true;
+    k.gemv_name = "w4-q8-gemv-4x16-avx512vnni";
+    return k;
+  }();
+  static const bool use_vnni = [] {
+    const char* env = std::getenv("SHRINK_W4_GEMV");
+    check(!env || std::string_view(env) == "f32" || std::string_view(env) == "q8",
+          "SHRINK_W4_GEMV={}: expected f32 (exact fp32 GEMV) or q8 (x rounded to int8, VNNI)", env ? env : "");
+    return cpu_features().avx512vnni && !(env && std::string_view(env) == "f32");
+  }();
+  if (isa == Isa::Avx512 && use_vnni) return kVnni;
   return kTable[static_cast<int>(isa)];
 }
 
@@ -134,12 +150,14 @@ void w4_gemm(const W4Matrix& w, const float* x, int64_t m, int64_t ldx, const fl
 
 void w4_matmul(const W4Matrix& w, const float* x, int64_t m, int64_t ldx, const float* bias, float* y, int64_t ldy,
                Isa isa) {
-  if (m <= kGemvMaxRows)
-    w4_gemv(w, x, m, ldx, bias, y, ldy, isa);
-  else
-    w4_gemm(w, x, m, ldx, bias, y, ldy, isa);
+  if (m > kW4GemvPassMaxRows) return w4_gemm(w, x, m, ldx, bias, y, ldy, isa);
+  for (int64_t i = 0; i < m; i += kGemvMaxRows)
+    w4_gemv(w, x + i * ldx, std::min<int64_t>(kGemvMaxRows, m - i), ldx, bias, y + i * ldy, ldy, isa);
 }
 
+bool w4_gemv_rounds_x(Isa isa) {
+  return detail::w4_kernels(isa).gemv_rounds_x;
+}
 const char* w4_gemv_name(Isa isa) {
   return detail::w4_kernels(isa).gemv_name;
 }

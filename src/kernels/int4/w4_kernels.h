@@ -20,6 +20,7 @@ struct W4Kernels {
   Isa isa;
   int nr;  // panel width (= the fp32 GEMM's of this ISA)
   W4GemvRowsFn gemv_rows;
+  bool gemv_rounds_x;  // the GEMV rounds x to int8 (VNNI path)
   W4PanelFn panel;
   const char* gemv_name;
   const char* gemm_name;
@@ -34,6 +35,9 @@ void w4_panel_avx2(const W4Matrix& w, int64_t row0, float* panel);
 void w4_gemv_rows_avx512(const W4Matrix& w, const float* x, int64_t m, int64_t ldx, const float* bias, float* y,
                          int64_t ldy, int64_t o0, int64_t o1);
 void w4_panel_avx512(const W4Matrix& w, int64_t row0, float* panel);
+// x rounded to int8 per 32 values, vpdpbusd with the nibbles (w4_avx512vnni.cc).
+void w4_gemv_rows_avx512vnni(const W4Matrix& w, const float* x, int64_t m, int64_t ldx, const float* bias, float* y,
+                             int64_t ldy, int64_t o0, int64_t o1);
 
 const W4Kernels& w4_kernels(Isa isa);
 
