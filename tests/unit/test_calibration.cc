@@ -100,6 +100,12 @@ TEST(CalibSet, TsvOneSamplePerLineWithSpecialTokens) {
   }
   // "hide new secretions from the parental units" by HF BertTokenizer: [CLS] hide new secret ##ions from the [SEP].
   EXPECT_EQ(set.sequences[0], (std::vector<int32_t>{101, 5342, 2047, 3595, 8496, 2013, 1996, 102}));
+  // CRLF line ends (the llama2.c tokenizer would keep a '\r' as a byte token) and a single-column file.
+  auto stories = load_stories();
+  const Tokenizer& st = stories->require_tokenizer();
+  write_bytes(dir / "crlf.tsv", "text\r\nOnce upon a time\r\n");
+  EXPECT_EQ(read_calib_set(dir / "crlf.tsv", st, 10, 64).sequences,
+            (std::vector<std::vector<int32_t>>{st.encode("Once upon a time", true)}));
   const CalibSet two = read_calib_set(fixture("sst2/train.tsv"), *tok, 2, 128);
   EXPECT_EQ(two.sequences.size(), 2u);
 }

@@ -56,6 +56,7 @@ CalibSet read_tsv(const std::filesystem::path& path, const std::string& text, co
     if (end == std::string::npos) end = text.size();
     std::string_view line(text.data() + pos, end - pos);
     pos = end + 1;
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);  // CRLF files
     const std::string_view col = line.substr(0, line.find('\t'));
     const bool header = first && (lower(std::string(col)) == "sentence" || lower(std::string(col)) == "text");
     first = false;
