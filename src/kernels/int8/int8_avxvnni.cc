@@ -9,7 +9,11 @@ struct DotAvxVnni {
   static constexpr int kMr = 6;  // 12 accumulators + 2 weight vectors + 1 broadcast of 16 ymm registers
   static constexpr int32_t kBias = 0;
   static A prepare(__m256i a) { return a; }
-  static __m256i dot(__m256i acc, A a, __m256i b) { return _mm256_dpbusd_avx_epi32(acc, a, b); }
+  // Inline asm: GCC 12 copies the accumulators around the intrinsic (see int8_avx512vnni.cc).
+  static __m256i dot(__m256i acc, A a, __m256i b) {
+    asm("%{vex%} vpdpbusd %2, %1, %0" : "+x"(acc) : "x"(a), "x"(b));
+    return acc;
+  }
 };
 
 }  // namespace
