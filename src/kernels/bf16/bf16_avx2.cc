@@ -45,6 +45,7 @@ void gemv_block(const Bf16Matrix& w, const float* x, int64_t ldx, int64_t o, flo
     for (int r = 0; r < R; ++r) xv[r] = _mm256_loadu_ps(x + r * ldx + p);
 #pragma GCC unroll 4
     for (int j = 0; j < NR; ++j) {
+      if (p % 32 == 0) _mm_prefetch(reinterpret_cast<const char*>(row[j] + NR * w.ld + p), _MM_HINT_T0);
       const __m256 wv = widen(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row[j] + p)));
 #pragma GCC unroll 4
       for (int r = 0; r < R; ++r) acc[j][r] = _mm256_fmadd_ps(wv, xv[r], acc[j][r]);

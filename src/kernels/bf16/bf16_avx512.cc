@@ -44,6 +44,8 @@ void gemv_block(const Bf16Matrix& w, const float* x, int64_t ldx, int64_t o, flo
       xv[r] = full ? _mm512_loadu_ps(x + r * ldx + p) : _mm512_maskz_loadu_ps(mk, x + r * ldx + p);
 #pragma GCC unroll 4
     for (int j = 0; j < NR; ++j) {
+      // Short row streams read NR at a time: fetch the same place in the next block of rows (README).
+      if (p % 32 == 0) _mm_prefetch(reinterpret_cast<const char*>(row[j] + NR * w.ld + p), _MM_HINT_T0);
       const __m256i h = full ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row[j] + p))
                              : _mm256_maskz_loadu_epi16(mk, row[j] + p);
       const __m512 wv = widen(h);

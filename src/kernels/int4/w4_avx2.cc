@@ -68,6 +68,11 @@ void gemv_block(const W4Matrix& w, const PreparedX& px, int64_t o, const float* 
 #pragma GCC unroll 4
     for (int r = 0; r < R; ++r) acc[j][r] = _mm256_setzero_ps();
   for (int64_t g = 0; g < groups; ++g) {
+    // Short row streams read NR at a time: fetch the same line of the next block of rows (README).
+    if ((g * G / 2) % 64 == 0)
+#pragma GCC unroll 4
+      for (int j = 0; j < NR; ++j)
+        _mm_prefetch(reinterpret_cast<const char*>(codes[j] + NR * rb + g * G / 2), _MM_HINT_T0);
     __m256 gacc[NR][R];
 #pragma GCC unroll 4
     for (int r = 0; r < R; ++r) {
