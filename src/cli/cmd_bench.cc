@@ -56,6 +56,9 @@ void register_bench(CLI::App& app) {
   sub->add_option("--iters", iters, "timed runs (0: as many as fit in --seconds, at least 5)");
   sub->add_option("--seconds", seconds, "time budget when --iters is 0");
   sub->add_flag("--peak", peak, "also measure the machine's fp32 GEMM peak and read bandwidth, report shares");
+  static std::string kv_cache = "f32";
+  sub->add_option("--kv-cache", kv_cache, "decoder KV cache type: f32 or int8 (INT8 KV8, ~3.8x smaller)")
+      ->check(CLI::IsMember({"f32", "int8"}));
   sub->add_option("--tokenizer", tokenizer, "tokenizer file (llama2.c models)");
   add_common_flags(sub, f);
   sub->callback([] {
@@ -104,6 +107,7 @@ void register_bench(CLI::App& app) {
       }
     } else {
       auto& dec = dynamic_cast<DecoderModel&>(*model);
+      dec.set_kv_cache_type(parse_kv_cache_type(kv_cache));
       if (prompt_len + gen > dec.max_context())
         fail("--prompt-len {} + --gen {} exceed the model's context of {} tokens", prompt_len, gen, dec.max_context());
       std::uniform_int_distribution<int32_t> tokd(3, c.vocab_size - 1);
@@ -121,6 +125,8 @@ void register_bench(CLI::App& app) {
       });
       j["prompt_len"] = prompt_len;
       j["gen"] = gen;
+      j["kv_cache"] = kv_cache_type_name(dec.kv_cache_type());
+      j["kv_cache_bytes"] = dec.kv_cache_bytes(prompt_len + gen, dec.kv_cache_type());
       j["ttft_ms"] = ttft.percentile(0.5);
       j["tpot_ms"] = tpot.percentile(0.5);
       j["tokens_per_s"] = 1000.0 / tpot.percentile(0.5);
@@ -149,9 +155,11 @@ void register_bench(CLI::App& app) {
                 l["p50"].get<double>(), l["p90"].get<double>(), l["p95"].get<double>(), l["p99"].get<double>(),
                 l["max"].get<double>(), l["mean"].get<double>(), static_cast<long long>(l["count"].get<int64_t>()));
     if (j.contains("ttft_ms"))
-      std::printf("  TTFT %.2f ms  TPOT %.3f ms  %.1f tokens/s  prefill %.1f tokens/s  decode %.2f GB/s\n",
-                  j["ttft_ms"].get<double>(), j["tpot_ms"].get<double>(), j["tokens_per_s"].get<double>(),
-                  j["prefill_tokens_per_s"].get<double>(), j["decode_gb_per_s"].get<double>());
+      std::printf(
+          "  TTFT %.2f ms  TPOT %.3f ms  %.1f tokens/s  prefill %.1f tokens/s  decode %.2f GB/s  KV cache %s %.1f MB\n",
+          j["ttft_ms"].get<double>(), j["tpot_ms"].get<double>(), j["tokens_per_s"].get<double>(),
+          j["prefill_tokens_per_s"].get<double>(), j["decode_gb_per_s"].get<double>(),
+          j["kv_cache"].get<std::string>().c_str(), j["kv_cache_bytes"].get<size_t>() / 1e6);
     if (j.contains("gflop"))
       std::printf("  %.2f GFLOP per forward, %.1f GFLOP/s, throughput %.1f sequences/s\n", j["gflop"].get<double>(),
                   j["gflops_per_s"].get<double>(), j["throughput_per_s"].get<double>());

@@ -23,12 +23,16 @@ void register_generate(CLI::App& app) {
   sub->add_option("--top-p", g.sampling.top_p, "nucleus sampling mass (1 = off)")->check(CLI::Range(0.0, 1.0));
   sub->add_option("--seed", g.sampling.seed, "random seed");
   sub->add_flag("--no-stop", no_stop, "do not stop at the end-of-sequence token");
+  static std::string kv_cache = "f32";
+  sub->add_option("--kv-cache", kv_cache, "KV cache type: f32 or int8 (INT8 KV8, ~3.8x smaller)")
+      ->check(CLI::IsMember({"f32", "int8"}));
   sub->add_option("--tokenizer", tokenizer, "tokenizer file (needed for llama2.c .bin models)");
   add_common_flags(sub, f);
   sub->callback([] {
     apply(f);
     auto model = open_model(path, tokenizer);
     DecoderModel& dec = as_decoder(*model, "generate");
+    dec.set_kv_cache_type(parse_kv_cache_type(kv_cache));
     const Tokenizer& tok = dec.require_tokenizer();
     if (prompt.empty()) fail("--prompt is empty: give some text to continue");
     const auto ids = tok.encode(prompt, true);

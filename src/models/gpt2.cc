@@ -70,32 +70,28 @@ class Gpt2 final : public DecoderModel {
     const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
     for (size_t li = 0; li < layers_.size(); ++li) {
       const Layer& l = layers_[li];
-      float* kc = cache.k_layer(static_cast<int>(li));
-      float* vc = cache.v_layer(static_cast<int>(li));
+      const int layer = static_cast<int>(li);
       ops::layernorm(x, l.ln1_w, l.ln1_b, c.norm_eps, n, d, xb);
-      l.qkv->impl->forward(xb, n, qkv);
-      for (int64_t t = 0; t < n; ++t) {
-        std::memcpy(q + t * d, qkv + t * 3 * d, d * sizeof(float));
-        std::memcpy(kc + (cache.pos + t) * d, qkv + t * 3 * d + d, d * sizeof(float));
-        std::memcpy(vc + (cache.pos + t) * d, qkv + t * 3 * d + 2 * d, d * sizeof(float));
-      }
-      ops::attention_causal(q, n, cache.pos, kc, vc, d, static_cast<int>(nh), static_cast<int>(nh),
-                            static_cast<int>(hd), scale, att);
-      l.proj->impl->forward(att, n, xb);
+      // Decode-sized calls go through ops::linear_fused: one region each, outputs handed out dynamically.
+      ops::linear_fused(xb, n, {{l.qkv->impl.get(), qkv}});
+      for (int64_t t = 0; t < n; ++t) std::memcpy(q + t * d, qkv + t * 3 * d, d * sizeof(float));
+      cache.store(layer, cache.pos, n, qkv + d, qkv + 2 * d, 3 * d);
+      cache.attend(layer, q, n, cache.pos, static_cast<int>(nh), scale, att);
+      ops::linear_fused(att, n, {{l.proj->impl.get(), xb}});
       ops::add(x, xb, n * d);
       ops::layernorm(x, l.ln2_w, l.ln2_b, c.norm_eps, n, d, xb);
-      l.fc->impl->forward(xb, n, h);
+      ops::linear_fused(xb, n, {{l.fc->impl.get(), h}});
       ops::gelu_tanh(h, n * ff);
-      l.fc_proj->impl->forward(h, n, xb);
+      ops::linear_fused(h, n, {{l.fc_proj->impl.get(), xb}});
       ops::add(x, xb, n * d);
     }
     cache.pos += n;
     if (all_logits) {
       ops::layernorm(x, lnf_w_, lnf_b_, c.norm_eps, n, d, xb);
-      lm_head_->impl->forward(xb, n, logits);
+      ops::linear_fused(xb, n, {{lm_head_->impl.get(), logits}});
     } else {
       ops::layernorm(x + (n - 1) * d, lnf_w_, lnf_b_, c.norm_eps, 1, d, xb);
-      lm_head_->impl->forward(xb, 1, logits);
+      ops::linear_fused(xb, 1, {{lm_head_->impl.get(), logits}});
     }
   }
 

@@ -58,7 +58,7 @@ class Llama final : public DecoderModel {
     check_forward(cache, tokens, n);
     const int64_t d = c.hidden_size, hd = c.head_dim, nh = c.num_heads, nkv = c.num_kv_heads;
     const int64_t qdim = nh * hd, kvdim = nkv * hd, ff = c.intermediate_size;
-    const size_t need = static_cast<size_t>(n) * (2 * d + 2 * qdim + 2 * ff);
+    const size_t need = static_cast<size_t>(n) * (2 * d + 2 * qdim + 2 * ff + 2 * kvdim);
     if (cache.scratch.size() < need) cache.scratch.resize(need);
     float* x = cache.scratch.data();
     float* xb = x + n * d;
@@ -66,39 +66,38 @@ class Llama final : public DecoderModel {
     float* att = q + n * qdim;
     float* h1 = att + n * qdim;
     float* h2 = h1 + n * ff;
+    float* kb = h2 + n * ff;
+    float* vb = kb + n * kvdim;
 
     for (int64_t t = 0; t < n; ++t) std::memcpy(x + t * d, embed_ + int64_t{tokens[t]} * d, d * sizeof(float));
     const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
     for (size_t li = 0; li < layers_.size(); ++li) {
       const Layer& l = layers_[li];
-      float* kc = cache.k_layer(static_cast<int>(li));
-      float* vc = cache.v_layer(static_cast<int>(li));
+      const int layer = static_cast<int>(li);
       ops::rmsnorm(x, l.attn_norm, c.norm_eps, n, d, xb);
-      l.q->impl->forward(xb, n, q);
-      l.k->impl->forward(xb, n, kc + cache.pos * kvdim);
-      l.v->impl->forward(xb, n, vc + cache.pos * kvdim);
+      // Decode runs q/k/v (and below gate/up) in one parallel region (ops::linear_fused).
+      ops::linear_fused(xb, n, {{l.q->impl.get(), q}, {l.k->impl.get(), kb}, {l.v->impl.get(), vb}});
       for (int64_t t = 0; t < n; ++t) {
         ops::rope(q + t * qdim, nh, hd, cache.pos + t, c.rope_theta, c.rope_interleaved);
-        ops::rope(kc + (cache.pos + t) * kvdim, nkv, hd, cache.pos + t, c.rope_theta, c.rope_interleaved);
+        ops::rope(kb + t * kvdim, nkv, hd, cache.pos + t, c.rope_theta, c.rope_interleaved);
       }
-      ops::attention_causal(q, n, cache.pos, kc, vc, kvdim, static_cast<int>(nh), static_cast<int>(nkv),
-                            static_cast<int>(hd), scale, att);
-      l.o->impl->forward(att, n, xb);
+      cache.store(layer, cache.pos, n, kb, vb, kvdim);
+      cache.attend(layer, q, n, cache.pos, static_cast<int>(nh), scale, att);
+      ops::linear_fused(att, n, {{l.o->impl.get(), xb}});
       ops::add(x, xb, n * d);
       ops::rmsnorm(x, l.ffn_norm, c.norm_eps, n, d, xb);
-      l.gate->impl->forward(xb, n, h1);
-      l.up->impl->forward(xb, n, h2);
+      ops::linear_fused(xb, n, {{l.gate->impl.get(), h1}, {l.up->impl.get(), h2}});
       ops::swiglu(h1, h2, n * ff);
-      l.down->impl->forward(h1, n, xb);
+      ops::linear_fused(h1, n, {{l.down->impl.get(), xb}});
       ops::add(x, xb, n * d);
     }
     cache.pos += n;
     if (all_logits) {
       ops::rmsnorm(x, final_norm_, c.norm_eps, n, d, xb);
-      lm_head_->impl->forward(xb, n, logits);
+      ops::linear_fused(xb, n, {{lm_head_->impl.get(), logits}});
     } else {
       ops::rmsnorm(x + (n - 1) * d, final_norm_, c.norm_eps, 1, d, xb);
-      lm_head_->impl->forward(xb, 1, logits);
+      ops::linear_fused(xb, 1, {{lm_head_->impl.get(), logits}});
     }
   }
 

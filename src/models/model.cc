@@ -260,14 +260,9 @@ void DecoderModel::check_forward(const KvCache& cache, const int32_t* tokens, in
            config_.vocab_size);
 }
 
+// The typed form and the cache itself live in models/kv_cache.cc.
 KvCache DecoderModel::new_cache(int64_t max_seq) const {
-  KvCache c;
-  c.max_seq = max_seq > 0 ? std::min<int64_t>(max_seq, max_context()) : max_context();
-  c.kv_dim = static_cast<int64_t>(config_.num_kv_heads) * config_.head_dim;
-  const size_t n = static_cast<size_t>(config_.num_layers) * c.max_seq * c.kv_dim;
-  c.k.assign(n, 0.f);
-  c.v.assign(n, 0.f);
-  return c;
+  return new_cache(max_seq, kv_cache_type_);
 }
 
 namespace models {

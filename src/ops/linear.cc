@@ -4,10 +4,16 @@
 #include <shrink/core/error.h>
 #include <shrink/kernels/gemm.h>
 #include <shrink/ops/linear.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
+#include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <string_view>
 #include <vector>
+
+#include "kernels/gemm/sgemm_kernels.h"
 
 namespace shrink {
 namespace {
@@ -29,6 +35,33 @@ DenseGemm gemm_from_env(DenseGemm requested) {
 // ISA that measures otherwise goes here. SHRINK_ISA=scalar promises no SIMD, and oneDNN would JIT anyway.
 bool prefer_onednn(Isa isa, int64_t out, int64_t in) {
   return false;
+}
+
+// After packing, the checkpoint's pages of the source weight are dead weight in RSS (the model would otherwise
+// hold the mapped file and the packed copy: 8.8 GB for TinyLlama). When [p, p + n) lies in a read-only private
+// file mapping, its whole pages are dropped with MADV_DONTNEED: the view stays valid and reloads from the file on
+// demand (quantization passes read LinearSlot::weight again). Heap or writable memory is never touched.
+void release_mapped_pages(const void* p, size_t n) {
+  const long page = sysconf(_SC_PAGESIZE);
+  if (!p || page <= 0 || n < static_cast<size_t>(page)) return;
+  const auto begin = reinterpret_cast<uintptr_t>(p), end = begin + n;
+  const uintptr_t first = (begin + page - 1) / page * page, last = end / page * page;
+  if (first >= last) return;
+  std::FILE* maps = std::fopen("/proc/self/maps", "r");
+  if (!maps) return;
+  char line[4096];
+  bool file_readonly_private = false;
+  while (std::fgets(line, sizeof line, maps)) {
+    unsigned long lo = 0, hi = 0, inode = 0;
+    char perms[8] = {};
+    if (std::sscanf(line, "%lx-%lx %7s %*s %*s %lu", &lo, &hi, perms, &inode) != 4) continue;
+    if (first >= lo && last <= hi) {
+      file_readonly_private = inode != 0 && perms[0] == 'r' && perms[1] == '-' && perms[3] == 'p';
+      break;
+    }
+  }
+  std::fclose(maps);
+  if (file_readonly_private) madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
 }
 
 class DenseLinearF32 final : public Linear {
@@ -60,6 +93,7 @@ class DenseLinearF32 final : public Linear {
       onednn_ = std::make_unique<kernels::DnnlMatmulF32>(w32.data<float>(), out_, in_, in_,
                                                          bias_.empty() ? nullptr : bias_.data());
     }
+    release_mapped_pages(weight.raw(), weight.nbytes());
   }
 
   void forward(const float* x, int64_t m, float* y) const override {
@@ -70,6 +104,48 @@ class DenseLinearF32 final : public Linear {
       onednn_->run(x, m, y);
     else
       kernels::sgemm_packed(packed_, x, m, in_, b, y, out_);
+  }
+
+  // The GEMV kernel over the panels that cover [o0, o1): whole panels write y directly; a panel cut by the range
+  // goes through a [m][nr] tile. Each output is computed exactly as forward() computes it (same kernel, same panel).
+  bool forward_rows(const float* x, int64_t m, float* y, int64_t o0, int64_t o1) const override {
+    if (m < 1 || m > kernels::kGemvMaxRows) return false;
+    check(0 <= o0 && o0 <= o1 && o1 <= out_, "dense Linear [{} -> {}]: output range [{}, {}) is outside [0, {})", in_,
+          out_, o0, o1, out_);
+    if (o0 == o1) return true;
+    const float* b = bias_.empty() ? nullptr : bias_.data();
+    if (in_ == 0) {
+      for (int64_t r = 0; r < m; ++r)
+        for (int64_t o = o0; o < o1; ++o) y[r * out_ + o] = b ? b[o] : 0.0f;
+      return true;
+    }
+    const kernels::detail::SgemmPanelsFn gemv = kernels::detail::sgemm_kernels(packed_.isa()).gemv;
+    const int64_t nr = packed_.nr();
+    const kernels::detail::SgemmArgs all{x, in_, m, out_, in_, packed_.panel(0), b, y, out_};
+    auto whole = [&](int64_t p) { return p * nr >= o0 && std::min((p + 1) * nr, out_) <= o1; };
+    const int64_t p_end = (o1 + nr - 1) / nr;
+    for (int64_t p = o0 / nr; p < p_end;) {
+      if (whole(p)) {
+        int64_t q = p + 1;
+        while (q < p_end && whole(q)) ++q;
+        gemv(all, p, q);
+        p = q;
+        continue;
+      }
+      alignas(64) float tile[kernels::kGemvMaxRows * 64];
+      kernels::detail::SgemmArgs one = all;
+      one.n = out_ - p * nr;
+      one.packed = packed_.panel(p);
+      one.bias = b ? b + p * nr : nullptr;
+      one.y = tile;
+      one.ldy = nr;
+      gemv(one, 0, 1);
+      const int64_t c0 = std::max(o0, p * nr), c1 = std::min(o1, (p + 1) * nr);
+      for (int64_t r = 0; r < m; ++r)
+        std::copy(tile + r * nr + (c0 - p * nr), tile + r * nr + (c1 - p * nr), y + r * out_ + c0);
+      ++p;
+    }
+    return true;
   }
 
   std::string scheme() const override { return "f32"; }

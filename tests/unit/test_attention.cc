@@ -1,10 +1,12 @@
 // Attention kernels of every ISA this CPU runs against a naive double-precision attention written here:
 // causal prefill/decode with GQA and a strided KV cache, key splits of long decodes, masked encoder rows over a
-// fused QKV buffer, all-masked rows (zeros, not NaN), and unusual head sizes.
+// fused QKV buffer, all-masked rows (zeros, not NaN), and unusual head sizes. The INT8 KV cache kernels against the
+// same naive attention over K/V dequantized by the KV8 scalar reference (quantize/dequantize_row_s8_ref).
 #include <gtest/gtest.h>
 #include <shrink/core/cpu.h>
 #include <shrink/core/parallel.h>
 #include <shrink/kernels/attention.h>
+#include <shrink/kernels/quant.h>
 
 #include <algorithm>
 #include <cmath>
@@ -100,6 +102,54 @@ class AttentionIsa : public ::testing::TestWithParam<Isa> {
     return worst;
   }
 
+  // The INT8 KV cache driver: K/V quantized per (position, KV head) by the KV8 reference into a padded cache
+  // (row stride and scale stride longer than needed), compared with the naive attention over the dequantized rows.
+  double run_causal_kv8(int64_t n_tokens, int64_t start_pos, int n_heads, int n_kv_heads, int hd) {
+    const int64_t kv_dim = int64_t{n_kv_heads} * hd, kv_stride = kv_dim + 5;
+    const int64_t positions = start_pos + n_tokens, scale_stride = positions + 3;
+    const int64_t q_row = int64_t{n_heads} * hd;
+    const auto q = random_vector(n_tokens * q_row, 11 + hd);
+    const auto k = random_vector(positions * kv_dim, 12 + hd);
+    const auto v = random_vector(positions * kv_dim, 13 + hd);
+    std::vector<int8_t> k8(positions * kv_stride, 99), v8(positions * kv_stride, 99);
+    std::vector<float> ks(n_kv_heads * scale_stride, -1.0f), vs(n_kv_heads * scale_stride, -1.0f);
+    std::vector<float> kd(positions * kv_dim), vd(positions * kv_dim);  // dequantized, [pos][kv_dim]
+    for (int64_t p = 0; p < positions; ++p)
+      for (int g = 0; g < n_kv_heads; ++g) {
+        const int64_t src = p * kv_dim + g * hd, dst = p * kv_stride + g * hd, sc = g * scale_stride + p;
+        kernels::quantize_row_s8_ref(k.data() + src, hd, k8.data() + dst, &ks[sc]);
+        kernels::quantize_row_s8_ref(v.data() + src, hd, v8.data() + dst, &vs[sc]);
+        kernels::dequantize_row_s8_ref(k8.data() + dst, ks[sc], hd, kd.data() + src);
+        kernels::dequantize_row_s8_ref(v8.data() + dst, vs[sc], hd, vd.data() + src);
+      }
+    const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+    std::vector<float> out(n_tokens * q_row + 5, 7.0f);
+    kernels::attention_causal_kv8(GetParam(), q.data(), n_tokens, start_pos, k8.data(), v8.data(), kv_stride, ks.data(),
+                                  vs.data(), scale_stride, n_heads, n_kv_heads, hd, scale, out.data());
+    for (int i = 0; i < 5; ++i) EXPECT_EQ(out[n_tokens * q_row + i], 7.0f) << "wrote past the output";
+    const int group = n_heads / n_kv_heads;
+    double worst = 0;
+    std::vector<double> ref(hd);
+    for (int64_t t = 0; t < n_tokens; ++t) {
+      const int64_t keys = start_pos + t + 1;
+      const std::vector<bool> allowed(keys, true);
+      for (int h = 0; h < n_heads; ++h) {
+        const int64_t g = h / group;
+        naive_attend(q.data() + t * q_row + h * hd, kd.data() + g * hd, vd.data() + g * hd, kv_dim, keys, allowed, hd,
+                     scale, ref.data());
+        for (int d = 0; d < hd; ++d) {
+          const float y = out[t * q_row + h * hd + d];
+          EXPECT_FALSE(std::isnan(y));
+          worst = std::max(worst, std::abs(y - ref[d]));
+        }
+      }
+    }
+    std::printf("[ accuracy ] kv8 causal %s tokens %lld start %lld heads %d/%d hd %d: max err %.3g\n",
+                isa_name(GetParam()), static_cast<long long>(n_tokens), static_cast<long long>(start_pos), n_heads,
+                n_kv_heads, hd, worst);
+    return worst;
+  }
+
   // Encoder attention over a fused [T][3 * H * hd] QKV buffer with a key padding mask.
   double run_masked(int64_t T, int n_heads, int hd, const std::vector<int32_t>& mask, bool expect_zero = false) {
     const int64_t row = int64_t{n_heads} * hd, ld = 3 * row;
@@ -165,6 +215,39 @@ TEST_P(AttentionIsa, ChunkedDecodeMergesExactly) {
     EXPECT_LT(run_causal(2, 127, 3, 1, 7), kAttentionTol) << threads;
   }
   set_num_threads(before);
+}
+
+// The int8 kernels dequantize exactly as the reference does, so the fp32 bound holds against the naive attention
+// over the dequantized cache.
+TEST_P(AttentionIsa, Kv8PrefillGqaOddHeadDims) {
+  for (int hd : {7, 8, 13, 64, 80, 128}) {
+    EXPECT_LT(run_causal_kv8(13, 0, 8, 4, hd), kAttentionTol) << "hd=" << hd;
+    EXPECT_LT(run_causal_kv8(6, 21, 6, 2, hd), kAttentionTol) << "hd=" << hd;
+    EXPECT_LT(run_causal_kv8(9, 0, 4, 4, hd), kAttentionTol) << "hd=" << hd;
+  }
+}
+
+TEST_P(AttentionIsa, Kv8DecodeContextsAndThreads) {
+  const int before = num_threads();
+  for (int threads : {1, 2, 4}) {
+    set_num_threads(threads);
+    for (int hd : {8, 17, 64}) {
+      for (int64_t pos : {0, 1, 15, 16, 17, 127, 600}) {
+        EXPECT_LT(run_causal_kv8(1, pos, 8, 4, hd), kAttentionTol) << "hd=" << hd << " pos=" << pos;
+        EXPECT_LT(run_causal_kv8(1, pos, 8, 1, hd), kAttentionTol) << "hd=" << hd << " pos=" << pos;
+      }
+    }
+    EXPECT_LT(run_causal_kv8(1, 2047, 32, 4, 64), kAttentionTol) << threads;  // TinyLlama's heads at full context
+    EXPECT_LT(run_causal_kv8(3, 254, 8, 4, 16), kAttentionTol) << threads;
+    EXPECT_LT(run_causal_kv8(4, 509, 4, 2, 9), kAttentionTol) << threads;
+  }
+  set_num_threads(before);
+}
+
+TEST_P(AttentionIsa, Kv8KernelNames) {
+  const auto& k = kernels::attention_kernels(GetParam());
+  ASSERT_NE(k.attend_kv8, nullptr);
+  EXPECT_EQ(std::string(k.kv8_name), std::string("kv8-attend-") + isa_name(GetParam()));
 }
 
 TEST_P(AttentionIsa, MaskedEncoderWithPadding) {

@@ -73,29 +73,57 @@ class Model {
   friend std::unique_ptr<Model> build_model(ModelConfig, TensorMap, std::filesystem::path);
 };
 
-// Per-sequence decoder state: KV cache [layer][pos][kv_dim] and scratch buffers.
+// Which KV cache a sequence keeps: fp32 rows, or INT8 (format KV8 of kernels/quant.h: int8 symmetric, one fp32
+// scale per (token, KV head) row of head_dim values; about 3.8x smaller at head_dim 64).
+enum class KvCacheType { F32, Int8 };
+const char* kv_cache_type_name(KvCacheType t);  // "f32", "int8"
+// "f32" | "int8" (also "fp32"); throws naming the accepted values otherwise.
+KvCacheType parse_kv_cache_type(const std::string& name);
+
+// Per-sequence decoder state: the KV cache of every layer and scratch buffers. The cache's type is chosen per
+// cache, so one model can serve fp32 and int8 sequences side by side.
 struct KvCache {
   int64_t max_seq = 0;
   int64_t pos = 0;  // tokens already in the cache
   int64_t kv_dim = 0;
-  std::vector<float> k, v;
+  KvCacheType type = KvCacheType::F32;
+  int n_kv_heads = 0, head_dim = 0;
+  std::vector<float> k, v;  // F32: [layer][pos][kv_dim]
+  // Int8: codes [layer][pos][kv_dim]; scales [layer][kv head][pos] (one head's scales contiguous over positions).
+  std::vector<int8_t> k8, v8;
+  std::vector<float> k_scale, v_scale;
   std::vector<float> scratch;
   void reset() { pos = 0; }
   float* k_layer(int layer) { return k.data() + static_cast<size_t>(layer) * max_seq * kv_dim; }
   float* v_layer(int layer) { return v.data() + static_cast<size_t>(layer) * max_seq * kv_dim; }
+  // Bytes the keys and values (with their scales) occupy.
+  size_t kv_bytes() const;
+  // Writes n rows of keys and values (RoPE already applied to keys) at positions p .. p+n-1 of `layer`, quantizing
+  // them for an Int8 cache. Rows are kv_dim values, ld floats apart.
+  void store(int layer, int64_t p, int64_t n, const float* k_rows, const float* v_rows, int64_t ld);
+  // Causal attention of n query rows ([n][n_heads * head_dim]) at positions p .. p+n-1 against this layer's cache
+  // (ops::attention_causal or ops::attention_causal_kv8); out like q.
+  void attend(int layer, const float* q, int64_t n, int64_t p, int n_heads, float scale, float* out) const;
 };
 
 class DecoderModel : public Model {
  public:
   ModelKind kind() const override { return ModelKind::Decoder; }
   int64_t max_context() const { return config_.max_position_embeddings; }
-  // max_seq <= 0: the model's context length.
+  // max_seq <= 0: the model's context length. The one-argument form gives a cache of kv_cache_type().
   KvCache new_cache(int64_t max_seq = 0) const;
+  KvCache new_cache(int64_t max_seq, KvCacheType type) const;
+  // KvCache::kv_bytes() of such a cache, without allocating it.
+  size_t kv_cache_bytes(int64_t max_seq, KvCacheType type) const;
+  // The type new_cache(max_seq) gives (generate, ppl and bench take their caches from it); F32 unless set.
+  KvCacheType kv_cache_type() const { return kv_cache_type_; }
+  void set_kv_cache_type(KvCacheType t) { kv_cache_type_ = t; }
 
  protected:
   // Checks a forward call before it touches the cache: tokens present, in the vocabulary, and fitting
   // in the context.
   void check_forward(const KvCache& cache, const int32_t* tokens, int64_t n) const;
+  KvCacheType kv_cache_type_ = KvCacheType::F32;
 
  public:
   // Feeds tokens[0..n) at positions cache.pos.., appends them to the cache. logits: [n][vocab] when

@@ -5,6 +5,11 @@
 #pragma once
 
 #include <cstdint>
+#include <initializer_list>
+
+namespace shrink {
+class Linear;
+}
 
 namespace shrink::ops {
 
@@ -35,6 +40,32 @@ void rope(float* x, int64_t n_heads, int64_t head_dim, int64_t pos, float theta,
 // Threaded on the process pool; decode (<= 4 tokens) splits long contexts over threads by key chunks.
 void attention_causal(const float* q, int64_t n_tokens, int64_t start_pos, const float* k_cache, const float* v_cache,
                       int64_t kv_stride, int n_heads, int n_kv_heads, int head_dim, float scale, float* out);
+
+// The same over an INT8 KV cache (format KV8 of kernels/quant.h): codes [pos][kv_stride] int8, the fp32 scale of
+// position p and KV head g at k_scales[g * scale_stride + p] (v likewise). Keys and values are dequantized exactly as
+// dequantize_row_s8_ref does, tile by tile in cache, and attended as by attention_causal.
+void attention_causal_kv8(const float* q, int64_t n_tokens, int64_t start_pos, const int8_t* k_cache,
+                          const int8_t* v_cache, int64_t kv_stride, const float* k_scales, const float* v_scales,
+                          int64_t scale_stride, int n_heads, int n_kv_heads, int head_dim, float scale, float* out);
+// Quantizes n rows of n_heads * head_dim values (row i at x + i * ld) into the KV8 layout above at positions
+// pos .. pos+n-1 (quantize_row_s8_ref per (position, head)).
+void quantize_kv8(const float* x, int64_t ld, int64_t n, int n_heads, int head_dim, int64_t pos, int8_t* codes,
+                  int64_t kv_stride, float* scales, int64_t scale_stride);
+
+// Several linears over the same input x ([m][in], one in_features for all): y_i = x W_i^T + b_i, y_i [m][out_i].
+struct LinearJob {
+  const Linear* linear;
+  float* y;
+};
+// Decode-sized calls (m <= 4) run every job in ONE parallel region when all support Linear::forward_rows: output
+// features in units of 64 are handed out to the threads dynamically, so q/k/v (or gate/up) cost one fork/join and a
+// thread slowed by another process does not hold the others at a barrier. Otherwise (or for layers that cannot)
+// each job runs its own forward(). Results do not depend on the thread count or schedule.
+void linear_fused(const float* x, int64_t m, std::initializer_list<LinearJob> jobs);
+// Off: linear_fused runs every job through its own forward() (tests and benchmarks compare the two paths). On by
+// default; process-wide.
+void set_linear_fusion(bool on);
+bool linear_fusion();
 
 // Bidirectional attention over one sequence of T tokens with key padding mask (mask[j] == 0: ignore
 // key j; mask may be null: no padding). q, k, v rows have stride ld floats (e.g. a fused QKV buffer); out is

@@ -1,6 +1,7 @@
 // The attend kernel written once over a vec_*.h traits struct V (attention_avx2.cc / attention_avx512.cc
 // instantiate it): scores for blocks of V::kLanes keys reduced together, softmax with a double sum, and the
-// weighted sum of V rows in register blocks of (query rows x 4 vectors).
+// weighted sum of V rows in register blocks of (query rows x 4 vectors). The INT8 KV cache variant dequantizes
+// the call's keys and values into a float tile first (L: the ISA's int8 -> float loader).
 #pragma once
 
 #include <shrink/kernels/attention.h>
@@ -220,6 +221,45 @@ void attend_simd(const AttendArgs& a) {
       }
     }
   }
+}
+
+// dst[j][0 .. hd) = codes of row j * scales[j] (rows `stride` bytes apart): dequantize_row_s8_ref's float
+// product exactly. L provides load(const int8_t*) -> V::F and load_n(const int8_t*, n) for the last n < kLanes.
+template <class V, class L>
+void dequantize_rows_kv8(const int8_t* src, int64_t stride, const float* scales, int64_t n, int hd, float* dst,
+                         bool stream) {
+  constexpr int W = V::kLanes;
+  const int full = hd / W * W;
+  const auto tail = V::first(hd - full);
+  const int64_t prefetch_end = stream ? n : 0;
+  for (int64_t j = 0; j < kPrefetchRows && j < prefetch_end; ++j)
+    _mm_prefetch(reinterpret_cast<const char*>(src + j * stride), _MM_HINT_T0);
+  for (int64_t j = 0; j < n; ++j) {
+    const int8_t* row = src + j * stride;
+    if (j + kPrefetchRows < prefetch_end) {
+      const int8_t* ahead = row + kPrefetchRows * stride;
+      for (int d = 0; d < hd; d += 64) _mm_prefetch(reinterpret_cast<const char*>(ahead + d), _MM_HINT_T0);
+    }
+    const typename V::F s = V::set1(scales[j]);
+    float* out = dst + j * hd;
+    int d = 0;
+    for (; d < full; d += W) V::store(out + d, V::mul(L::load(row + d), s));
+    if (d < hd) V::store(out + d, V::mul(L::load_n(row + d, hd - d), s), tail);
+  }
+}
+
+template <class V, class L>
+void attend_kv8_simd(const AttendArgs& a) {
+  float* ktile = a.scratch + attend_scratch_floats(a.n_q, a.n_keys);
+  float* vtile = ktile + a.n_keys * a.head_dim;
+  dequantize_rows_kv8<V, L>(a.k8, a.kv_stride, a.k_scale, a.n_keys, a.head_dim, ktile, a.stream);
+  dequantize_rows_kv8<V, L>(a.v8, a.kv_stride, a.v_scale, a.n_keys, a.head_dim, vtile, a.stream);
+  AttendArgs f = a;
+  f.k = ktile;
+  f.v = vtile;
+  f.kv_stride = a.head_dim;
+  f.stream = false;  // the tiles were just written
+  attend_simd<V>(f);
 }
 
 }  // namespace

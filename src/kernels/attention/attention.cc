@@ -27,7 +27,9 @@ constexpr int kEncoderQueryRows = 8;
 // Below this many multiply-adds a call runs on the calling thread: waking the pool costs more (and
 // far more when the cores are shared with other processes).
 constexpr int64_t kSerialMacs = 1 << 16;
-int64_t grain_for(int64_t items, int64_t macs) { return macs < kSerialMacs ? items : 1; }
+int64_t grain_for(int64_t items, int64_t macs) {
+  return macs < kSerialMacs ? items : 1;
+}
 
 // Grows once per thread to the largest request; the pool's threads live as long as the process.
 float* thread_scratch(int64_t n) {
@@ -54,9 +56,21 @@ const AttentionKernels& attention_kernels(Isa isa) {
   return detail::kAttentionScalar;
 }
 
-void attention_causal(Isa isa, const float* q, int64_t n_tokens, int64_t start_pos, const float* k_cache,
-                      const float* v_cache, int64_t kv_stride, int n_heads, int n_kv_heads, int head_dim, float scale,
-                      float* out) {
+namespace {
+
+// The cache a causal call reads: fp32 rows, or INT8 codes with per (position, KV head) scales.
+struct CausalKv {
+  const float* k = nullptr;
+  const float* v = nullptr;
+  const int8_t* k8 = nullptr;
+  const int8_t* v8 = nullptr;
+  const float* k_scales = nullptr;
+  const float* v_scales = nullptr;
+  int64_t scale_stride = 0;
+  int64_t kv_stride = 0;  // elements per position row
+};
+
+void check_causal(int64_t n_tokens, int64_t start_pos, int64_t kv_stride, int n_heads, int n_kv_heads, int head_dim) {
   check(n_tokens >= 0 && start_pos >= 0,
         "ops::attention_causal: expected n_tokens >= 0 and start_pos >= 0, got {} and {}", n_tokens, start_pos);
   check(head_dim > 0 && n_heads > 0 && n_kv_heads > 0 && n_heads % n_kv_heads == 0,
@@ -66,8 +80,17 @@ void attention_causal(Isa isa, const float* q, int64_t n_tokens, int64_t start_p
   check(kv_stride >= int64_t{n_kv_heads} * head_dim,
         "ops::attention_causal: KV cache row stride {} is shorter than n_kv_heads * head_dim = {}", kv_stride,
         int64_t{n_kv_heads} * head_dim);
+}
+
+void causal(Isa isa, const float* q, int64_t n_tokens, int64_t start_pos, const CausalKv& kv, int n_heads,
+            int n_kv_heads, int head_dim, float scale, float* out) {
+  const int64_t kv_stride = kv.kv_stride;
+  const bool int8 = kv.k8 != nullptr;
+  const float* k_cache = kv.k;
+  const float* v_cache = kv.v;
   if (n_tokens == 0) return;
-  const AttendFn attend = attention_kernels(isa).attend;
+  const AttendFn attend = int8 ? attention_kernels(isa).attend_kv8 : attention_kernels(isa).attend;
+  const int64_t elem_bytes = int8 ? 1 : static_cast<int64_t>(sizeof(float));
   const int group = n_heads / n_kv_heads;
   const int64_t q_row = int64_t{n_heads} * head_dim;
   const int64_t max_keys = start_pos + n_tokens;
@@ -79,17 +102,25 @@ void attention_causal(Isa isa, const float* q, int64_t n_tokens, int64_t start_p
     a.q = q + t * q_row + g * group * head_dim;
     a.q_stride = head_dim;
     a.n_q = group;
-    a.k = k_cache + k0 * kv_stride + g * head_dim;
-    a.v = v_cache + k0 * kv_stride + g * head_dim;
+    if (int8) {
+      a.k8 = kv.k8 + k0 * kv_stride + g * head_dim;
+      a.v8 = kv.v8 + k0 * kv_stride + g * head_dim;
+      a.k_scale = kv.k_scales + g * kv.scale_stride + k0;
+      a.v_scale = kv.v_scales + g * kv.scale_stride + k0;
+    } else {
+      a.k = k_cache + k0 * kv_stride + g * head_dim;
+      a.v = v_cache + k0 * kv_stride + g * head_dim;
+    }
     a.kv_stride = kv_stride;
     a.n_keys = k1 - k0;
     a.head_dim = head_dim;
     a.scale = scale;
     a.out = out + t * q_row + g * group * head_dim;
     a.out_stride = head_dim;
-    a.scratch = thread_scratch(attend_scratch_floats(group, a.n_keys));
+    a.scratch = thread_scratch(int8 ? attend_kv8_scratch_floats(group, a.n_keys, head_dim)
+                                    : attend_scratch_floats(group, a.n_keys));
     // A KV cache beyond L2 was written tokens (and layers) ago: stream it with prefetches.
-    a.stream = max_keys * kv_stride * static_cast<int64_t>(sizeof(float)) > kStreamMinBytes;
+    a.stream = max_keys * kv_stride * elem_bytes > kStreamMinBytes;
   };
 
   if (n_tokens > kMaxChunkedTokens || max_keys < kMinChunkedKeys) {
@@ -161,6 +192,36 @@ void attention_causal(Isa isa, const float* q, int64_t n_tokens, int64_t start_p
       for (int64_t d = 0; d < head_dim; ++d) o[d] = static_cast<float>(acc[d] * inv);
     }
   }
+}
+
+}  // namespace
+
+void attention_causal(Isa isa, const float* q, int64_t n_tokens, int64_t start_pos, const float* k_cache,
+                      const float* v_cache, int64_t kv_stride, int n_heads, int n_kv_heads, int head_dim, float scale,
+                      float* out) {
+  check_causal(n_tokens, start_pos, kv_stride, n_heads, n_kv_heads, head_dim);
+  CausalKv kv;
+  kv.k = k_cache;
+  kv.v = v_cache;
+  kv.kv_stride = kv_stride;
+  causal(isa, q, n_tokens, start_pos, kv, n_heads, n_kv_heads, head_dim, scale, out);
+}
+
+void attention_causal_kv8(Isa isa, const float* q, int64_t n_tokens, int64_t start_pos, const int8_t* k_cache,
+                          const int8_t* v_cache, int64_t kv_stride, const float* k_scales, const float* v_scales,
+                          int64_t scale_stride, int n_heads, int n_kv_heads, int head_dim, float scale, float* out) {
+  check_causal(n_tokens, start_pos, kv_stride, n_heads, n_kv_heads, head_dim);
+  check(scale_stride >= start_pos + n_tokens,
+        "ops::attention_causal_kv8: scale stride {} is shorter than the {} positions attended", scale_stride,
+        start_pos + n_tokens);
+  CausalKv kv;
+  kv.k8 = k_cache;
+  kv.v8 = v_cache;
+  kv.k_scales = k_scales;
+  kv.v_scales = v_scales;
+  kv.scale_stride = scale_stride;
+  kv.kv_stride = kv_stride;
+  causal(isa, q, n_tokens, start_pos, kv, n_heads, n_kv_heads, head_dim, scale, out);
 }
 
 void attention_masked(Isa isa, const float* q, const float* k, const float* v, int64_t ld, int64_t T,

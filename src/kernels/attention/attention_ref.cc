@@ -1,5 +1,8 @@
-// Scalar attend kernel (the Scalar-ISA row of the attention table): plain loops, float dot products and
-// accumulation as in llama2.c's run.c, exp and the softmax sum in double.
+// Scalar attend kernels (the Scalar-ISA row of the attention table): plain loops, float dot products and
+// accumulation as in llama2.c's run.c, exp and the softmax sum in double; the INT8 KV cache through the KV8
+// reference dequantization.
+#include <shrink/kernels/quant.h>
+
 #include <cmath>
 #include <limits>
 
@@ -47,11 +50,26 @@ void attend_scalar(const AttendArgs& a) {
   }
 }
 
+void attend_kv8_scalar(const AttendArgs& a) {
+  float* ktile = a.scratch + attend_scratch_floats(a.n_q, a.n_keys);
+  float* vtile = ktile + a.n_keys * a.head_dim;
+  for (int64_t j = 0; j < a.n_keys; ++j) {
+    dequantize_row_s8_ref(a.k8 + j * a.kv_stride, a.k_scale[j], a.head_dim, ktile + j * a.head_dim);
+    dequantize_row_s8_ref(a.v8 + j * a.kv_stride, a.v_scale[j], a.head_dim, vtile + j * a.head_dim);
+  }
+  AttendArgs f = a;
+  f.k = ktile;
+  f.v = vtile;
+  f.kv_stride = a.head_dim;
+  attend_scalar(f);
+}
+
 }  // namespace
 
 namespace detail {
 
-const AttentionKernels kAttentionScalar = {Isa::Scalar, "f32-attend-scalar", attend_scalar};
+const AttentionKernels kAttentionScalar = {Isa::Scalar, "f32-attend-scalar", attend_scalar, attend_kv8_scalar,
+                                           "kv8-attend-scalar"};
 
 }  // namespace detail
 
