@@ -14,7 +14,8 @@ namespace shrink::cli {
 
 void register_quantize(CLI::App& app) {
   auto* sub = app.add_subcommand("quantize", "quantize a model's linears and save it as a compressed model directory");
-  static std::string path, tokenizer, out, scheme, method = "rtn", calib;
+  static std::string path, tokenizer, out, scheme, method = "rtn", calib, observer = "minmax";
+  static double percentile = 99.99;
   static std::vector<std::string> skip, layer;
   static bool lm_head = false, no_default_skips = false;
   static int calib_samples = 64, calib_seq_len = 128;
@@ -26,6 +27,8 @@ void register_quantize(CLI::App& app) {
   sub->add_option("--calib", calib, "calibration text for --method static");
   sub->add_option("--calib-samples", calib_samples, "calibration windows")->check(CLI::PositiveNumber);
   sub->add_option("--calib-seq-len", calib_seq_len, "tokens per calibration window")->check(CLI::PositiveNumber);
+  sub->add_option("--observer", observer, "static: minmax | percentile | mse | kl | auto (per layer by output error)");
+  sub->add_option("--percentile", percentile, "static with --observer percentile: share of values kept, in %");
   sub->add_option("--skip", skip, "regex of slots to leave unquantized (repeatable)");
   sub->add_option("--layer", layer, "REGEX=SCHEME: another scheme for matching slots (repeatable; first wins)");
   sub->add_flag("--lm-head", lm_head, "quantize lm_head too (skipped by default)");
@@ -43,6 +46,8 @@ void register_quantize(CLI::App& app) {
     opt.calib = calib;
     opt.calib_samples = calib_samples;
     opt.calib_seq_len = calib_seq_len;
+    opt.observer.observer = observer;
+    opt.observer.percentile = percentile;
     opt.skip = skip;
     opt.quantize_lm_head = lm_head;
     opt.default_skips = !no_default_skips;

@@ -92,9 +92,11 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& path, int
         fail("{}: vocab.json is there but merges.txt is missing; a GPT-2 tokenizer needs both", path.string());
       return tokenizers::load_gpt2_vocab_merges(path / "vocab.json", path / "merges.txt");
     }
+    // A llama2.c model saved as a directory by shrink keeps its tokenizer as tokenizer.bin.
+    if (fs::exists(path / "tokenizer.bin")) return load_tokenizer(path / "tokenizer.bin", vocab_size);
     fail(
         "{}: no tokenizer found in this directory (looked for tokenizer.json, tokenizer.model, vocab.txt, "
-        "vocab.json + merges.txt); copy the model's tokenizer files there or pass the tokenizer file",
+        "vocab.json + merges.txt, tokenizer.bin); copy the model's tokenizer files there or pass the tokenizer file",
         path.string());
   }
   if (!fs::exists(path, ec))

@@ -82,6 +82,67 @@ INSTANTIATE_TEST_SUITE_P(Stories260K, SchemeAccuracy,
                            return n;
                          });
 
+// The first half of tiny Shakespeare (cut at a line end): the calibration half of docs/quantization.md.
+fs::path calib_half() {
+  static const fs::path p = [] {
+    const std::string text = read_text_file(fixture("text/tinyshakespeare.txt"));
+    const fs::path f = temp_dir("calib_half") / "first_half.txt";
+    testing::write_bytes(f, text.substr(0, text.find('\n', text.size() / 2) + 1));
+    return f;
+  }();
+  return p;
+}
+
+TEST(QuantizePass, StaticW8A8CalibratedOnTheFirstHalfRoundTrips) {
+  auto base = load_stories();
+  // From a Hugging Face directory (q/k rows in HF order), so that the saved model computes in the same order; from
+  // the .bin the reordered attention sums flip a few static u8 codes and the round trip is close, not identical.
+  const fs::path hf = temp_dir("static_src") / "stories";
+  SaveOptions so;
+  so.tokenizer = fixture("stories260K/tok512.bin");
+  save_model(*base, hf, so);
+  auto cand = load_model(hf);
+  QuantizeOptions o;
+  o.scheme = parse_quant_spec("w8a8");
+  o.method = QuantMethod::Static;
+  o.calib = calib_half();
+  o.calib_samples = 16;
+  QuantizeReport rep = quantize_model(*cand, o);
+  EXPECT_GT(rep.calib_ms, 0);
+  for (const auto& l : rep.layers) {
+    if (l.name == "lm_head") continue;
+    EXPECT_EQ(l.scheme, "w8a8-static") << l.name;
+    EXPECT_NE(l.note.find("minmax input range"), std::string::npos) << l.note;
+  }
+  // The u8 scale covers what calibration saw: positive, and layer 0's q_proj input (an RMS-normed embedding) spans
+  // well under 200.
+  const PackedLinear* q0 = cand->find_linear("model.layers.0.self_attn.q_proj")->impl->packed();
+  ASSERT_NE(q0, nullptr);
+  const float scale = q0->find("input_scale")->data<float>()[0];
+  EXPECT_GT(scale, 0.f);
+  EXPECT_LT(scale * 255, 200.f);
+  const auto r =
+      compare_decoders(dynamic_cast<DecoderModel&>(*base), dynamic_cast<DecoderModel&>(*cand), eval_ids(), 256);
+  std::printf("w8a8-static      agreement %.4f  kld %.6f  ppl %.4f -> %.4f\n", r.top1_agreement, r.kld, r.base.ppl,
+              r.candidate.ppl);
+  EXPECT_GE(r.top1_agreement, 0.85);  // measured 0.89 over 4088 positions with 64 windows (docs/quantization.md)
+  // Saved and loaded: the same scales, the same logits.
+  const fs::path out = temp_dir("static_rt") / "q";
+  save_model(*cand, out);
+  auto back = load_model(out);
+  const LinearSlot* q0b = back->find_linear("model.layers.0.self_attn.q_proj");
+  EXPECT_EQ(q0b->impl->scheme(), "w8a8-static");
+  EXPECT_EQ(q0b->impl->packed()->spec.act_scale, scale);
+  const auto again =
+      compare_decoders(dynamic_cast<DecoderModel&>(*cand), dynamic_cast<DecoderModel&>(*back), eval_ids(), 256);
+  EXPECT_EQ(again.kld, 0.0);
+  EXPECT_EQ(again.top1_agreement, 1.0);
+  auto cfg = nlohmann::json::parse(read_text_file(out / "config.json"));
+  const auto& g = cfg["quantization_config"]["config_groups"]["group_0"];
+  EXPECT_EQ(g["input_activations"]["dynamic"], false);
+  EXPECT_EQ(g["input_activations"]["strategy"], "tensor");
+}
+
 TEST(QuantizePass, DefaultSkipsTheLmHeadOfDecoders) {
   auto m = load_stories();
   QuantizeOptions o;
@@ -178,6 +239,18 @@ TEST(QuantizePassErrors, ClearMessagesAndModelUnchanged) {
   st.scheme = parse_quant_spec("w8a8-static");
   msg = error_of([&] { quantize_model(*m, st); });
   EXPECT_NE(msg.find("--calib"), std::string::npos) << msg;
+  st.calib = temp_dir("calib_err") / "missing.txt";
+  msg = error_of([&] { quantize_model(*m, st); });
+  EXPECT_NE(msg.find("missing.txt"), std::string::npos) << msg;
+  st.observer.observer = "median";
+  msg = error_of([&] { quantize_model(*m, st); });
+  EXPECT_NE(msg.find("median"), std::string::npos) << msg;
+  QuantizeOptions st_w4;
+  st_w4.scheme = parse_quant_spec("w4a16-g32");
+  st_w4.method = QuantMethod::Static;
+  msg = error_of([&] { quantize_model(*m, st_w4); });
+  EXPECT_NE(msg.find("no layer is w8a8"), std::string::npos) << msg;
+  for (const auto& s : m->linears()) EXPECT_EQ(s.impl->scheme(), "f32") << "changed before failing: " << s.name;
 
   msg = error_of([] { parse_quant_method("gptq2"); });
   EXPECT_NE(msg.find("rtn"), std::string::npos) << msg;
@@ -245,9 +318,9 @@ TEST(QuantizeCli, WritesADirectoryThatEveryCommandRuns) {
   EXPECT_GT(ppl["ppl"].get<double>(), 1.0);
   auto bench = json_of(run_cli("bench " + d + " --prompt-len 8 --gen 4 --iters 2 --warmup 0 --json"));
   EXPECT_GT(bench["size_bytes"].get<size_t>(), 0u);
-  auto tok =
-      json_of(run_cli("tokenize " + (out / "tokenizer.bin").string() + " --vocab-size 512 --text 'Once upon' --json"));
-  EXPECT_EQ(tok["ids"], nlohmann::json::array({1, 403, 407}));
+  // reference.json: "Once upon a time" is [1, 403, 407, 261, 378] with run.c's tokenizer.
+  auto tok = json_of(run_cli("tokenize " + d + " --text 'Once upon a time' --json"));
+  EXPECT_EQ(tok["ids"], nlohmann::json::array({1, 403, 407, 261, 378}));
   auto cmp = json_of(run_cli("compare " + stories_args() + " " + d + " --text " +
                              fixture("text/tinyshakespeare.txt").string() + " --max-tokens 256 --ctx 128 --json"));
   EXPECT_GE(cmp["top1_agreement"].get<double>(), 0.6);  // W4 g32 measured 0.66-0.71

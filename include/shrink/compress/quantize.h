@@ -2,6 +2,7 @@
 // overrides and skip patterns, round-to-nearest or static (calibrated activation scales).
 #pragma once
 
+#include <shrink/compress/observers.h>
 #include <shrink/models/model.h>
 #include <shrink/ops/qlinear.h>
 
@@ -28,10 +29,13 @@ struct QuantizeOptions {
   // left in the checkpoint's precision (the stories260K measurements in docs/quantization.md say why).
   bool default_skips = true;
   bool quantize_lm_head = false;  // quantize lm_head even with default_skips
-  // Static W8A8: calibration text (one file, tokenized by the model's tokenizer), samples x seq_len tokens.
+  // Static W8A8: calibration text or TSV (compress/calibration.h read_calib_set), samples x seq_len tokens, and the
+  // observer that turns each layer's input histogram into a u8 range (minmax | percentile | mse | kl | auto).
+  // Weights stay round-to-nearest per channel.
   std::filesystem::path calib;
   int calib_samples = 64;
   int calib_seq_len = 128;
+  ObserverOptions observer;
 };
 
 // The default skip patterns for this model (see QuantizeOptions::default_skips).

@@ -1,5 +1,6 @@
 // The quantize pass: slot selection (skips, overrides), round-to-nearest packing through ops/qlinear.h, static
 // activation scales from calibration, and the per-layer report.
+#include <shrink/compress/calibration.h>
 #include <shrink/compress/quantize.h>
 #include <shrink/core/build_info.h>
 #include <shrink/core/error.h>
@@ -109,15 +110,29 @@ QuantizeReport quantize_model(Model& model, const QuantizeOptions& opt) {
 
   QuantizeReport report;
   if (any_static) {
+    check_observer_name(opt.observer.observer);
     if (opt.calib.empty())
       fail(
           "w8a8-static needs calibration data: pass --calib FILE (text the model sees in use, a few thousand "
           "tokens) or use --scheme w8a8 (dynamic per-token activations)");
-    // Calibration (observers over the activations entering each linear) is its own module,
-    // include/shrink/compress/calibration.h; it is not part of this build yet.
-    fail(
-        "w8a8-static: activation calibration is not available in this build (compress/calibration.h has not "
-        "landed); use --scheme w8a8 (dynamic per-token activations) for now");
+    // Ranges are observed on the unquantized model (every slot still dense), one pass over the set.
+    Timer calib_timer;
+    const CalibSet set = read_calib_set(opt.calib, model.require_tokenizer(), opt.calib_samples, opt.calib_seq_len);
+    const std::map<std::string, ActRange> ranges = calibrate_activations(model, set, opt.observer);
+    for (auto& p : plan) {
+      if (!p.quantize || !p.spec.static_act) continue;
+      auto it = ranges.find(p.slot->name);
+      if (it == ranges.end() || !(it->second.scale > 0.f))
+        fail(
+            "{}: calibration saw no input for layer '{}' (the calibration set never reached it); use --scheme w8a8 "
+            "(dynamic) or --skip it",
+            opt.calib.string(), p.slot->name);
+      p.spec.act_scale = it->second.scale;
+      p.spec.act_zero_point = it->second.zero_point;
+      p.note += fmt::format("{}{} input range [{:.4g}, {:.4g}]", p.note.empty() ? "" : "; ", it->second.observer,
+                            it->second.lo, it->second.hi);
+    }
+    report.calib_ms = calib_timer.elapsed_ms();
   }
 
   for (auto& p : plan) {
