@@ -1,10 +1,11 @@
-// shrink train --task classify --data FILE.tsv [--preset NAME | --init DIR] --out DIR: fine-tune or train from
-// scratch a BERT-style classifier with validation, early stopping and a time budget.
+// shrink train --task classify --data FILE.tsv | --task image: train or fine-tune a BERT-style text classifier or a
+// ViT image classifier (Fashion-MNIST) with validation, early stopping and a time budget.
 #include <shrink/core/error.h>
 #include <shrink/core/mmap.h>
 #include <shrink/eval/classification.h>
 #include <shrink/formats/safetensors.h>
 #include <shrink/models/synth.h>
+#include <shrink/train/data.h>
 #include <shrink/train/trainer.h>
 
 #include <cstdio>
@@ -15,134 +16,250 @@
 
 namespace shrink::cli {
 
+namespace {
+
+struct Flags {
+  std::string task = "classify", data, preset = "bert-mini", init, out, tokenizer, decay = "linear";
+  int epochs = 3, batch = 32, max_length = 64, vocab_size = 8000, patience = 3, accumulate = 1, eval_every = 0;
+  int hidden = 64, layers = 4, heads = 4, ff = 128, patch = 4;
+  int64_t limit = 0;
+  double max_minutes = 0, val_fraction = 0.1, clip = 1.0, warmup = 0.06, dropout = 0.1;
+  float lr = 5e-4f, weight_decay = 0.01f;
+  uint64_t seed = 0;
+  CommonFlags common;
+};
+
+Flags& F() {
+  static Flags f;
+  return f;
+}
+
+train::TrainOptions options() {
+  const Flags& f = F();
+  train::TrainOptions o;
+  o.epochs = f.epochs;
+  o.batch = f.batch;
+  o.accumulate = f.accumulate;
+  o.lr = f.lr;
+  o.warmup_fraction = f.warmup;
+  o.decay = train::parse_decay(f.decay);
+  o.weight_decay = f.weight_decay;
+  o.clip = f.clip;
+  o.max_minutes = f.max_minutes;
+  o.eval_every = f.eval_every;
+  o.patience = f.patience;
+  o.seed = f.seed;
+  return o;
+}
+
+// Trains with a progress line on stderr; prints the summary or the JSON report.
+train::TrainReport run(train::TrainableEncoder& model, const train::ClassifySource& tr,
+                       const train::ClassifySource& va) {
+  const Flags& f = F();
+  const bool quiet = f.common.quiet || f.common.json;
+  if (!quiet)
+    std::fprintf(stderr, "training %s (%d layers, hidden %d) on %zu examples, validating on %zu\n",
+                 model.config().model_type.c_str(), model.config().num_layers, model.config().hidden_size, tr.size(),
+                 va.size());
+  int64_t last = 0;
+  const auto rep = train::train_classifier(model, tr, va, options(), [&](const train::TrainProgress& p) {
+    if (quiet || (p.step - last < 10 && p.step != p.total_steps)) return;
+    last = p.step;
+    const std::string acc = p.val_accuracy < 0 ? "-" : fmt::format("{:.2f}%", 100 * p.val_accuracy);
+    std::fprintf(stderr, "%sstep %lld/%lld  loss %.4f  val acc %s  elapsed %.0fs  ETA %.0fs   %s",
+                 stderr_is_tty() ? "\r" : "", static_cast<long long>(p.step), static_cast<long long>(p.total_steps),
+                 p.loss, acc.c_str(), p.elapsed_s, p.eta_s, stderr_is_tty() ? "" : "\n");
+  });
+  if (!quiet && stderr_is_tty()) std::fprintf(stderr, "\n");
+  return rep;
+}
+
+void report(const train::TrainReport& rep, size_t ntr, size_t nva, nlohmann::json extra) {
+  const Flags& f = F();
+  nlohmann::json j = rep.to_json();
+  j["out"] = f.out;
+  j["train_examples"] = ntr;
+  j["val_examples"] = nva;
+  j["val_accuracy"] = rep.best_val_accuracy;
+  j.update(extra);
+  if (f.common.json)
+    print_json(j);
+  else if (!f.common.quiet)
+    std::printf("%s: val accuracy %.2f%%%s after %lld updates in %.1f s (%.0f samples/s, %.0f%% of time in GEMM)\n",
+                f.out.c_str(), 100 * rep.best_val_accuracy,
+                extra.contains("test_accuracy")
+                    ? fmt::format(", test accuracy {:.2f}%", 100 * extra["test_accuracy"].get<double>()).c_str()
+                    : "",
+                static_cast<long long>(rep.steps), rep.seconds, rep.samples_per_s, 100 * rep.gemm_share);
+}
+
+void train_text() {
+  Flags& f = F();
+  if (f.data.empty()) fail("train --task classify needs --data FILE.tsv (sentence<TAB>label with a header)");
+  LabeledText raw = read_labeled_tsv(f.data);
+  check(!raw.texts.empty(), "{}: no examples; expected sentence<TAB>label lines after the header", f.data);
+  if (f.limit > 0 && static_cast<size_t>(f.limit) < raw.texts.size()) {
+    raw.texts.resize(f.limit);
+    raw.labels.resize(f.limit);
+  }
+  int labels = 0;
+  for (int l : raw.labels) labels = std::max(labels, l + 1);
+  // Tokenizer: given, the init model's, or learned here.
+  std::unique_ptr<Tokenizer> tok;
+  std::filesystem::path tok_file;
+  std::string learned;  // tokenizer.json text when the vocabulary is learned here
+  if (!f.tokenizer.empty()) {
+    tok = load_tokenizer(f.tokenizer);
+    tok_file = f.tokenizer;
+  } else if (!f.init.empty()) {
+    tok = load_tokenizer(f.init);
+    tok_file = std::filesystem::path(f.init) / "tokenizer.json";
+    check(std::filesystem::exists(tok_file), "{}: no tokenizer.json to copy into the trained model; pass --tokenizer",
+          f.init);
+  } else {
+    learned = train::build_wordpiece_tokenizer(raw.texts, f.vocab_size).dump();
+    tok = parse_tokenizer_json(learned, "learned WordPiece vocabulary");
+  }
+  std::unique_ptr<train::TrainableEncoder> model;
+  if (!f.init.empty()) {
+    ModelConfig cfg = read_config(std::filesystem::path(f.init) / "config.json");
+    if (cfg.num_labels != labels) {
+      cfg.num_labels = labels;
+      cfg.id2label.clear();
+      cfg.raw.erase("id2label");
+      cfg.raw.erase("label2id");
+      cfg.raw["num_labels"] = labels;
+    }
+    model = std::make_unique<train::TrainableEncoder>(cfg, read_safetensors_model(f.init).tensors, f.seed);
+  } else {
+    const SynthPreset& p = find_synth_preset(f.preset);
+    check(p.arch == "bert" || p.arch == "distilbert",
+          "--preset {} is a {} model; train --task classify needs a bert or distilbert preset", f.preset, p.arch);
+    nlohmann::json j = synth_config_json(p);
+    j["vocab_size"] = tok->vocab_size();
+    j["num_labels"] = labels;
+    j.erase("id2label");
+    j.erase("label2id");
+    j["max_position_embeddings"] = std::max(f.max_length, 64);
+    model = std::make_unique<train::TrainableEncoder>(parse_config(j, "preset " + f.preset), f.seed);
+  }
+  model->dropout = static_cast<float>(f.dropout);
+  const auto all = train::tokenize_classify(raw, *tok, f.max_length);
+  auto [tr, va] = train::split_data(all, f.val_fraction, f.seed);
+  const auto rep = run(*model, tr, va);
+  model->save(f.out, tok_file);
+  if (!learned.empty()) {
+    AtomicFileWriter w(std::filesystem::path(f.out) / "tokenizer.json");
+    w.write(learned.data(), learned.size());
+    w.commit();
+  }
+  report(rep, tr.size(), va.size(), nlohmann::json::object());
+}
+
+void train_image() {
+  Flags& f = F();
+  const std::filesystem::path dir = f.data.empty() ? train::fashion_mnist_dir() : std::filesystem::path(f.data);
+  train::ImageSet train_set = train::load_fashion_mnist("train", dir);
+  const train::ImageSet test_set = train::load_fashion_mnist("test", dir);
+  if (f.limit > 0 && f.limit < train_set.n) {
+    train_set.n = f.limit;
+    train_set.pixels.resize(static_cast<size_t>(f.limit * train_set.rows * train_set.cols));
+    train_set.labels.resize(f.limit);
+  }
+  check(train_set.rows % f.patch == 0, "--patch {} does not divide the {}x{} images", f.patch, train_set.rows,
+        train_set.cols);
+  check(f.hidden % f.heads == 0, "--hidden {} is not a multiple of --heads {}", f.hidden, f.heads);
+  std::unique_ptr<train::TrainableEncoder> model;
+  if (!f.init.empty()) {
+    model = std::make_unique<train::TrainableEncoder>(read_config(std::filesystem::path(f.init) / "config.json"),
+                                                      read_safetensors_model(f.init).tensors, f.seed);
+  } else {
+    nlohmann::json j = {{"architectures", {"ViTForImageClassification"}}, {"model_type", "vit"},
+                        {"hidden_size", f.hidden}, {"num_hidden_layers", f.layers}, {"num_attention_heads", f.heads},
+                        {"intermediate_size", f.ff}, {"hidden_act", "gelu"}, {"layer_norm_eps", 1e-12},
+                        {"image_size", train_set.rows}, {"patch_size", f.patch}, {"num_channels", 1},
+                        {"qkv_bias", true}, {"num_labels", 10}};
+    const std::vector<std::string> names = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                                            "Sandal",      "Shirt",   "Sneaker",  "Bag",   "Ankle boot"};
+    for (int i = 0; i < 10; ++i) j["id2label"][std::to_string(i)] = names[i];
+    ModelConfig c;
+    c.architecture = "ViTForImageClassification";
+    c.model_type = "vit";
+    c.hidden_size = f.hidden;
+    c.num_layers = f.layers;
+    c.num_heads = c.num_kv_heads = f.heads;
+    c.head_dim = f.hidden / f.heads;
+    c.intermediate_size = f.ff;
+    c.hidden_act = "gelu";
+    c.norm_eps = 1e-12f;
+    c.image_size = static_cast<int>(train_set.rows);
+    c.patch_size = f.patch;
+    c.num_channels = 1;
+    c.num_labels = 10;
+    c.id2label = names;
+    c.max_position_embeddings = static_cast<int>((train_set.rows / f.patch) * (train_set.cols / f.patch) + 1);
+    c.raw = j;
+    model = std::make_unique<train::TrainableEncoder>(c, f.seed);
+  }
+  model->dropout = static_cast<float>(f.dropout);
+  auto [tr, va] = train::split_images(train_set, f.patch, f.val_fraction, f.seed);
+  const auto rep = run(*model, tr, va);
+  train::ImageData test;
+  test.set = &test_set;
+  test.patch = f.patch;
+  const double test_acc = train::accuracy(*model, test, 256);
+  model->save(f.out);
+  report(rep, tr.size(), va.size(), {{"test_accuracy", test_acc}, {"test_examples", test_set.n}});
+}
+
+}  // namespace
+
 void register_train(CLI::App& app) {
-  auto* sub = app.add_subcommand("train", "train a classifier (BERT-style encoder) on a TSV file");
-  static std::string task = "classify", data, preset = "bert-mini", init, out, tokenizer, decay = "linear";
-  static int epochs = 3, batch = 32, max_length = 64, vocab_size = 8000, patience = 3, accumulate = 1,
-             eval_every = 0;
-  static double max_minutes = 0, val_fraction = 0.1, clip = 1.0, warmup = 0.06, dropout = 0.1;
-  static float lr = 5e-4f, weight_decay = 0.01f;
-  static uint64_t seed = 0;
-  static CommonFlags f;
-  sub->add_option("--task", task, "classify (text classification)")->check(CLI::IsMember({"classify"}));
-  sub->add_option("--data", data, "TSV: sentence<TAB>label with a header")->required();
-  sub->add_option("--preset", preset, "architecture and size when training from scratch (see shrink synth)");
-  sub->add_option("--init", init, "start from this checkpoint directory instead of fresh weights");
-  sub->add_option("--out", out, "output model directory")->required();
-  sub->add_option("--tokenizer", tokenizer, "tokenizer file; default: the --init model's, else a WordPiece "
-                                            "vocabulary learned from --data");
-  sub->add_option("--vocab-size", vocab_size, "size of the learned WordPiece vocabulary")->check(CLI::Range(128, 1 << 20));
-  sub->add_option("--epochs", epochs)->check(CLI::PositiveNumber);
-  sub->add_option("--batch", batch)->check(CLI::PositiveNumber);
-  sub->add_option("--accumulate", accumulate, "gradient accumulation steps")->check(CLI::PositiveNumber);
-  sub->add_option("--lr", lr, "peak learning rate");
-  sub->add_option("--warmup", warmup, "warmup fraction of the updates")->check(CLI::Range(0.0, 1.0));
-  sub->add_option("--decay", decay, "constant | linear | cosine");
-  sub->add_option("--weight-decay", weight_decay);
-  sub->add_option("--clip", clip, "max gradient norm (0: off)");
-  sub->add_option("--dropout", dropout)->check(CLI::Range(0.0, 0.9));
-  sub->add_option("--max-length", max_length, "tokens per example including [CLS]/[SEP]")->check(CLI::Range(4, 512));
-  sub->add_option("--max-minutes", max_minutes, "time budget (0: none)");
-  sub->add_option("--val-fraction", val_fraction, "share of --data held out for validation")->check(CLI::Range(0.0, 0.9));
-  sub->add_option("--eval-every", eval_every, "updates between validation runs (0: each epoch)");
-  sub->add_option("--patience", patience, "validation runs without improvement before stopping (0: never)");
-  sub->add_option("--seed", seed);
-  add_common_flags(sub, f);
+  auto* sub = app.add_subcommand("train", "train a text classifier (BERT-style) or an image classifier (ViT)");
+  Flags& f = F();
+  sub->add_option("--task", f.task, "classify (text, TSV) | image (Fashion-MNIST IDX, ViT)")
+      ->check(CLI::IsMember({"classify", "image"}));
+  sub->add_option("--data", f.data,
+                  "classify: TSV sentence<TAB>label with a header; image: directory of Fashion-MNIST IDX files "
+                  "(default: the dataset-fashion-mnist package)");
+  sub->add_option("--preset", f.preset, "classify: architecture and size when training from scratch (shrink synth)");
+  sub->add_option("--init", f.init, "start from this checkpoint directory instead of fresh weights");
+  sub->add_option("--out", f.out, "output model directory")->required();
+  sub->add_option("--tokenizer", f.tokenizer,
+                  "classify: tokenizer file; default: the --init model's, else a WordPiece vocabulary learned from "
+                  "--data");
+  sub->add_option("--vocab-size", f.vocab_size, "size of the learned WordPiece vocabulary")
+      ->check(CLI::Range(128, 1 << 20));
+  sub->add_option("--hidden", f.hidden, "image: hidden size of the ViT")->check(CLI::PositiveNumber);
+  sub->add_option("--layers", f.layers, "image: encoder layers")->check(CLI::PositiveNumber);
+  sub->add_option("--heads", f.heads, "image: attention heads")->check(CLI::PositiveNumber);
+  sub->add_option("--ff", f.ff, "image: feed-forward size")->check(CLI::PositiveNumber);
+  sub->add_option("--patch", f.patch, "image: patch size in pixels")->check(CLI::IsMember({1, 2, 4, 7, 14, 28}));
+  sub->add_option("--limit", f.limit, "use only the first N training examples (0: all)");
+  sub->add_option("--epochs", f.epochs)->check(CLI::PositiveNumber);
+  sub->add_option("--batch", f.batch)->check(CLI::PositiveNumber);
+  sub->add_option("--accumulate", f.accumulate, "gradient accumulation steps")->check(CLI::PositiveNumber);
+  sub->add_option("--lr", f.lr, "peak learning rate");
+  sub->add_option("--warmup", f.warmup, "warmup fraction of the updates")->check(CLI::Range(0.0, 1.0));
+  sub->add_option("--decay", f.decay, "constant | linear | cosine");
+  sub->add_option("--weight-decay", f.weight_decay);
+  sub->add_option("--clip", f.clip, "max gradient norm (0: off)");
+  sub->add_option("--dropout", f.dropout)->check(CLI::Range(0.0, 0.9));
+  sub->add_option("--max-length", f.max_length, "classify: tokens per example including [CLS]/[SEP]")
+      ->check(CLI::Range(4, 512));
+  sub->add_option("--max-minutes", f.max_minutes, "time budget (0: none)");
+  sub->add_option("--val-fraction", f.val_fraction, "share of the training data held out for validation")
+      ->check(CLI::Range(0.0, 0.9));
+  sub->add_option("--eval-every", f.eval_every, "updates between validation runs (0: each epoch)");
+  sub->add_option("--patience", f.patience, "validation runs without improvement before stopping (0: never)");
+  sub->add_option("--seed", f.seed);
+  add_common_flags(sub, f.common);
   sub->callback([] {
-    apply(f);
-    const LabeledText raw = read_labeled_tsv(data);
-    check(!raw.texts.empty(), "{}: no examples; expected sentence<TAB>label lines after the header", data);
-    int labels = 0;
-    for (int l : raw.labels) labels = std::max(labels, l + 1);
-    // Tokenizer: given, the init model's, or learned here.
-    std::unique_ptr<Tokenizer> tok;
-    std::filesystem::path tok_file;
-    std::string learned;  // tokenizer.json text when the vocabulary is learned here
-    if (!tokenizer.empty()) {
-      tok = load_tokenizer(tokenizer);
-      tok_file = tokenizer;
-    } else if (!init.empty()) {
-      tok = load_tokenizer(init);
-      tok_file = std::filesystem::path(init) / "tokenizer.json";
-      check(std::filesystem::exists(tok_file), "{}: no tokenizer.json to copy into the trained model; pass --tokenizer",
-            init);
-    } else {
-      learned = train::build_wordpiece_tokenizer(raw.texts, vocab_size).dump();
-      tok = parse_tokenizer_json(learned, "learned WordPiece vocabulary");
-    }
-    // Model.
-    std::unique_ptr<train::TrainableEncoder> model;
-    if (!init.empty()) {
-      ModelConfig cfg = read_config(std::filesystem::path(init) / "config.json");
-      if (cfg.num_labels != labels) {
-        cfg.num_labels = labels;
-        cfg.id2label.clear();
-        cfg.raw.erase("id2label");
-        cfg.raw.erase("label2id");
-        cfg.raw["num_labels"] = labels;
-      }
-      model = std::make_unique<train::TrainableEncoder>(cfg, read_safetensors_model(init).tensors, seed);
-    } else {
-      const SynthPreset& p = find_synth_preset(preset);
-      check(p.arch == "bert" || p.arch == "distilbert", "--preset {} is a {} model; train --task classify needs a "
-            "bert or distilbert preset", preset, p.arch);
-      nlohmann::json j = synth_config_json(p);
-      j["vocab_size"] = tok->vocab_size();
-      j["num_labels"] = labels;
-      j.erase("id2label");
-      j.erase("label2id");
-      j["max_position_embeddings"] = std::max(max_length, 64);
-      model = std::make_unique<train::TrainableEncoder>(parse_config(j, "preset " + preset), seed);
-    }
-    model->dropout = static_cast<float>(dropout);
-    const auto all = train::tokenize_classify(raw, *tok, max_length);
-    auto [tr, va] = train::split_data(all, val_fraction, seed);
-    train::TrainOptions o;
-    o.epochs = epochs;
-    o.batch = batch;
-    o.accumulate = accumulate;
-    o.lr = lr;
-    o.warmup_fraction = warmup;
-    o.decay = train::parse_decay(decay);
-    o.weight_decay = weight_decay;
-    o.clip = clip;
-    o.max_minutes = max_minutes;
-    o.eval_every = eval_every;
-    o.patience = patience;
-    o.seed = seed;
-    if (!f.quiet && !f.json)
-      std::fprintf(stderr, "training %s (%d layers, hidden %d) on %zu examples, validating on %zu\n",
-                   model->config().model_type.c_str(), model->config().num_layers, model->config().hidden_size,
-                   tr.size(), va.size());
-    Progress bar("train", 1, f.quiet || f.json);
-    int64_t last = 0;
-    const auto rep = train::train_classifier(*model, tr, va, o, [&](const train::TrainProgress& p) {
-      if (f.quiet || f.json || p.step - last < 10) return;
-      last = p.step;
-      std::fprintf(stderr, "\rstep %lld/%lld  loss %.4f  val acc %s  elapsed %.0fs  ETA %.0fs   ",
-                   static_cast<long long>(p.step), static_cast<long long>(p.total_steps), p.loss,
-                   p.val_accuracy < 0 ? "-" : fmt::format("{:.2f}%", 100 * p.val_accuracy).c_str(), p.elapsed_s,
-                   p.eta_s);
-      if (!stderr_is_tty()) std::fprintf(stderr, "\n");
-    });
-    if (!f.quiet && !f.json) std::fprintf(stderr, "\n");
-    model->save(out, tok_file);
-    if (!learned.empty()) {
-      AtomicFileWriter w(std::filesystem::path(out) / "tokenizer.json");
-      w.write(learned.data(), learned.size());
-      w.commit();
-    }
-    nlohmann::json j = rep.to_json();
-    j["out"] = out;
-    j["train_examples"] = tr.size();
-    j["val_examples"] = va.size();
-    j["val_accuracy"] = rep.best_val_accuracy;
-    if (f.json)
-      print_json(j);
-    else if (!f.quiet)
-      std::printf("%s: val accuracy %.2f%% after %lld updates in %.1f s (%.0f samples/s, %.0f%% of time in GEMM)\n",
-                  out.c_str(), 100 * rep.best_val_accuracy, static_cast<long long>(rep.steps), rep.seconds,
-                  rep.samples_per_s, 100 * rep.gemm_share);
+    apply(F().common);
+    if (F().task == "image")
+      train_image();
+    else
+      train_text();
   });
 }
 

@@ -417,6 +417,39 @@ Var reshape(const Var& x, Shape shape) {
   });
 }
 
+Var prepend_cls_add_pos(const Var& x, const Var& cls, const Var& pos, int64_t batch, int64_t n) {
+  const int64_t d = last_dim(x.value());
+  check(x.numel() == batch * n * d, "prepend_cls_add_pos: input shape {}; expected [{}, {}]", shape_str(x.shape()),
+        batch * n, d);
+  check(cls.numel() == d && pos.numel() == (n + 1) * d,
+        "prepend_cls_add_pos: cls has {} values (expected {}), pos {} (expected {})", cls.numel(), d, pos.numel(),
+        (n + 1) * d);
+  Tensor y = Tensor::empty(DType::F32, {batch * (n + 1), d});
+  float* yp = y.data<float>();
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t t = 0; t <= n; ++t) {
+      const float* src = t == 0 ? cls.data() : x.data() + (b * n + t - 1) * d;
+      for (int64_t j = 0; j < d; ++j) yp[(b * (n + 1) + t) * d + j] = src[j] + pos.data()[t * d + j];
+    }
+  return make(std::move(y), "prepend_cls_add_pos", {&x, &cls, &pos}, [x, cls, pos, batch, n, d](Node& nd) {
+    const float* dy = nd.grad.data<float>();
+    float* gx = wants(x) ? x.node().g() : nullptr;
+    float* gc = wants(cls) ? cls.node().g() : nullptr;
+    float* gp = wants(pos) ? pos.node().g() : nullptr;
+    for (int64_t b = 0; b < batch; ++b)
+      for (int64_t t = 0; t <= n; ++t)
+        for (int64_t j = 0; j < d; ++j) {
+          const float g = dy[(b * (n + 1) + t) * d + j];
+          if (gp) gp[t * d + j] += g;
+          if (t == 0) {
+            if (gc) gc[j] += g;
+          } else if (gx) {
+            gx[(b * n + t - 1) * d + j] += g;
+          }
+        }
+  });
+}
+
 Var dropout(const Var& x, float p, std::mt19937& rng) {
   check(p >= 0.f && p < 1.f, "dropout probability {}; expected 0 <= p < 1", p);
   if (p == 0.f || !g_grad_enabled) return x;

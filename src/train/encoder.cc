@@ -16,9 +16,14 @@ std::string layer_prefix(bool bert, const std::string& pre, int i) {
   return pre + (bert ? "encoder.layer." : "transformer.layer.") + std::to_string(i) + ".";
 }
 
+bool is_head(const std::string& name) {
+  return name.starts_with("classifier") || name.starts_with("pre_classifier") || name.starts_with("bert.pooler");
+}
+
 bool is_no_decay(const std::string& name) {
   return name.ends_with(".bias") || name.find("LayerNorm") != std::string::npos ||
-         name.find("layer_norm") != std::string::npos;
+         name.find("layer_norm") != std::string::npos || name.find("layernorm") != std::string::npos ||
+         name.find("cls_token") != std::string::npos || name.find("position_embeddings") != std::string::npos;
 }
 
 }  // namespace
@@ -34,6 +39,24 @@ std::vector<std::pair<std::string, Shape>> TrainableEncoder::expected_shapes() c
     s.push_back({n + ".weight", {d}});
     s.push_back({n + ".bias", {d}});
   };
+  if (vit_) {
+    const int64_t p = config_.patch_size, c = config_.num_channels, n = int64_t{config_.image_size / p} * (config_.image_size / p);
+    s.push_back({"vit.embeddings.cls_token", {1, 1, d}});
+    s.push_back({"vit.embeddings.position_embeddings", {1, n + 1, d}});
+    s.push_back({"vit.embeddings.patch_embeddings.projection.weight", {d, c, p, p}});
+    s.push_back({"vit.embeddings.patch_embeddings.projection.bias", {d}});
+    for (int i = 0; i < config_.num_layers; ++i) {
+      const std::string l = "vit.encoder.layer." + std::to_string(i) + ".";
+      ln(l + "layernorm_before");
+      lin(l + "attention.attention.query", d, d), lin(l + "attention.attention.key", d, d);
+      lin(l + "attention.attention.value", d, d), lin(l + "attention.output.dense", d, d);
+      ln(l + "layernorm_after");
+      lin(l + "intermediate.dense", ff, d), lin(l + "output.dense", d, ff);
+    }
+    ln("vit.layernorm");
+    lin("classifier", config_.num_labels, d);
+    return s;
+  }
   s.push_back({pre_ + "embeddings.word_embeddings.weight", {V, d}});
   s.push_back({pre_ + "embeddings.position_embeddings.weight", {config_.max_position_embeddings, d}});
   if (bert_) s.push_back({pre_ + "embeddings.token_type_embeddings.weight", {std::max(1, config_.type_vocab_size), d}});
@@ -62,28 +85,33 @@ std::vector<std::pair<std::string, Shape>> TrainableEncoder::expected_shapes() c
   return s;
 }
 
-TrainableEncoder::TrainableEncoder(ModelConfig config, uint64_t seed) : config_(std::move(config)) {
-  check(config_.model_type == "bert" || config_.model_type == "distilbert",
-        "training: model_type '{}' is not a trainable encoder; expected bert or distilbert", config_.model_type);
+void TrainableEncoder::set_family() {
+  const std::string& t = config_.model_type;
+  check(t == "bert" || t == "distilbert" || t == "vit",
+        "training: model_type '{}' is not a trainable encoder; expected bert, distilbert or vit", t);
   check(config_.num_labels > 0, "training: num_labels is {}; a classifier needs at least one label",
         config_.num_labels);
-  bert_ = config_.model_type == "bert";
-  pre_ = bert_ ? "bert." : "distilbert.";
+  bert_ = t == "bert";
+  vit_ = t == "vit";
+  pre_ = vit_ ? "vit." : bert_ ? "bert." : "distilbert.";
+  if (vit_)
+    check(config_.patch_size > 0 && config_.image_size > 0 && config_.num_channels > 0 &&
+              config_.image_size % config_.patch_size == 0,
+          "training: ViT image_size {} / patch_size {} / num_channels {}; expected positive sizes with the patch "
+          "dividing the image", config_.image_size, config_.patch_size, config_.num_channels);
+}
+
+TrainableEncoder::TrainableEncoder(ModelConfig config, uint64_t seed) : config_(std::move(config)) {
+  set_family();
   init_fresh(seed, false);
 }
 
 TrainableEncoder::TrainableEncoder(ModelConfig config, const TensorMap& tensors, uint64_t seed)
     : config_(std::move(config)) {
-  check(config_.model_type == "bert" || config_.model_type == "distilbert",
-        "training: model_type '{}' is not a trainable encoder; expected bert or distilbert", config_.model_type);
-  check(config_.num_labels > 0, "training: num_labels is {}; a classifier needs at least one label",
-        config_.num_labels);
-  bert_ = config_.model_type == "bert";
-  pre_ = bert_ ? "bert." : "distilbert.";
+  set_family();
   for (auto& [name, shape] : expected_shapes()) {
     auto it = tensors.find(name);
-    const bool head = name.starts_with("classifier") || name.starts_with("pre_classifier") ||
-                      name.starts_with("bert.pooler");
+    const bool head = is_head(name);
     if (it == tensors.end()) {
       check(head, "training: checkpoint tensor '{}' is missing (expected shape {}); the checkpoint is not a {} model "
             "of this config", name, shape_str(shape), config_.model_type);
@@ -103,7 +131,9 @@ void TrainableEncoder::init_fresh(uint64_t seed, bool only_missing) {
     if (only_missing && p_.count(name)) continue;
     Tensor t = Tensor::empty(DType::F32, shape);
     float* d = t.data<float>();
-    const bool norm = name.find("LayerNorm") != std::string::npos || name.find("layer_norm") != std::string::npos;
+    const bool norm = (name.find("LayerNorm") != std::string::npos || name.find("layer_norm") != std::string::npos ||
+                       name.find("layernorm") != std::string::npos) &&
+                      name.ends_with(".weight");
     for (int64_t i = 0; i < t.numel(); ++i)
       d[i] = name.ends_with(".bias") ? 0.f : norm ? 1.f : nd(gen);
     p_[name] = parameter(std::move(t));
@@ -117,6 +147,7 @@ const Var& TrainableEncoder::at(const std::string& name) const {
 }
 
 EncoderForward TrainableEncoder::forward(const EncoderBatch& b, bool training, std::mt19937& rng) const {
+  if (vit_) return forward_vit(b, training, rng);
   const int64_t B = b.batch, T = b.seq, d = config_.hidden_size;
   check(B > 0 && T > 0 && static_cast<int64_t>(b.ids.size()) == B * T,
         "training forward: {} ids for batch {} x seq {}", b.ids.size(), B, T);
@@ -164,6 +195,42 @@ EncoderForward TrainableEncoder::forward(const EncoderBatch& b, bool training, s
   return out;
 }
 
+EncoderForward TrainableEncoder::forward_vit(const EncoderBatch& b, bool training, std::mt19937& rng) const {
+  const int64_t B = b.batch, d = config_.hidden_size, p = config_.patch_size, c = config_.num_channels;
+  const int64_t n = int64_t{config_.image_size / config_.patch_size} * (config_.image_size / config_.patch_size);
+  const int64_t pix = c * p * p;
+  check(B > 0 && static_cast<int64_t>(b.patches.size()) == B * n * pix,
+        "training forward (ViT): {} patch values for batch {}; expected batch x {} patches x {} values",
+        b.patches.size(), B, n, pix);
+  const float eps = config_.norm_eps;
+  const float pd = training ? dropout : 0.f;
+  auto drop = [&](const Var& x) { return pd > 0.f ? train::dropout(x, pd, rng) : x; };
+  auto L = [&](const std::string& nm, const Var& x) { return linear(x, at(nm + ".weight"), at(nm + ".bias")); };
+  auto LN = [&](const std::string& nm, const Var& x) { return layer_norm(x, at(nm + ".weight"), at(nm + ".bias"), eps); };
+  Var x = constant(Tensor::from_f32(b.patches, {B * n, pix}));
+  const Var& pw = at("vit.embeddings.patch_embeddings.projection.weight");
+  Var h = linear(x, reshape(pw, {d, pix}), at("vit.embeddings.patch_embeddings.projection.bias"));
+  h = drop(prepend_cls_add_pos(h, at("vit.embeddings.cls_token"), at("vit.embeddings.position_embeddings"), B, n));
+  const int64_t T = n + 1;
+  const int heads = config_.num_heads, hd = static_cast<int>(d / heads);
+  EncoderForward out;
+  out.hidden.push_back(h);
+  for (int i = 0; i < config_.num_layers; ++i) {
+    const std::string l = "vit.encoder.layer." + std::to_string(i) + ".";
+    Var a_in = LN(l + "layernorm_before", h);
+    Var a = attention(L(l + "attention.attention.query", a_in), L(l + "attention.attention.key", a_in),
+                      L(l + "attention.attention.value", a_in), B, T, heads, hd, {}, false);
+    h = add(h, drop(L(l + "attention.output.dense", a)));
+    Var f = L(l + "output.dense", gelu(L(l + "intermediate.dense", LN(l + "layernorm_after", h))));
+    h = add(h, drop(f));
+    out.hidden.push_back(h);
+  }
+  std::vector<int64_t> cls(B);
+  for (int64_t i = 0; i < B; ++i) cls[i] = i * T;
+  out.logits = L("classifier", LN("vit.layernorm", rows(h, cls)));
+  return out;
+}
+
 std::vector<NamedParam> TrainableEncoder::parameters() const {
   std::vector<NamedParam> v;
   for (auto& [name, var] : p_) v.push_back({name, var, !is_no_decay(name)});
@@ -179,7 +246,8 @@ TensorMap TrainableEncoder::state() const {
 void TrainableEncoder::save(const std::filesystem::path& dir, const std::filesystem::path& tokenizer_file) const {
   std::filesystem::create_directories(dir);
   write_safetensors_model(dir, state(), {{"format", "pt"}, {"shrink.trained", config_.model_type}});
-  const std::string cfg = config_to_json(config_).dump(2);
+  // The engine's config writer knows the text families; a ViT config is written as built (HF ViTConfig fields).
+  const std::string cfg = (vit_ ? config_.raw : config_to_json(config_)).dump(2);
   AtomicFileWriter f(dir / "config.json");
   f.write(cfg.data(), cfg.size());
   f.commit();

@@ -42,6 +42,34 @@ std::pair<ClassifyData, ClassifyData> split_data(const ClassifyData& all, double
   return {std::move(tr), std::move(va)};
 }
 
+EncoderBatch ClassifyData::batch(const std::vector<int64_t>& idx) const { return make_batch(*this, idx); }
+
+EncoderBatch ImageData::batch(const std::vector<int64_t>& idx) const {
+  EncoderBatch b;
+  b.batch = static_cast<int64_t>(idx.size());
+  const int64_t per = set->rows * set->cols;  // one channel
+  b.patches.resize(static_cast<size_t>(b.batch * per));
+  for (int64_t r = 0; r < b.batch; ++r)
+    image_patches(*set, rows.empty() ? idx[r] : rows[idx[r]], patch, b.patches.data() + r * per);
+  b.seq = per / (int64_t{patch} * patch) + 1;
+  return b;
+}
+
+std::pair<ImageData, ImageData> split_images(const ImageSet& s, int patch, double val_fraction, uint64_t seed) {
+  check(val_fraction >= 0 && val_fraction < 1, "validation fraction {}; expected 0 <= f < 1", val_fraction);
+  std::vector<int64_t> idx(s.n);
+  std::iota(idx.begin(), idx.end(), 0);
+  std::mt19937_64 gen(seed);
+  std::shuffle(idx.begin(), idx.end(), gen);
+  const size_t nval = static_cast<size_t>(val_fraction * static_cast<double>(s.n));
+  ImageData tr, va;
+  tr.set = va.set = &s;
+  tr.patch = va.patch = patch;
+  va.rows.assign(idx.begin(), idx.begin() + nval);
+  tr.rows.assign(idx.begin() + nval, idx.end());
+  return {std::move(tr), std::move(va)};
+}
+
 EncoderBatch make_batch(const ClassifyData& d, const std::vector<int64_t>& idx) {
   EncoderBatch b;
   b.batch = static_cast<int64_t>(idx.size());
@@ -59,7 +87,7 @@ EncoderBatch make_batch(const ClassifyData& d, const std::vector<int64_t>& idx) 
   return b;
 }
 
-std::vector<int> predict(const TrainableEncoder& model, const ClassifyData& d, int batch) {
+std::vector<int> predict(const TrainableEncoder& model, const ClassifySource& d, int batch) {
   NoGradGuard ng;
   std::mt19937 rng(0);
   std::vector<int> out;
@@ -67,7 +95,7 @@ std::vector<int> predict(const TrainableEncoder& model, const ClassifyData& d, i
   for (size_t s = 0; s < d.size(); s += batch) {
     std::vector<int64_t> idx;
     for (size_t i = s; i < std::min(d.size(), s + batch); ++i) idx.push_back(static_cast<int64_t>(i));
-    Var logits = model.forward(make_batch(d, idx), false, rng).logits;
+    Var logits = model.forward(d.batch(idx), false, rng).logits;
     for (size_t r = 0; r < idx.size(); ++r) {
       const float* l = logits.data() + r * labels;
       out.push_back(static_cast<int>(std::max_element(l, l + labels) - l));
@@ -76,16 +104,12 @@ std::vector<int> predict(const TrainableEncoder& model, const ClassifyData& d, i
   return out;
 }
 
-namespace {
-
-double accuracy(const TrainableEncoder& m, const ClassifyData& d) {
-  const auto p = predict(m, d);
+double accuracy(const TrainableEncoder& m, const ClassifySource& d, int batch) {
+  const auto p = predict(m, d, batch);
   int64_t ok = 0;
-  for (size_t i = 0; i < p.size(); ++i) ok += p[i] == d.labels[i];
+  for (size_t i = 0; i < p.size(); ++i) ok += p[i] == d.label(i);
   return d.size() ? static_cast<double>(ok) / static_cast<double>(d.size()) : 0.0;
 }
-
-}  // namespace
 
 nlohmann::json TrainReport::to_json() const {
   nlohmann::json curve = nlohmann::json::array();
@@ -101,14 +125,14 @@ nlohmann::json TrainReport::to_json() const {
           {"val_curve", curve}};
 }
 
-TrainReport train_classifier(TrainableEncoder& model, const ClassifyData& train, const ClassifyData& val,
+TrainReport train_classifier(TrainableEncoder& model, const ClassifySource& train, const ClassifySource& val,
                              const TrainOptions& opt, const std::function<void(const TrainProgress&)>& progress) {
   check(train.size() > 0, "training: no training examples (empty data file?)");
   check(opt.batch > 0 && opt.accumulate > 0 && opt.epochs > 0, "training: batch, accumulate and epochs must be > 0");
   const int labels = model.config().num_labels;
   for (size_t i = 0; i < train.size(); ++i)
-    check(train.labels[i] >= 0 && train.labels[i] < labels,
-          "training: example {} has label {}; the model has {} labels (0..{})", i, train.labels[i], labels, labels - 1);
+    check(train.label(i) >= 0 && train.label(i) < labels,
+          "training: example {} has label {}; the model has {} labels (0..{})", i, train.label(i), labels, labels - 1);
   const int64_t per_update = int64_t{opt.batch} * opt.accumulate;
   const int64_t updates_per_epoch = std::max<int64_t>(1, static_cast<int64_t>(train.size()) / per_update);
   const int64_t total = updates_per_epoch * opt.epochs;
@@ -137,9 +161,9 @@ TrainReport train_classifier(TrainableEncoder& model, const ClassifyData& train,
       for (int a = 0; a < opt.accumulate; ++a) {
         const int64_t base = (u * opt.accumulate + a) * opt.batch;
         std::vector<int64_t> idx(order.begin() + base, order.begin() + std::min<int64_t>(base + opt.batch, order.size()));
-        const EncoderBatch b = make_batch(train, idx);
+        const EncoderBatch b = train.batch(idx);
         std::vector<int32_t> y;
-        for (int64_t i : idx) y.push_back(train.labels[i]);
+        for (int64_t i : idx) y.push_back(train.label(i));
         Var loss = cross_entropy(model.forward(b, true, drop_rng).logits, y);
         loss_sum += loss.item();
         backward(opt.accumulate > 1 ? scale(loss, 1.f / static_cast<float>(opt.accumulate)) : loss);

@@ -110,6 +110,11 @@ TEST(Autograd, AttentionMatchesHandComputedSoftmax) {
   EXPECT_NEAR(y.data()[0], 3.f / 3 + 6.f * 2 / 3, 1e-5);
 }
 
+TEST(Autograd, PrependClsAddPos) {
+  check_grad({randn({2 * 3, 4}, 40), randn({4}, 41), randn({4, 4}, 42)},
+             [](std::vector<Var>& v) { return prepend_cls_add_pos(v[0], v[1], v[2], 2, 3); }, "cls+pos");
+}
+
 TEST(Autograd, Rope) {
   for (bool inter : {false, true})
     check_grad({randn({3, 8}, 26)},

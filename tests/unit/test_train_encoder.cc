@@ -146,5 +146,61 @@ TEST(TrainableEncoder, LearnsAContainsRule) {
   EXPECT_GE(correct, 240) << "accuracy " << correct / 256.0;  // chance is 50%
 }
 
+// ViT on 8x8 one-channel images: class = which quadrant holds a bright square. Needs patches + attention.
+TEST(TrainableEncoder, VitLearnsQuadrants) {
+  ModelConfig c;
+  c.architecture = "ViTForImageClassification";
+  c.model_type = "vit";
+  c.hidden_size = 32;
+  c.num_layers = 1;
+  c.num_heads = c.num_kv_heads = 2;
+  c.intermediate_size = 64;
+  c.norm_eps = 1e-12f;
+  c.image_size = 8;
+  c.patch_size = 2;
+  c.num_channels = 1;
+  c.num_labels = 4;
+  c.raw = {{"model_type", "vit"}};
+  TrainableEncoder enc(c, 3);
+  enc.dropout = 0.f;
+  EXPECT_EQ(enc.state().at("vit.embeddings.patch_embeddings.projection.weight").shape(), (Shape{32, 1, 2, 2}));
+  std::mt19937 gen(4), rng(1);
+  auto make = [&](int64_t B, std::vector<int32_t>& labels) {
+    EncoderBatch b;
+    b.batch = B;
+    b.seq = 17;
+    labels.clear();
+    for (int64_t i = 0; i < B; ++i) {
+      const int q = gen() % 4;
+      labels.push_back(q);
+      // 16 patches of 4 pixels in row-major patch order; quadrant q covers a 2x2 block of patches.
+      for (int pr = 0; pr < 4; ++pr)
+        for (int pc = 0; pc < 4; ++pc)
+          for (int k = 0; k < 4; ++k) {
+            const bool in = (pr / 2) * 2 + (pc / 2) == q && (gen() % 4 != 0);
+            b.patches.push_back(in ? 0.8f + 0.2f * (gen() % 2) : 0.1f * (gen() % 3));
+          }
+    }
+    return b;
+  };
+  AdamW opt(enc.parameters());
+  std::vector<int32_t> labels;
+  for (int step = 0; step < 150; ++step) {
+    const EncoderBatch b = make(32, labels);
+    opt.zero_grad();
+    backward(cross_entropy(enc.forward(b, true, rng).logits, labels));
+    opt.step(3e-3f);
+  }
+  NoGradGuard ng;
+  const EncoderBatch t = make(200, labels);
+  Var logits = enc.forward(t, false, rng).logits;
+  int ok = 0;
+  for (int64_t i = 0; i < 200; ++i) {
+    const float* l = logits.data() + i * 4;
+    ok += std::max_element(l, l + 4) - l == labels[i];
+  }
+  EXPECT_GE(ok, 190) << "accuracy " << ok / 200.0;  // chance is 25%
+}
+
 }  // namespace
 }  // namespace shrink::train

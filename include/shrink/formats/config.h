@@ -21,6 +21,7 @@ struct ModelConfig {
   int head_dim = 0;      // hidden_size / num_heads unless given
   int max_position_embeddings = 0;
   int type_vocab_size = 0;  // BERT token types (0 when the model has none)
+  int image_size = 0, patch_size = 0, num_channels = 0;  // ViT image classifiers (0 for text models)
   float norm_eps = 1e-5f;
   float rope_theta = 10000.f;
   bool rope_interleaved = false;  // llama2.c rotates adjacent pairs; HF rotates halves

@@ -83,6 +83,9 @@ Var rms_norm(const Var& x, const Var& w, float eps);
 Var embedding(const std::vector<int32_t>& ids, const Var& table);  // [n, dim] rows of table [vocab, dim]
 Var rows(const Var& x, const std::vector<int64_t>& index);          // gather rows: [index.size(), cols]
 Var reshape(const Var& x, Shape shape);
+// ViT embeddings: x is [batch * n, d] patch embeddings; returns [batch * (n + 1), d] with the learned cls row
+// ([d] values) first in every sequence and pos ([(n + 1), d]) added to every position.
+Var prepend_cls_add_pos(const Var& x, const Var& cls, const Var& pos, int64_t batch, int64_t n);
 // Inverted dropout: keeps each value with probability 1 - p, scaled by 1 / (1 - p). Identity when p == 0.
 Var dropout(const Var& x, float p, std::mt19937& rng);
 // Multi-head attention over `batch` sequences of T tokens: q, k, v are [batch * T, heads * head_dim].

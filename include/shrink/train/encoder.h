@@ -1,4 +1,5 @@
-// A trainable BERT / DistilBERT sequence classifier on the autograd tape, with Hugging Face tensor names, so a
+// A trainable BERT / DistilBERT sequence classifier or ViT image classifier (HF ViTForImageClassification: patch
+// projection, [CLS] token, pre-LayerNorm blocks) on the autograd tape, with Hugging Face tensor names, so a
 // checkpoint it saves is a BertForSequenceClassification / DistilBertForSequenceClassification directory that every
 // shrink command (and Hugging Face tooling) loads; and it starts from any such checkpoint (fine-tuning, teachers,
 // students initialised from chosen teacher layers).
@@ -20,6 +21,8 @@ namespace shrink::train {
 struct EncoderBatch {
   int64_t batch = 0, seq = 0;
   std::vector<int32_t> ids, type_ids, mask;  // [batch][seq]; type_ids may be empty (zeros)
+  // ViT: [batch][patches][channels * patch * patch] pixel values (ids/mask unused; seq = patches + 1 with [CLS]).
+  std::vector<float> patches;
 };
 
 struct EncoderForward {
@@ -30,7 +33,7 @@ struct EncoderForward {
 class TrainableEncoder {
  public:
   // Fresh weights (normal, std 0.02; LayerNorm 1 / 0; biases 0), deterministic in seed. config.model_type is
-  // "bert" or "distilbert"; num_labels > 0.
+  // "bert", "distilbert" or "vit" (with image_size, patch_size, num_channels); num_labels > 0.
   TrainableEncoder(ModelConfig config, uint64_t seed);
   // From checkpoint tensors (any float dtype). Missing classifier tensors (a bare BertModel) are initialised fresh;
   // any other missing or mis-shaped tensor is an error naming it.
@@ -48,9 +51,11 @@ class TrainableEncoder {
  private:
   ModelConfig config_;
   std::map<std::string, Var> p_;
-  bool bert_ = true;
+  bool bert_ = true, vit_ = false;
   std::string pre_;
+  void set_family();
   const Var& at(const std::string& name) const;
+  EncoderForward forward_vit(const EncoderBatch& b, bool training, std::mt19937& rng) const;
   void init_fresh(uint64_t seed, bool only_missing);
   std::vector<std::pair<std::string, Shape>> expected_shapes() const;
 };

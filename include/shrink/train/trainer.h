@@ -5,6 +5,7 @@
 
 #include <shrink/eval/classification.h>
 #include <shrink/tokenizers/tokenizer.h>
+#include <shrink/train/data.h>
 #include <shrink/train/encoder.h>
 
 #include <functional>
@@ -14,12 +15,35 @@
 
 namespace shrink::train {
 
-struct ClassifyData {
+// Labelled examples the training loop draws batches from.
+class ClassifySource {
+ public:
+  virtual ~ClassifySource() = default;
+  virtual size_t size() const = 0;
+  virtual int32_t label(size_t i) const = 0;
+  virtual EncoderBatch batch(const std::vector<int64_t>& idx) const = 0;
+};
+
+struct ClassifyData : ClassifySource {
   std::vector<std::vector<int32_t>> ids;  // with special tokens, truncated
   std::vector<int32_t> labels;
   int pad_id = 0;
-  size_t size() const { return labels.size(); }
+  size_t size() const override { return labels.size(); }
+  int32_t label(size_t i) const override { return labels[i]; }
+  EncoderBatch batch(const std::vector<int64_t>& idx) const override;
 };
+
+// Images (e.g. Fashion-MNIST) as ViT patch rows; `rows` selects a subset of the set (empty: all, in order).
+struct ImageData : ClassifySource {
+  const ImageSet* set = nullptr;
+  int patch = 4;
+  std::vector<int64_t> rows;
+  size_t size() const override { return rows.empty() ? static_cast<size_t>(set->n) : rows.size(); }
+  int32_t label(size_t i) const override { return set->labels[rows.empty() ? i : rows[i]]; }
+  EncoderBatch batch(const std::vector<int64_t>& idx) const override;
+};
+// Deterministic split of an image set into train / validation rows.
+std::pair<ImageData, ImageData> split_images(const ImageSet& s, int patch, double val_fraction, uint64_t seed);
 
 ClassifyData tokenize_classify(const LabeledText& data, const Tokenizer& tok, int max_length);
 // Deterministic split: a shuffled `val_fraction` of the rows goes to the second set.
@@ -59,10 +83,11 @@ struct TrainReport {
 };
 
 // Trains in place; when `val` is non-empty the weights with the best validation accuracy are restored at the end.
-TrainReport train_classifier(TrainableEncoder& model, const ClassifyData& train, const ClassifyData& val,
+TrainReport train_classifier(TrainableEncoder& model, const ClassifySource& train, const ClassifySource& val,
                              const TrainOptions& opt, const std::function<void(const TrainProgress&)>& progress = {});
 // Predicted labels (argmax), no gradients, batches of `batch`.
-std::vector<int> predict(const TrainableEncoder& model, const ClassifyData& d, int batch = 64);
+std::vector<int> predict(const TrainableEncoder& model, const ClassifySource& d, int batch = 64);
+double accuracy(const TrainableEncoder& model, const ClassifySource& d, int batch = 64);
 
 // A BERT-style WordPiece tokenizer.json (lowercasing BERT normalizer, BertPreTokenizer, [CLS] A [SEP] template)
 // whose vocabulary is the special tokens, every character seen (alone and as ##continuation) and the most frequent
