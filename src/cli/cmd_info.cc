@@ -52,7 +52,7 @@ void register_info(CLI::App& app) {
       if (const PackedLinear* p = s.impl->packed()) {
         for (const auto& [n, t] : p->tensors) r.file_bytes += t.nbytes();
         const Tensor* b = p->find("bias");
-        r.original_bytes = static_cast<size_t>(p->out * p->in) * dtype_size(src) + (b ? b->nbytes() : 0);
+        r.original_bytes = static_cast<size_t>(p->out * p->in + (b ? b->numel() : 0)) * dtype_size(src);
         r.note = quant_shape_note(p->spec, p->in);
         original_delta += static_cast<int64_t>(r.original_bytes) - static_cast<int64_t>(r.file_bytes);
       } else {

@@ -358,6 +358,17 @@ TEST(QuantizeCli, BadRequestsFailClearly) {
   EXPECT_NE(r.code, 0);
   EXPECT_NE(r.err.find("REGEX=SCHEME"), std::string::npos) << r.err;
   EXPECT_FALSE(fs::exists(out));
+  r = run_cli("quantize " + stories_args() + " --scheme w8a8-static --out " + out.string());
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.err.find("--calib"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(out));
+  const fs::path empty = temp_dir("cli_bad_calib") / "empty.txt";
+  testing::write_bytes(empty, "");
+  r = run_cli("quantize " + stories_args() + " --scheme w8a8-static --calib " + empty.string() + " --out " +
+              out.string());
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.err.find("empty.txt"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(out));
 }
 
 }  // namespace
