@@ -39,11 +39,14 @@ void prepare_xq(const W4Matrix& w, const float* x, int64_t m, int64_t ldx, Prepa
   const int64_t kp = w.groups() * w.group;
   const int64_t chunks = (kp + 127) / 128;
   p.lanes = chunks * 16;
-  p.xe.assign(static_cast<size_t>(m * p.lanes * 4), 0);
-  p.xo.assign(static_cast<size_t>(m * p.lanes * 4), 0);
-  p.dx.assign(static_cast<size_t>(m * p.lanes), 0.f);
-  p.xsum_f.assign(static_cast<size_t>(m * p.lanes), 0.f);
-  p.xsum_i.assign(static_cast<size_t>(m * p.lanes), 0);
+  // Resized, not cleared: the blocks below write every lane up to the last value of x; only the padding up to
+  // whole 64-byte chunks is zeroed (this runs on every forward_rows call).
+  p.xe.resize(static_cast<size_t>(m * p.lanes * 4));
+  p.xo.resize(static_cast<size_t>(m * p.lanes * 4));
+  p.dx.resize(static_cast<size_t>(m * p.lanes));
+  p.xsum_f.resize(static_cast<size_t>(m * p.lanes));
+  p.xsum_i.resize(static_cast<size_t>(m * p.lanes));
+  const int64_t used = (w.k + 31) / 32 * 4;  // lanes holding x
   const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
   const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
   const __m512 sign_off = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff));
@@ -52,6 +55,11 @@ void prepare_xq(const W4Matrix& w, const float* x, int64_t m, int64_t ldx, Prepa
     const float* xr = x + r * ldx;
     int8_t* xe = p.xe.data() + r * p.lanes * 4;
     int8_t* xo = p.xo.data() + r * p.lanes * 4;
+    std::fill(xe + used * 4, xe + p.lanes * 4, int8_t{0});
+    std::fill(xo + used * 4, xo + p.lanes * 4, int8_t{0});
+    std::fill(p.dx.begin() + r * p.lanes + used, p.dx.begin() + (r + 1) * p.lanes, 0.f);
+    std::fill(p.xsum_f.begin() + r * p.lanes + used, p.xsum_f.begin() + (r + 1) * p.lanes, 0.f);
+    std::fill(p.xsum_i.begin() + r * p.lanes + used, p.xsum_i.begin() + (r + 1) * p.lanes, 0);
     // Blocks of 32 values = 4 lanes share one scale.
     for (int64_t b = 0; b * 32 < w.k; ++b) {
       const int64_t e = b * 32;
