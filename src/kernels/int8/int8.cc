@@ -134,6 +134,9 @@ Int8KernelNames int8_kernel_names(Int8Isa isa) {
 PackedWeightsS8 PackedWeightsS8::pack(const int8_t* w, const float* scale, int64_t n, int64_t k, int64_t ldw) {
   check(n > 0 && k > 0 && ldw >= k, "pack int8 weights: shape [n = {}, k = {}] with row stride {} is invalid", n, k,
         ldw);
+  // int32 sums: |a w| <= 255 * 127 per product; with k <= 32768 the raw sum, the zero-point term and their
+  // difference all stay inside int32.
+  check(k <= 32768, "pack int8 weights: k = {} input features; the int32 accumulators support at most 32768", k);
   PackedWeightsS8 p;
   p.n_ = n;
   p.k_ = k;
