@@ -29,6 +29,7 @@ class PackedWeightsS8 {
   PackedWeightsS8() = default;
   // w: [n][k] int8 with row stride ldw, every value in [-127, 127] (the W8 format; -128 is refused: the AVX2
   // kernels' sign trick cannot represent it); scale: [n] per-output-column fp32 scales (w = q * scale).
+  // k <= 32768 (int32 accumulators).
   static PackedWeightsS8 pack(const int8_t* w, const float* scale, int64_t n, int64_t k, int64_t ldw);
 
   int64_t n() const { return n_; }
