@@ -1,5 +1,7 @@
 // Model base (slots, tensor access), the architecture registry and load_model.
 #include <shrink/core/error.h>
+#include <shrink/core/mmap.h>
+#include <shrink/formats/config.h>
 #include <shrink/formats/llama2c.h>
 #include <shrink/formats/safetensors.h>
 #include <shrink/models/model.h>
@@ -120,6 +122,21 @@ const nlohmann::json* quantized_layers(const nlohmann::json& config) {
   return &*layers;
 }
 
+// The safetensors file of a directory that holds `slot`'s tensors: model.safetensors, or the shard the index maps
+// one of them to.
+std::filesystem::path safetensors_file_of(const std::filesystem::path& dir, const std::string& slot) {
+  std::error_code ec;
+  if (!std::filesystem::is_directory(dir, ec) || std::filesystem::exists(dir / "model.safetensors", ec))
+    return std::filesystem::is_directory(dir, ec) ? dir / "model.safetensors" : dir;
+  try {
+    const auto index = parse_json_text(read_text_file(dir / "model.safetensors.index.json"), dir.string());
+    for (const auto& [tensor, file] : index.at("weight_map").items())
+      if (tensor.starts_with(slot + ".") && file.is_string()) return dir / file.get<std::string>();
+  } catch (const std::exception&) {
+  }
+  return dir;
+}
+
 // A slot stored packed (quantized) in the checkpoint, or nullopt when it is stored dense.
 std::optional<PackedLinear> packed_slot(const nlohmann::json& config_raw, const TensorMap& tensors,
                                         const std::filesystem::path& source, const std::string& name) {
@@ -189,7 +206,12 @@ std::optional<PackedLinear> packed_slot(const nlohmann::json& config_raw, const 
     p.out = w->dim(0);
     p.in = w->dim(1);
   }
-  p.validate(where);
+  try {
+    p.validate(where);
+  } catch (const Error& e) {
+    // Name the safetensors file that holds the layer (a shard of a big model), found only when reporting.
+    fail("{} (file {})", e.what(), safetensors_file_of(source, name).string());
+  }
   if (spec.static_act) {
     p.spec.act_scale = p.find("input_scale")->data<float>()[0];
     p.spec.act_zero_point = p.find("input_zero_point")->data<int32_t>()[0];

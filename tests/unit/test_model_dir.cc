@@ -319,7 +319,29 @@ TEST(ModelDirErrors, MissingPackedTensorIsNamed) {
   EXPECT_NE(msg.find("model.layers.2.mlp.up_proj"), std::string::npos) << msg;
   EXPECT_NE(msg.find("weight_scale"), std::string::npos) << msg;
   EXPECT_NE(msg.find("missing"), std::string::npos) << msg;
-  EXPECT_NE(msg.find(d.string()), std::string::npos) << msg;
+  EXPECT_NE(msg.find((d / "model.safetensors").string()), std::string::npos) << msg;
+}
+
+TEST(ModelDirErrors, ShardedModelNamesTheShard) {
+  auto m = load_model(stories_hf_dir());
+  QuantizeOptions o;
+  o.scheme = parse_quant_spec("w8a16");
+  quantize_model(*m, o);
+  const fs::path d = temp_dir("shard_err") / "q";
+  SaveOptions so;
+  so.max_shard_bytes = 64 * 1024;
+  save_model(*m, d, so);
+  // Rewrite the shard holding layer 3's down_proj without its scale.
+  const auto index = nlohmann::json::parse(read_text_file(d / "model.safetensors.index.json"));
+  const std::string shard = index["weight_map"]["model.layers.3.mlp.down_proj.weight_scale"];
+  SafetensorsFile st = read_safetensors(d / shard);
+  TensorMap t = st.tensors;
+  t.erase("model.layers.3.mlp.down_proj.weight_scale");
+  write_safetensors(d / shard, t, st.metadata);
+  const std::string msg = load_error(d);
+  EXPECT_NE(msg.find("model.layers.3.mlp.down_proj"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("weight_scale"), std::string::npos) << msg;
+  EXPECT_NE(msg.find(shard), std::string::npos) << msg;
 }
 
 TEST(ModelDirErrors, WrongDtypeIsNamed) {
