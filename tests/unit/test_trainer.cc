@@ -121,7 +121,7 @@ TEST(TrainClassifier, BadLabelsAreNamed) {
   d.ids = {{1, 2}};
   d.labels = {5};
   TrainableEncoder m(tiny_bert(10, 2), 1);
-  EXPECT_THROW(train_classifier(m, d, {}, TrainOptions{}), Error);
+  EXPECT_THROW(train_classifier(m, d, ClassifyData{}, TrainOptions{}), Error);
 }
 
 TEST(TrainCli, TrainsSavesAndTheModelClassifies) {
