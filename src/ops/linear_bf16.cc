@@ -9,18 +9,13 @@ namespace shrink::detail {
 
 namespace {
 
-class Bf16Linear final : public Linear {
+class Bf16Linear final : public PackedTensorsLinear {
  public:
-  explicit Bf16Linear(PackedLinear p) : p_(std::move(p)), isa_(active_isa()) {
-    p_.validate(p_.spec.name() + " layer");
-    in_ = p_.in;
-    out_ = p_.out;
+  explicit Bf16Linear(PackedLinear p) : PackedTensorsLinear(std::move(p)), isa_(active_isa()) {
     w_.w = p_.find("weight")->data<uint16_t>();
     w_.n = out_;
     w_.k = in_;
     w_.ld = in_;
-    const Tensor* b = p_.find("bias");
-    bias_ = b ? b->data<float>() : nullptr;
   }
 
   void forward(const float* x, int64_t m, float* y) const override {
@@ -33,19 +28,9 @@ class Bf16Linear final : public Linear {
     return true;
   }
 
-  std::string scheme() const override { return p_.spec.name(); }
-  size_t weight_bytes() const override {
-    size_t bytes = 0;
-    for (const auto& [name, t] : p_.tensors) bytes += t.nbytes();
-    return bytes;
-  }
-  const PackedLinear* packed() const override { return &p_; }
-
  private:
-  PackedLinear p_;
   Isa isa_;
   kernels::Bf16Matrix w_;
-  const float* bias_ = nullptr;
 };
 
 }  // namespace

@@ -10,12 +10,9 @@ namespace shrink::detail {
 
 namespace {
 
-class W4Linear final : public Linear {
+class W4Linear final : public PackedTensorsLinear {
  public:
-  explicit W4Linear(PackedLinear p) : p_(std::move(p)), isa_(active_isa()) {
-    p_.validate(p_.spec.name() + " layer");
-    in_ = p_.in;
-    out_ = p_.out;
+  explicit W4Linear(PackedLinear p) : PackedTensorsLinear(std::move(p)), isa_(active_isa()) {
     w_.codes = p_.find("weight_packed")->data<uint8_t>();
     w_.scales_f16 = p_.find("weight_scale")->data<uint16_t>();
     const Tensor* z = p_.find("weight_zero_point");
@@ -23,8 +20,6 @@ class W4Linear final : public Linear {
     w_.n = out_;
     w_.k = in_;
     w_.group = p_.spec.group;
-    const Tensor* b = p_.find("bias");
-    bias_ = b ? b->data<float>() : nullptr;
   }
 
   void forward(const float* x, int64_t m, float* y) const override {
@@ -37,20 +32,9 @@ class W4Linear final : public Linear {
     return true;
   }
 
-  std::string scheme() const override { return p_.spec.name(); }
-  // Everything the layer keeps in memory: codes, scales, zero points, the shape record and the bias.
-  size_t weight_bytes() const override {
-    size_t bytes = 0;
-    for (const auto& [name, t] : p_.tensors) bytes += t.nbytes();
-    return bytes;
-  }
-  const PackedLinear* packed() const override { return &p_; }
-
  private:
-  PackedLinear p_;
   Isa isa_;
   kernels::W4Matrix w_;
-  const float* bias_ = nullptr;
 };
 
 }  // namespace

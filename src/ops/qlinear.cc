@@ -65,6 +65,12 @@ const Tensor* PackedLinear::find(std::string_view name) const {
   return nullptr;
 }
 
+size_t PackedLinear::bytes() const {
+  size_t b = 0;
+  for (auto& [n, t] : tensors) b += t.nbytes();
+  return b;
+}
+
 void PackedLinear::validate(const std::string& what) const {
   auto need = [&](const char* name, DType dt, const Shape& shape) {
     const Tensor* t = find(name);
@@ -266,11 +272,7 @@ class ReferencePackedLinear final : public Linear {
   }
 
   std::string scheme() const override { return p_.spec.name(); }
-  size_t weight_bytes() const override {
-    size_t b = 0;
-    for (auto& [n, t] : p_.tensors) b += t.nbytes();
-    return b;
-  }
+  size_t weight_bytes() const override { return p_.bytes(); }
   const PackedLinear* packed() const override { return &p_; }
 
  private:

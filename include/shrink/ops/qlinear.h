@@ -45,6 +45,7 @@ struct PackedLinear {
   std::vector<std::pair<std::string, Tensor>> tensors;  // in the naming above
 
   const Tensor* find(std::string_view name) const;
+  size_t bytes() const;  // all tensors together
   // Throws naming `what` (e.g. "model.layers.0.mlp.up_proj in /path") when a tensor is missing or has the wrong
   // dtype or shape for spec/out/in.
   void validate(const std::string& what) const;
