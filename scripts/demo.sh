@@ -10,7 +10,8 @@ mkdir -p out
 if [ ! -f out/gpt2-synth/config.json ]; then
   build/shrink synth --preset gpt2 --out out/gpt2-synth
 fi
-build/shrink info out/gpt2-synth | head -8
+build/shrink info out/gpt2-synth > out/gpt2-synth.info  # (piping into head would end it with SIGPIPE)
+head -8 out/gpt2-synth.info
 echo "--- generate (random weights: the text is noise; the timings are real)"
 build/shrink generate out/gpt2-synth --prompt "The quick brown fox" -n 32 --no-stop
 echo "--- bench: prompt 128 tokens, 32 generated"
