@@ -40,7 +40,8 @@ std::vector<std::pair<std::string, Shape>> TrainableEncoder::expected_shapes() c
     s.push_back({n + ".bias", {d}});
   };
   if (vit_) {
-    const int64_t p = config_.patch_size, c = config_.num_channels, n = int64_t{config_.image_size / p} * (config_.image_size / p);
+    const int64_t p = config_.patch_size, c = config_.num_channels,
+                  n = int64_t{config_.image_size / p} * (config_.image_size / p);
     s.push_back({"vit.embeddings.cls_token", {1, 1, d}});
     s.push_back({"vit.embeddings.position_embeddings", {1, n + 1, d}});
     s.push_back({"vit.embeddings.patch_embeddings.projection.weight", {d, c, p, p}});
@@ -98,7 +99,8 @@ void TrainableEncoder::set_family() {
     check(config_.patch_size > 0 && config_.image_size > 0 && config_.num_channels > 0 &&
               config_.image_size % config_.patch_size == 0,
           "training: ViT image_size {} / patch_size {} / num_channels {}; expected positive sizes with the patch "
-          "dividing the image", config_.image_size, config_.patch_size, config_.num_channels);
+          "dividing the image",
+          config_.image_size, config_.patch_size, config_.num_channels);
 }
 
 TrainableEncoder::TrainableEncoder(ModelConfig config, uint64_t seed) : config_(std::move(config)) {
@@ -113,8 +115,10 @@ TrainableEncoder::TrainableEncoder(ModelConfig config, const TensorMap& tensors,
     auto it = tensors.find(name);
     const bool head = is_head(name);
     if (it == tensors.end()) {
-      check(head, "training: checkpoint tensor '{}' is missing (expected shape {}); the checkpoint is not a {} model "
-            "of this config", name, shape_str(shape), config_.model_type);
+      check(head,
+            "training: checkpoint tensor '{}' is missing (expected shape {}); the checkpoint is not a {} model "
+            "of this config",
+            name, shape_str(shape), config_.model_type);
       continue;
     }
     check(it->second.shape() == shape, "training: checkpoint tensor '{}' has shape {}; expected {} from config.json",
@@ -134,8 +138,7 @@ void TrainableEncoder::init_fresh(uint64_t seed, bool only_missing) {
     const bool norm = (name.find("LayerNorm") != std::string::npos || name.find("layer_norm") != std::string::npos ||
                        name.find("layernorm") != std::string::npos) &&
                       name.ends_with(".weight");
-    for (int64_t i = 0; i < t.numel(); ++i)
-      d[i] = name.ends_with(".bias") ? 0.f : norm ? 1.f : nd(gen);
+    for (int64_t i = 0; i < t.numel(); ++i) d[i] = name.ends_with(".bias") ? 0.f : norm ? 1.f : nd(gen);
     p_[name] = parameter(std::move(t));
   }
 }
@@ -149,10 +152,10 @@ const Var& TrainableEncoder::at(const std::string& name) const {
 EncoderForward TrainableEncoder::forward(const EncoderBatch& b, bool training, std::mt19937& rng) const {
   if (vit_) return forward_vit(b, training, rng);
   const int64_t B = b.batch, T = b.seq, d = config_.hidden_size;
-  check(B > 0 && T > 0 && static_cast<int64_t>(b.ids.size()) == B * T,
-        "training forward: {} ids for batch {} x seq {}", b.ids.size(), B, T);
-  check(T <= config_.max_position_embeddings, "training forward: sequence of {} tokens; the model has {} positions",
-        T, config_.max_position_embeddings);
+  check(B > 0 && T > 0 && static_cast<int64_t>(b.ids.size()) == B * T, "training forward: {} ids for batch {} x seq {}",
+        b.ids.size(), B, T);
+  check(T <= config_.max_position_embeddings, "training forward: sequence of {} tokens; the model has {} positions", T,
+        config_.max_position_embeddings);
   const float eps = config_.norm_eps;
   const float p = training ? dropout : 0.f;
   auto drop = [&](const Var& x) { return p > 0.f ? train::dropout(x, p, rng) : x; };
@@ -168,7 +171,7 @@ EncoderForward TrainableEncoder::forward(const EncoderBatch& b, bool training, s
   EncoderForward out;
   out.hidden.push_back(h);
   const int heads = config_.num_heads, hd = static_cast<int>(d / heads);
-  auto L = [&](const std::string& n, const Var& x) { return linear(x, at(n + ".weight"), at(n + ".bias")); };
+  auto L = [&](const std::string& n, const Var& x) { return lin(n, x, at(n + ".weight"), at(n + ".bias")); };
   auto LN = [&](const std::string& n, const Var& x) { return layer_norm(x, at(n + ".weight"), at(n + ".bias"), eps); };
   for (int i = 0; i < config_.num_layers; ++i) {
     const std::string l = layer_prefix(bert_, pre_, i);
@@ -205,11 +208,14 @@ EncoderForward TrainableEncoder::forward_vit(const EncoderBatch& b, bool trainin
   const float eps = config_.norm_eps;
   const float pd = training ? dropout : 0.f;
   auto drop = [&](const Var& x) { return pd > 0.f ? train::dropout(x, pd, rng) : x; };
-  auto L = [&](const std::string& nm, const Var& x) { return linear(x, at(nm + ".weight"), at(nm + ".bias")); };
-  auto LN = [&](const std::string& nm, const Var& x) { return layer_norm(x, at(nm + ".weight"), at(nm + ".bias"), eps); };
+  auto L = [&](const std::string& nm, const Var& x) { return lin(nm, x, at(nm + ".weight"), at(nm + ".bias")); };
+  auto LN = [&](const std::string& nm, const Var& x) {
+    return layer_norm(x, at(nm + ".weight"), at(nm + ".bias"), eps);
+  };
   Var x = constant(Tensor::from_f32(b.patches, {B * n, pix}));
   const Var& pw = at("vit.embeddings.patch_embeddings.projection.weight");
-  Var h = linear(x, reshape(pw, {d, pix}), at("vit.embeddings.patch_embeddings.projection.bias"));
+  Var h = lin("vit.embeddings.patch_embeddings.projection", x, reshape(pw, {d, pix}),
+              at("vit.embeddings.patch_embeddings.projection.bias"));
   h = drop(prepend_cls_add_pos(h, at("vit.embeddings.cls_token"), at("vit.embeddings.position_embeddings"), B, n));
   const int64_t T = n + 1;
   const int heads = config_.num_heads, hd = static_cast<int>(d / heads);
@@ -231,9 +237,14 @@ EncoderForward TrainableEncoder::forward_vit(const EncoderBatch& b, bool trainin
   return out;
 }
 
+Var TrainableEncoder::lin(const std::string& slot, const Var& x, const Var& w, const Var& b) const {
+  return linear_hook ? linear_hook(slot, x, w, b) : linear(x, w, b);
+}
+
 std::vector<NamedParam> TrainableEncoder::parameters() const {
   std::vector<NamedParam> v;
   for (auto& [name, var] : p_) v.push_back({name, var, !is_no_decay(name)});
+  v.insert(v.end(), extra_parameters.begin(), extra_parameters.end());
   return v;
 }
 

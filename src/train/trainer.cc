@@ -42,7 +42,9 @@ std::pair<ClassifyData, ClassifyData> split_data(const ClassifyData& all, double
   return {std::move(tr), std::move(va)};
 }
 
-EncoderBatch ClassifyData::batch(const std::vector<int64_t>& idx) const { return make_batch(*this, idx); }
+EncoderBatch ClassifyData::batch(const std::vector<int64_t>& idx) const {
+  return make_batch(*this, idx);
+}
 
 EncoderBatch ImageData::batch(const std::vector<int64_t>& idx) const {
   EncoderBatch b;
@@ -125,6 +127,23 @@ nlohmann::json TrainReport::to_json() const {
           {"val_curve", curve}};
 }
 
+namespace {
+
+std::vector<std::vector<float>> snapshot(const std::vector<NamedParam>& ps) {
+  std::vector<std::vector<float>> s;
+  for (auto& p : ps) s.emplace_back(p.var.data(), p.var.data() + p.var.value().numel());
+  return s;
+}
+
+void restore(const std::vector<NamedParam>& ps, const std::vector<std::vector<float>>& s) {
+  for (size_t i = 0; i < ps.size(); ++i) {
+    Var v = ps[i].var;  // shares the node
+    std::copy(s[i].begin(), s[i].end(), v.mutable_data());
+  }
+}
+
+}  // namespace
+
 TrainReport train_classifier(TrainableEncoder& model, const ClassifySource& train, const ClassifySource& val,
                              const TrainOptions& opt, const std::function<void(const TrainProgress&)>& progress) {
   check(train.size() > 0, "training: no training examples (empty data file?)");
@@ -135,17 +154,16 @@ TrainReport train_classifier(TrainableEncoder& model, const ClassifySource& trai
           "training: example {} has label {}; the model has {} labels (0..{})", i, train.label(i), labels, labels - 1);
   const int64_t per_update = int64_t{opt.batch} * opt.accumulate;
   const int64_t updates_per_epoch = std::max<int64_t>(1, static_cast<int64_t>(train.size()) / per_update);
-  const int64_t total = updates_per_epoch * opt.epochs;
+  int64_t total = updates_per_epoch * opt.epochs;
   AdamW adam(model.parameters(), AdamWOptions{0.9f, 0.999f, 1e-8f, opt.weight_decay});
-  const LrSchedule sched{opt.lr, static_cast<int64_t>(opt.warmup_fraction * static_cast<double>(total)), total,
-                         opt.decay};
+  LrSchedule sched{opt.lr, static_cast<int64_t>(opt.warmup_fraction * static_cast<double>(total)), total, opt.decay};
   std::mt19937_64 shuf(opt.seed);
   std::mt19937 drop_rng(static_cast<uint32_t>(opt.seed + 1));
   std::vector<int64_t> order(train.size());
   std::iota(order.begin(), order.end(), 0);
 
   TrainReport rep;
-  TensorMap best;
+  std::vector<std::vector<float>> best;
   int since_best = 0;
   double loss_ema = 0;
   const double gemm0 = gemm_seconds();
@@ -160,11 +178,13 @@ TrainReport train_classifier(TrainableEncoder& model, const ClassifySource& trai
       double loss_sum = 0;
       for (int a = 0; a < opt.accumulate; ++a) {
         const int64_t base = (u * opt.accumulate + a) * opt.batch;
-        std::vector<int64_t> idx(order.begin() + base, order.begin() + std::min<int64_t>(base + opt.batch, order.size()));
+        std::vector<int64_t> idx(order.begin() + base,
+                                 order.begin() + std::min<int64_t>(base + opt.batch, order.size()));
         const EncoderBatch b = train.batch(idx);
         std::vector<int32_t> y;
         for (int64_t i : idx) y.push_back(train.label(i));
-        Var loss = cross_entropy(model.forward(b, true, drop_rng).logits, y);
+        Var loss = opt.loss ? opt.loss(model.forward(b, true, drop_rng), b, idx, y)
+                            : cross_entropy(model.forward(b, true, drop_rng).logits, y);
         loss_sum += loss.item();
         backward(opt.accumulate > 1 ? scale(loss, 1.f / static_cast<float>(opt.accumulate)) : loss);
         samples += static_cast<int64_t>(idx.size());
@@ -172,21 +192,35 @@ TrainReport train_classifier(TrainableEncoder& model, const ClassifySource& trai
       if (opt.clip > 0) clip_grad_norm(adam.params(), opt.clip);
       adam.step(sched.at(step));
       ++step;
+      if (opt.after_update) opt.after_update(step);
       const double l = loss_sum / opt.accumulate;
       loss_ema = step == 1 ? l : 0.95 * loss_ema + 0.05 * l;
-      const double el = (timer.elapsed_ms() * 1e-3);
+      double el = (timer.elapsed_ms() * 1e-3);
       if ((step % eval_every == 0 || step == total) && val.size() > 0) {
         const double acc = accuracy(model, val);
         rep.val_curve.push_back({step, acc});
         if (acc > rep.best_val_accuracy) {
           rep.best_val_accuracy = acc;
-          best = model.state();
+          best = snapshot(adam.params());
           since_best = 0;
         } else if (opt.patience > 0 && ++since_best >= opt.patience) {
           rep.early_stopped = true;
           stop = true;
         }
       }
+      el = timer.elapsed_ms() * 1e-3;
+      // Fit the schedule to the budget: after 20 updates, and again after each validation (which costs time too),
+      // end the decay at the last update that fits. Only ever shortens; never lengthens past the epochs asked for.
+      if (opt.max_minutes > 0 && (step == 20 || (step > 20 && step % eval_every == 0))) {
+        const double per_step = el / static_cast<double>(step);
+        const int64_t fit = step + static_cast<int64_t>((opt.max_minutes * 60.0 - el) / per_step);
+        if (fit < total) {
+          total = std::max(step + 1, fit);
+          sched.total = total;
+          sched.warmup = std::min(sched.warmup, total / 2);
+        }
+      }
+      if (step >= total) stop = true;
       if (opt.max_minutes > 0 && el > opt.max_minutes * 60.0) {
         rep.time_budget_hit = true;
         stop = true;
@@ -210,15 +244,10 @@ TrainReport train_classifier(TrainableEncoder& model, const ClassifySource& trai
     rep.val_curve.push_back({step, acc});
     if (acc > rep.best_val_accuracy) {
       rep.best_val_accuracy = acc;
-      best = model.state();
+      best = snapshot(adam.params());
     }
   }
-  if (!best.empty()) {
-    for (auto& p : model.parameters()) {
-      const Tensor& t = best.at(p.name);
-      std::copy(t.data<float>(), t.data<float>() + t.numel(), p.var.mutable_data());
-    }
-  }
+  if (!best.empty()) restore(adam.params(), best);
   rep.steps = step;
   rep.seconds = (timer.elapsed_ms() * 1e-3);
   rep.samples_per_s = rep.seconds > 0 ? static_cast<double>(samples) / rep.seconds : 0;
@@ -268,14 +297,16 @@ nlohmann::json build_wordpiece_tokenizer(const std::vector<std::string>& texts, 
   std::unordered_map<std::string, int> seen;
   for (auto& s : vocab) seen[s] = 1;
   std::vector<std::pair<std::string, int64_t>> cs(chars.begin(), chars.end());
-  std::sort(cs.begin(), cs.end(), [](auto& a, auto& b) { return a.second != b.second ? a.second > b.second : a.first < b.first; });
+  std::sort(cs.begin(), cs.end(),
+            [](auto& a, auto& b) { return a.second != b.second ? a.second > b.second : a.first < b.first; });
   for (auto& [c, n] : cs) {
     if (static_cast<int>(vocab.size()) + 2 > vocab_size) break;
     if (seen.emplace(c, 1).second) vocab.push_back(c);
     if (seen.emplace("##" + c, 1).second) vocab.push_back("##" + c);
   }
   std::vector<std::pair<std::string, int64_t>> ws(words.begin(), words.end());
-  std::sort(ws.begin(), ws.end(), [](auto& a, auto& b) { return a.second != b.second ? a.second > b.second : a.first < b.first; });
+  std::sort(ws.begin(), ws.end(),
+            [](auto& a, auto& b) { return a.second != b.second ? a.second > b.second : a.first < b.first; });
   for (auto& [w, n] : ws) {
     if (static_cast<int>(vocab.size()) >= vocab_size) break;
     if (w.size() > 100) continue;
@@ -285,37 +316,45 @@ nlohmann::json build_wordpiece_tokenizer(const std::vector<std::string>& texts, 
   for (size_t i = 0; i < vocab.size(); ++i) v[vocab[i]] = static_cast<int>(i);
   nlohmann::json added = nlohmann::json::array();
   for (size_t i = 0; i < specials.size(); ++i)
-    added.push_back({{"id", static_cast<int>(i)}, {"content", specials[i]}, {"single_word", false}, {"lstrip", false},
-                     {"rstrip", false}, {"normalized", false}, {"special", true}});
-  auto special = [](const char* s, int id) {
-    return nlohmann::json{{"id", s}, {"ids", {id}}, {"tokens", {s}}};
-  };
-  return {
-      {"version", "1.0"},
-      {"truncation", nullptr},
-      {"padding", nullptr},
-      {"added_tokens", added},
-      {"normalizer",
-       {{"type", "BertNormalizer"}, {"clean_text", true}, {"handle_chinese_chars", true}, {"strip_accents", nullptr},
-        {"lowercase", true}}},
-      {"pre_tokenizer", {{"type", "BertPreTokenizer"}}},
-      {"post_processor",
-       {{"type", "TemplateProcessing"},
-        {"single",
-         {{{"SpecialToken", {{"id", "[CLS]"}, {"type_id", 0}}}},
-          {{"Sequence", {{"id", "A"}, {"type_id", 0}}}},
-          {{"SpecialToken", {{"id", "[SEP]"}, {"type_id", 0}}}}}},
-        {"pair",
-         {{{"SpecialToken", {{"id", "[CLS]"}, {"type_id", 0}}}},
-          {{"Sequence", {{"id", "A"}, {"type_id", 0}}}},
-          {{"SpecialToken", {{"id", "[SEP]"}, {"type_id", 0}}}},
-          {{"Sequence", {{"id", "B"}, {"type_id", 1}}}},
-          {{"SpecialToken", {{"id", "[SEP]"}, {"type_id", 1}}}}}},
-        {"special_tokens", {{"[CLS]", special("[CLS]", 2)}, {"[SEP]", special("[SEP]", 3)}}}}},
-      {"decoder", {{"type", "WordPiece"}, {"prefix", "##"}, {"cleanup", true}}},
-      {"model",
-       {{"type", "WordPiece"}, {"unk_token", "[UNK]"}, {"continuing_subword_prefix", "##"},
-        {"max_input_chars_per_word", 100}, {"vocab", v}}}};
+    added.push_back({{"id", static_cast<int>(i)},
+                     {"content", specials[i]},
+                     {"single_word", false},
+                     {"lstrip", false},
+                     {"rstrip", false},
+                     {"normalized", false},
+                     {"special", true}});
+  auto special = [](const char* s, int id) { return nlohmann::json{{"id", s}, {"ids", {id}}, {"tokens", {s}}}; };
+  return {{"version", "1.0"},
+          {"truncation", nullptr},
+          {"padding", nullptr},
+          {"added_tokens", added},
+          {"normalizer",
+           {{"type", "BertNormalizer"},
+            {"clean_text", true},
+            {"handle_chinese_chars", true},
+            {"strip_accents", nullptr},
+            {"lowercase", true}}},
+          {"pre_tokenizer", {{"type", "BertPreTokenizer"}}},
+          {"post_processor",
+           {{"type", "TemplateProcessing"},
+            {"single",
+             {{{"SpecialToken", {{"id", "[CLS]"}, {"type_id", 0}}}},
+              {{"Sequence", {{"id", "A"}, {"type_id", 0}}}},
+              {{"SpecialToken", {{"id", "[SEP]"}, {"type_id", 0}}}}}},
+            {"pair",
+             {{{"SpecialToken", {{"id", "[CLS]"}, {"type_id", 0}}}},
+              {{"Sequence", {{"id", "A"}, {"type_id", 0}}}},
+              {{"SpecialToken", {{"id", "[SEP]"}, {"type_id", 0}}}},
+              {{"Sequence", {{"id", "B"}, {"type_id", 1}}}},
+              {{"SpecialToken", {{"id", "[SEP]"}, {"type_id", 1}}}}}},
+            {"special_tokens", {{"[CLS]", special("[CLS]", 2)}, {"[SEP]", special("[SEP]", 3)}}}}},
+          {"decoder", {{"type", "WordPiece"}, {"prefix", "##"}, {"cleanup", true}}},
+          {"model",
+           {{"type", "WordPiece"},
+            {"unk_token", "[UNK]"},
+            {"continuing_subword_prefix", "##"},
+            {"max_input_chars_per_word", 100},
+            {"vocab", v}}}};
 }
 
 }  // namespace shrink::train

@@ -11,6 +11,7 @@
 #include <shrink/train/optim.h>
 
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <random>
 #include <string>
@@ -42,11 +43,23 @@ class TrainableEncoder {
   const ModelConfig& config() const { return config_; }
   EncoderForward forward(const EncoderBatch& b, bool training, std::mt19937& rng) const;
   std::vector<NamedParam> parameters() const;  // decay off for biases and LayerNorm weights
-  TensorMap state() const;                      // current weights, Hugging Face names (copies)
+  TensorMap state() const;                     // current weights, Hugging Face names (copies)
   // config.json + model.safetensors (+ `tokenizer_file` copied when given) into `dir`, atomically per file.
   void save(const std::filesystem::path& dir, const std::filesystem::path& tokenizer_file = {}) const;
 
   float dropout = 0.1f;  // hidden and attention-output dropout while training
+
+  // When set, replaces every Linear of the encoder (slot = Hugging Face name without ".weight", e.g.
+  // "bert.encoder.layer.0.attention.self.query"; ViT's patch projection is passed as a [hidden, pixels] matrix):
+  // QAT wraps input and weight in fake quantization, low-rank recovery computes through its factors, pruning masks
+  // weights. It receives the slot's input and its current weight and bias parameters.
+  std::function<Var(const std::string& slot, const Var& x, const Var& weight, const Var& bias)> linear_hook;
+  // Parameters a hook owns (learned quantization ranges, low-rank factors); parameters() lists them after the
+  // model's own, so the optimizer trains them.
+  std::vector<NamedParam> extra_parameters;
+  // The parameter under a Hugging Face name (throws naming it when absent).
+  const Var& param(const std::string& name) const { return at(name); }
+  bool has_param(const std::string& name) const { return p_.count(name) != 0; }
 
  private:
   ModelConfig config_;
@@ -55,6 +68,7 @@ class TrainableEncoder {
   std::string pre_;
   void set_family();
   const Var& at(const std::string& name) const;
+  Var lin(const std::string& slot, const Var& x, const Var& w, const Var& b) const;
   EncoderForward forward_vit(const EncoderBatch& b, bool training, std::mt19937& rng) const;
   void init_fresh(uint64_t seed, bool only_missing);
   std::vector<std::pair<std::string, Shape>> expected_shapes() const;

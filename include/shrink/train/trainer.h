@@ -59,16 +59,23 @@ struct TrainOptions {
   double warmup_fraction = 0.06;
   Decay decay = Decay::Linear;
   float weight_decay = 0.01f;
-  double clip = 1.0;  // max global gradient norm (0: off)
+  double clip = 1.0;       // max global gradient norm (0: off)
   double max_minutes = 0;  // 0: no time budget
   int eval_every = 0;      // updates between validation runs (0: once per epoch)
   int patience = 3;        // validation runs without improvement before stopping (0: never stop early)
   uint64_t seed = 0;
+  // Loss of one batch; default: cross-entropy of out.logits against `labels`. Distillation mixes in a teacher here
+  // (idx are the rows of the training source the batch holds).
+  std::function<Var(const EncoderForward& out, const EncoderBatch& b, const std::vector<int64_t>& idx,
+                    const std::vector<int32_t>& labels)>
+      loss;
+  // Called after every optimizer update (pruning re-applies its masks here, so zeros stay zero).
+  std::function<void(int64_t step)> after_update;
 };
 
 struct TrainProgress {
   int64_t step = 0, total_steps = 0;
-  double loss = 0;          // running mean of the last updates
+  double loss = 0;           // running mean of the last updates
   double val_accuracy = -1;  // last validation accuracy (-1: none yet)
   double elapsed_s = 0, eta_s = 0;
 };
@@ -83,6 +90,8 @@ struct TrainReport {
 };
 
 // Trains in place; when `val` is non-empty the weights with the best validation accuracy are restored at the end.
+// With a time budget the learning-rate schedule is fitted to it: after a few updates the number of updates that fit
+// is estimated (validation time included) and the decay ends there rather than at the end of the last epoch.
 TrainReport train_classifier(TrainableEncoder& model, const ClassifySource& train, const ClassifySource& val,
                              const TrainOptions& opt, const std::function<void(const TrainProgress&)>& progress = {});
 // Predicted labels (argmax), no gradients, batches of `batch`.
