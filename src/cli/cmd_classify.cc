@@ -1,6 +1,6 @@
-// shrink classify MODEL --text T | --data FILE.tsv: labels and probabilities, or accuracy/macro-F1.
+// shrink classify MODEL --text T | --data FILE.tsv: labels and probabilities, or the evaluation of `shrink eval`.
 #include <shrink/core/error.h>
-#include <shrink/eval/classification.h>
+#include <shrink/eval/evaluate.h>
 
 #include <algorithm>
 #include <cmath>
@@ -62,24 +62,18 @@ void register_classify(CLI::App& app) {
       std::printf("%s (%.4f)\n", label_name(c, best).c_str(), p[best]);
       return;
     }
-    LabeledText lt = read_labeled_tsv(data, c.id2label);
-    std::vector<int> pred;
-    Progress progress("classify", static_cast<int64_t>(lt.texts.size()), f.quiet || f.json);
-    for (size_t i = 0; i < lt.texts.size(); i += batch) {
-      std::vector<std::string> chunk(lt.texts.begin() + i,
-                                     lt.texts.begin() + std::min(lt.texts.size(), i + static_cast<size_t>(batch)));
-      EncoderOutput out = enc.forward(tok.encode_batch(chunk, eo));
-      for (size_t r = 0; r < chunk.size(); ++r) {
-        const float* row = out.logits.data<float>() + r * c.num_labels;
-        pred.push_back(static_cast<int>(std::max_element(row, row + c.num_labels) - row));
-      }
-      progress.update(static_cast<int64_t>(pred.size()));
-    }
+    // The evaluation of `shrink eval` (same code, same numbers), without segments or stress.
+    const LabeledTable table = read_labeled_table(data, c.id2label, c.num_labels);
+    EvalOptions opt;
+    opt.run.batch = batch;
+    opt.run.max_length = max_length;
+    Progress progress("classify", static_cast<int64_t>(table.data.texts.size()), f.quiet || f.json);
+    const EvalReport r = evaluate_classifier(enc, nullptr, table, opt,
+                                             [&](const std::string&, int64_t done, int64_t) { progress.update(done); });
     progress.finish();
-    ClassificationMetrics m = classification_metrics(pred, lt.labels, c.num_labels);
-    if (f.json)
-      return print_json({{"accuracy", m.accuracy}, {"macro_f1", m.macro_f1}, {"n", m.n}, {"confusion", m.confusion}});
-    std::printf("accuracy %.4f  macro-F1 %.4f  n %lld\n", m.accuracy, m.macro_f1, static_cast<long long>(m.n));
+    if (f.json) return print_json(to_json(r));
+    const std::string s = render_tables(r);
+    std::fwrite(s.data(), 1, s.size(), stdout);
   });
 }
 
