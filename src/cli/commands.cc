@@ -24,6 +24,7 @@ void register_synth(CLI::App&);
 void register_train(CLI::App&);
 void register_quantize(CLI::App&);
 void register_compare(CLI::App&);
+void register_eval(CLI::App&);
 
 void register_all(CLI::App& app) {
   register_info(app);
@@ -36,6 +37,7 @@ void register_all(CLI::App& app) {
   register_train(app);
   register_quantize(app);
   register_compare(app);
+  register_eval(app);
 }
 
 }  // namespace shrink::cli
