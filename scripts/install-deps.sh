@@ -13,6 +13,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   python3 python3-numpy               # independent numpy reference implementations in tests/reference
   zlib1g-dev                          # reading gzip'd data sets (Fashion-MNIST IDX files)
+  liblapack-dev                       # low-rank: LAPACK dsyevd for the truncated SVD
   dataset-fashion-mnist               # image classification data for training and the demo
 )
 

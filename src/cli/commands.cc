@@ -24,6 +24,8 @@ void register_synth(CLI::App&);
 void register_train(CLI::App&);
 void register_quantize(CLI::App&);
 void register_compare(CLI::App&);
+void register_qat(CLI::App&);
+void register_lowrank(CLI::App&);
 void register_eval(CLI::App&);
 
 void register_all(CLI::App& app) {
@@ -37,6 +39,8 @@ void register_all(CLI::App& app) {
   register_train(app);
   register_quantize(app);
   register_compare(app);
+  register_qat(app);
+  register_lowrank(app);
   register_eval(app);
 }
 

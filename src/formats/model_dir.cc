@@ -1,5 +1,6 @@
 // save_model: a Model as a Hugging Face style directory with compressed-tensors naming for quantized slots, written
 // atomically (temp directory + rename); the quantization_config and source hash it carries.
+#include <shrink/compress/lowrank.h>
 #include <shrink/core/build_info.h>
 #include <shrink/core/error.h>
 #include <shrink/core/mmap.h>
@@ -283,6 +284,15 @@ SaveResult save_model(const Model& model, const std::filesystem::path& dir_in, c
         !model.tensors().count("lm_head.weight_packed"))
       lm_head_packed_from_tied = true;
   }
+  // Low-rank slots: their factors replace the dense weight (the bias stays under its own name).
+  nlohmann::json lowrank_layers = json::object();
+  for (const auto& s : model.linears())
+    if (const LowRankLinear* lr = as_lowrank(s.impl.get())) {
+      replaced.insert(s.name + ".weight");
+      replaced.insert(s.name + "." + kLowRankA);
+      replaced.insert(s.name + "." + kLowRankB);
+      lowrank_layers[s.name] = lr->rank();
+    }
   TensorMap out;
   for (const auto& [name, t] : model.tensors()) {
     if (replaced.count(name)) continue;
@@ -298,9 +308,19 @@ SaveResult save_model(const Model& model, const std::filesystem::path& dir_in, c
     }
   }
 
+  for (const auto& s : model.linears())
+    if (const LowRankLinear* lr = as_lowrank(s.impl.get())) {
+      out.emplace(s.name + "." + kLowRankA, lr->a());
+      out.emplace(s.name + "." + kLowRankB,
+                  rope_heads_of(s.name) ? rows_to_hf_rope_order(lr->b(), cfg.head_dim) : lr->b());
+      if (lr->bias().defined() && !out.count(s.name + ".bias")) out.emplace(s.name + ".bias", lr->bias());
+    }
+
   // config.json: the source's own file, plus quantization_config when any slot is packed.
   json config = cfg.raw.is_object() ? cfg.raw : config_to_json(cfg);
   config.erase("quantization_config");
+  config.erase(kLowRankConfigKey);
+  if (!lowrank_layers.empty()) config[kLowRankConfigKey] = {{"format_version", 1}, {"layers", lowrank_layers}};
   if (to_hf_rope) config["torch_dtype"] = "float32";
   const json qc = quantization_config_json(model);
   const bool quantized = !qc["shrink"]["layers"].empty();

@@ -1,4 +1,5 @@
 // Model base (slots, tensor access), the architecture registry and load_model.
+#include <shrink/compress/lowrank.h>
 #include <shrink/core/error.h>
 #include <shrink/core/mmap.h>
 #include <shrink/formats/config.h>
@@ -86,6 +87,8 @@ size_t Model::weight_bytes() const {
     b += s.impl->weight_bytes();
     in_linears.insert(s.name + ".weight");
     in_linears.insert(s.name + ".bias");
+    in_linears.insert(s.name + "." + kLowRankA);
+    in_linears.insert(s.name + "." + kLowRankB);
   }
   for (auto& [name, t] : tensors_)
     if (!in_linears.count(name)) b += t.nbytes();
@@ -222,10 +225,54 @@ std::optional<PackedLinear> packed_slot(const nlohmann::json& config_raw, const 
   return p;
 }
 
+// A slot stored as low-rank factors (`<slot>.lowrank_A` [r, in], `<slot>.lowrank_B` [out, r], compress/lowrank.h),
+// or nullopt when it has none. The rank in config.json, when recorded, must agree with the tensors.
+std::optional<LinearSlot> lowrank_slot(const nlohmann::json& config_raw, const TensorMap& tensors,
+                                       const std::filesystem::path& source, const std::string& name) {
+  auto a = tensors.find(name + "." + kLowRankA);
+  auto b = tensors.find(name + "." + kLowRankB);
+  if (a == tensors.end() && b == tensors.end()) return std::nullopt;
+  const std::string src = source.string();
+  if (a == tensors.end() || b == tensors.end())
+    fail("{}: layer '{}' has '{}' but not '{}'; a low-rank layer needs both factors. The file is incomplete; re-run "
+         "shrink lowrank",
+         src, name, name + "." + (a == tensors.end() ? kLowRankB : kLowRankA),
+         name + "." + (a == tensors.end() ? kLowRankA : kLowRankB));
+  for (const auto* t : {&a->second, &b->second})
+    if (t->dtype() != DType::F32 && t->dtype() != DType::F16 && t->dtype() != DType::BF16)
+      fail("{}: low-rank factor of '{}' has dtype {}; expected F32, F16 or BF16", src, name, dtype_name(t->dtype()));
+  if (a->second.rank() != 2 || b->second.rank() != 2 || a->second.dim(0) != b->second.dim(1))
+    fail("{}: layer '{}' has factors {} [{}] and {} [{}]; expected A [r, in] and B [out, r] with the same r", src,
+         name, kLowRankA, shape_str(a->second.shape()), kLowRankB, shape_str(b->second.shape()));
+  if (config_raw.is_object() && config_raw.contains(kLowRankConfigKey)) {
+    const auto& layers = config_raw[kLowRankConfigKey].value("layers", nlohmann::json::object());
+    if (auto it = layers.find(name);
+        it != layers.end() && (!it->is_number_integer() || it->get<int64_t>() != a->second.dim(0)))
+      fail("{}/config.json: {}.layers[\"{}\"] is {}, but the factors have rank {}; the directory is inconsistent",
+           src, kLowRankConfigKey, name, it->dump(), a->second.dim(0));
+  }
+  Tensor bias;
+  if (auto bit = tensors.find(name + ".bias"); bit != tensors.end()) {
+    if (bit->second.numel() != b->second.dim(0))
+      fail("{}: tensor '{}.bias' has shape {}, expected [{}]", src, name, shape_str(bit->second.shape()),
+           b->second.dim(0));
+    bias = bit->second.dtype() == DType::F32 ? bit->second : bit->second.to_f32();
+  }
+  LinearSlot s;
+  s.name = name;
+  s.impl = std::make_unique<LowRankLinear>(a->second, b->second, bias);
+  s.bias = bias;
+  return s;
+}
+
 }  // namespace
 
 LinearSlot* Model::add_linear(const std::string& name, bool bias_required, bool transpose_conv1d,
                               const Tensor* weight) {
+  if (auto lr = lowrank_slot(config_.raw, tensors_, source_, name)) {
+    linears_.push_back(std::move(*lr));
+    return &linears_.back();
+  }
   if (auto p = packed_slot(config_.raw, tensors_, source_, name)) {
     const Tensor* bias = p->find("bias");
     Tensor b = bias ? *bias : Tensor();

@@ -1,6 +1,7 @@
 // The quantize pass: slot selection (skips, overrides), round-to-nearest packing through ops/qlinear.h, static
 // activation scales from calibration, and the per-layer report.
 #include <shrink/compress/calibration.h>
+#include <shrink/compress/lowrank.h>
 #include <shrink/compress/quantize.h>
 #include <shrink/core/build_info.h>
 #include <shrink/core/error.h>
@@ -92,6 +93,11 @@ QuantizeReport quantize_model(Model& model, const QuantizeOptions& opt) {
       if (p.spec.scheme == WeightScheme::F32) p.quantize = false;
     }
     if (p.quantize) {
+      if (const LowRankLinear* lr = as_lowrank(slot.impl.get()))
+        fail(
+            "{}: layer '{}' is low-rank (rank {}); quantizing low-rank factors is not supported. Quantize the dense "
+            "model instead, or leave the layer out with --skip '{}'",
+            model.source().string(), slot.name, lr->rank(), slot.name);
       if (slot.impl->packed() || !slot.weight.defined() || slot.weight.numel() == 0)
         fail(
             "{}: layer '{}' is already {} (loaded packed); quantize from the original model instead of a "

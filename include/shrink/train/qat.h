@@ -1,0 +1,69 @@
+// Quantization-aware training of a TrainableEncoder: fake quantization of every selected Linear through
+// linear_hook (W8A8 with per-tensor activation ranges observed then learned, or group-wise W4), and the conversion
+// of the trained weights into the engine's packed model, so inference computes what training saw.
+#pragma once
+
+#include <shrink/models/model.h>
+#include <shrink/ops/qlinear.h>
+#include <shrink/train/encoder.h>
+#include <shrink/train/trainer.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace shrink::train {
+
+struct QatOptions {
+  // "w8a8" / "w8a8-static" (int8 per-channel weights, static per-tensor uint8 activations whose range is
+  // trained) or "w4a16-g32|g64|g128[-asym]" (group-wise 4-bit weights, fp32 activations).
+  QuantSpec spec;
+  // Slots left in fp32 (ECMAScript regexes searched in the slot name). The defaults are the quantize pass's
+  // defaults for encoders, so the converted model is what `shrink quantize` would produce.
+  std::vector<std::string> skip = {"^classifier$", "^pre_classifier$"};
+  // W8A8: during the first `observe_steps` optimizer updates a slot's input range follows an exponential moving
+  // average of the batch min/max (momentum `ema`); afterwards lo/hi are trained by the optimizer (LSQ-style
+  // gradients of fake_quant_a8).
+  int observe_steps = 50;
+  float ema = 0.9f;
+};
+
+// Installs the fake-quant hook on a model and owns the per-slot ranges (model.extra_parameters, named
+// "<slot>.input_lo" / "<slot>.input_hi", no weight decay). The model must outlive the Qat object's use, and the
+// hook stays installed after this object is gone (it shares the state).
+class Qat {
+ public:
+  Qat(TrainableEncoder& model, const QatOptions& opt);
+
+  const QatOptions& options() const;
+  // The slots that are fake-quantized, in model order.
+  const std::vector<std::string>& slots() const;
+  // W8A8: whether training forwards still update the ranges from the batch (true until observe_steps updates).
+  bool observing() const;
+  void set_observing(bool on);
+  // Goes into TrainOptions::after_update: ends observation after observe_steps updates.
+  void after_update(int64_t step);
+  // W8A8: the current input range of a slot, and the engine's static activation scale / zero point for it.
+  std::pair<float, float> input_range(const std::string& slot) const;
+  // The scheme the engine stores `slot` in ("w8a8-static" with the learned activation scale, or the W4 scheme).
+  QuantSpec slot_spec(const std::string& slot) const;
+
+  struct State;
+
+ private:
+  std::shared_ptr<State> s_;
+};
+
+// The engine model of the trained weights (build_model on model.state()), with every QAT slot replaced by its
+// packed Linear (make_packed_linear of quantize_linear_weights: the codes the fake quantization used). The result
+// saves with save_model.
+std::unique_ptr<Model> convert_qat(const TrainableEncoder& model, const Qat& qat);
+
+// Predicted labels of an engine encoder on a classification source (batches of `batch` rows), for comparing the
+// converted model with the training-time model on the same rows.
+std::vector<int> engine_predict(const EncoderModel& model, const ClassifySource& d, int batch = 64);
+double engine_accuracy(const EncoderModel& model, const ClassifySource& d, int batch = 64);
+
+}  // namespace shrink::train

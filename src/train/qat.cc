@@ -1,0 +1,189 @@
+// Quantization-aware training: the fake-quant linear hook (W8A8 observed-then-learned activation ranges, W4
+// group-wise weights), the conversion to packed engine layers, and engine predictions on classification data.
+#include <shrink/core/error.h>
+#include <shrink/kernels/quant.h>
+#include <shrink/train/qat.h>
+
+#include <algorithm>
+#include <map>
+#include <regex>
+
+namespace shrink::train {
+
+struct Qat::State {
+  QatOptions opt;
+  std::vector<std::string> slots;
+  struct Range {
+    Var lo, hi;
+    bool seen = false;  // the EMA starts from the first batch's min/max
+  };
+  std::map<std::string, Range> ranges;  // W8A8 only
+  bool observing = false;
+
+  bool act_quant() const { return opt.spec.scheme == WeightScheme::W8A8; }
+};
+
+namespace {
+
+// Linear slots of the encoder: the [out, in] weights with a bias beside them (embedding tables have none; ViT's
+// patch projection is a 4-d convolution weight and stays in fp32).
+std::vector<std::string> linear_slots(const TrainableEncoder& m) {
+  std::vector<std::string> out;
+  for (const auto& p : m.parameters()) {
+    if (!p.name.ends_with(".weight") || p.var.value().rank() != 2) continue;
+    const std::string slot = p.name.substr(0, p.name.size() - 7);
+    if (m.has_param(slot + ".bias")) out.push_back(slot);
+  }
+  return out;
+}
+
+Var one(float v) {
+  return parameter(Tensor::from_f32({v}, {1}));
+}
+
+}  // namespace
+
+Qat::Qat(TrainableEncoder& model, const QatOptions& opt) : s_(std::make_shared<State>()) {
+  s_->opt = opt;
+  const QuantSpec& spec = opt.spec;
+  check(spec.scheme == WeightScheme::W8A8 || spec.scheme == WeightScheme::W4A16,
+        "qat: scheme '{}' is not trained here; use w8a8 (static activations learned in training) or "
+        "w4a16-g32|g64|g128[-asym]",
+        spec.name());
+  check(opt.observe_steps >= 0 && opt.ema >= 0.f && opt.ema < 1.f,
+        "qat: observe_steps {} and ema {}; expected observe_steps >= 0 and 0 <= ema < 1", opt.observe_steps, opt.ema);
+  std::vector<std::regex> skips;
+  for (const auto& s : opt.skip) {
+    try {
+      skips.emplace_back(s, std::regex::ECMAScript);
+    } catch (const std::regex_error& e) {
+      fail("qat: skip pattern '{}' is not a valid regular expression ({}); write e.g. '^classifier$'", s, e.what());
+    }
+  }
+  for (const auto& slot : linear_slots(model)) {
+    if (std::any_of(skips.begin(), skips.end(), [&](const std::regex& r) { return std::regex_search(slot, r); }))
+      continue;
+    s_->slots.push_back(slot);
+    if (s_->act_quant()) {
+      State::Range r{one(-1.f), one(1.f), false};
+      model.extra_parameters.push_back({slot + ".input_lo", r.lo, false});
+      model.extra_parameters.push_back({slot + ".input_hi", r.hi, false});
+      s_->ranges.emplace(slot, r);
+    }
+  }
+  check(!s_->slots.empty(), "qat: no Linear layer left to quantize (every slot matched a skip pattern)");
+  s_->observing = s_->act_quant() && opt.observe_steps > 0;
+
+  std::shared_ptr<State> st = s_;
+  model.linear_hook = [st](const std::string& slot, const Var& x, const Var& w, const Var& b) -> Var {
+    auto it = st->ranges.find(slot);
+    const bool quantized = std::find(st->slots.begin(), st->slots.end(), slot) != st->slots.end();
+    if (!quantized) return linear(x, w, b);
+    const QuantSpec& sp = st->opt.spec;
+    if (sp.scheme == WeightScheme::W4A16) return linear(x, fake_quant_w4(w, sp.group, sp.asym), b);
+    State::Range& r = it->second;
+    Var lo = r.lo, hi = r.hi;
+    // Observation runs on training forwards only (evaluation runs under NoGradGuard).
+    if (st->observing && grad_enabled()) {
+      const float* d = x.data();
+      const auto [mn, mx] = std::minmax_element(d, d + x.numel());
+      float& l = lo.mutable_data()[0];
+      float& h = hi.mutable_data()[0];
+      if (!r.seen) {
+        l = *mn, h = *mx, r.seen = true;
+      } else {
+        const float m = st->opt.ema;
+        l = m * l + (1.f - m) * *mn;
+        h = m * h + (1.f - m) * *mx;
+      }
+    }
+    // A learned range can cross over; keep it a valid interval (choose_u8_params widens it to include 0).
+    if (!(hi.item() > lo.item())) hi.mutable_data()[0] = lo.item() + 1e-6f;
+    return linear(fake_quant_a8(x, lo, hi), fake_quant_w8(w), b);
+  };
+}
+
+const QatOptions& Qat::options() const {
+  return s_->opt;
+}
+const std::vector<std::string>& Qat::slots() const {
+  return s_->slots;
+}
+bool Qat::observing() const {
+  return s_->observing;
+}
+void Qat::set_observing(bool on) {
+  s_->observing = on && s_->act_quant();
+}
+void Qat::after_update(int64_t step) {
+  if (s_->observing && step >= s_->opt.observe_steps) s_->observing = false;
+}
+
+std::pair<float, float> Qat::input_range(const std::string& slot) const {
+  auto it = s_->ranges.find(slot);
+  if (it == s_->ranges.end())
+    fail("qat: slot '{}' has no activation range (scheme {} quantizes activations: {})", slot, s_->opt.spec.name(),
+         s_->act_quant() ? "yes, but the slot is not quantized" : "no");
+  return {it->second.lo.item(), it->second.hi.item()};
+}
+
+QuantSpec Qat::slot_spec(const std::string& slot) const {
+  QuantSpec spec = s_->opt.spec;
+  if (!s_->act_quant()) return spec;
+  const auto [lo, hi] = input_range(slot);
+  spec.static_act = true;
+  kernels::choose_u8_params(lo, std::max(hi, lo + 1e-6f), &spec.act_scale, &spec.act_zero_point);
+  return spec;
+}
+
+std::unique_ptr<Model> convert_qat(const TrainableEncoder& model, const Qat& qat) {
+  std::unique_ptr<Model> m = build_model(model.config(), model.state(), "qat");
+  for (const auto& slot : qat.slots()) {
+    LinearSlot* s = m->find_linear(slot);
+    if (!s)
+      fail("qat convert: the engine's {} model has no Linear '{}'; the trained slot cannot be packed",
+           model.config().architecture, slot);
+    const Tensor* bias = s->bias.defined() && s->bias.numel() > 0 ? &s->bias : nullptr;
+    s->impl = make_packed_linear(quantize_linear_weights(s->weight, bias, qat.slot_spec(slot)));
+  }
+  return m;
+}
+
+std::vector<int> engine_predict(const EncoderModel& model, const ClassifySource& d, int batch) {
+  check(batch > 0, "engine_predict: batch {} must be > 0", batch);
+  check(model.has_classifier(), "{}: the model has no classifier head; expected a ...ForSequenceClassification",
+        model.source().string());
+  std::vector<int> out;
+  const int64_t labels = model.config().num_labels;
+  for (size_t s = 0; s < d.size(); s += static_cast<size_t>(batch)) {
+    std::vector<int64_t> idx;
+    for (size_t i = s; i < std::min(d.size(), s + batch); ++i) idx.push_back(static_cast<int64_t>(i));
+    const EncoderBatch b = d.batch(idx);
+    BatchEncoding be;
+    be.batch = b.batch;
+    be.seq = b.seq;
+    be.ids = b.ids;
+    be.type_ids = b.type_ids.empty() ? std::vector<int32_t>(b.ids.size(), 0) : b.type_ids;
+    be.attention_mask = b.mask;
+    for (int64_t r = 0; r < b.batch; ++r) {
+      int32_t n = 0;
+      for (int64_t t = 0; t < b.seq; ++t) n += b.mask[r * b.seq + t] != 0;
+      be.lengths.push_back(n);
+    }
+    const EncoderOutput o = model.forward(be);
+    for (int64_t r = 0; r < b.batch; ++r) {
+      const float* l = o.logits.data<float>() + r * labels;
+      out.push_back(static_cast<int>(std::max_element(l, l + labels) - l));
+    }
+  }
+  return out;
+}
+
+double engine_accuracy(const EncoderModel& model, const ClassifySource& d, int batch) {
+  const auto p = engine_predict(model, d, batch);
+  int64_t ok = 0;
+  for (size_t i = 0; i < p.size(); ++i) ok += p[i] == d.label(i);
+  return d.size() ? static_cast<double>(ok) / static_cast<double>(d.size()) : 0.0;
+}
+
+}  // namespace shrink::train
