@@ -24,9 +24,11 @@ void register_synth(CLI::App&);
 void register_train(CLI::App&);
 void register_quantize(CLI::App&);
 void register_compare(CLI::App&);
+void register_distill(CLI::App&);
+void register_eval(CLI::App&);
 void register_qat(CLI::App&);
 void register_lowrank(CLI::App&);
-void register_eval(CLI::App&);
+void register_prune(CLI::App&);
 
 void register_all(CLI::App& app) {
   register_info(app);
@@ -39,9 +41,11 @@ void register_all(CLI::App& app) {
   register_train(app);
   register_quantize(app);
   register_compare(app);
+  register_distill(app);
+  register_eval(app);
   register_qat(app);
   register_lowrank(app);
-  register_eval(app);
+  register_prune(app);
 }
 
 }  // namespace shrink::cli

@@ -1,5 +1,7 @@
 // BERT and DistilBERT encoders: embeddings + post-LayerNorm blocks over padded batches with key
-// masks; BERT pooler (tanh) and ...ForSequenceClassification heads.
+// masks; BERT pooler (tanh) and ...ForSequenceClassification heads. Blocks may be structurally pruned: each layer
+// runs the heads and FFN width its tensors hold (as config.json's pruned_heads / shrink_pruning record them).
+#include <shrink/compress/prune.h>
 #include <shrink/core/error.h>
 #include <shrink/core/parallel.h>
 #include <shrink/ops/ops.h>
@@ -33,6 +35,9 @@ class Encoder : public EncoderModel {
   struct Layer {
     LinearSlot *q, *k, *v, *o, *ffn_in, *ffn_out;
     const float *ln1_w, *ln1_b, *ln2_w, *ln2_b;
+    int heads = 0;    // attention heads present (pruned layers have fewer; 0: the sublayer adds only o's bias)
+    int64_t ffn = 0;  // FFN width (0: the sublayer adds only ffn_out's bias)
+    std::vector<float> o_bias, ffn_out_bias;  // kept for a sublayer with nothing left to multiply
   };
 
   // Hugging Face names of one block's weights, relative to the block prefix.
@@ -40,9 +45,12 @@ class Encoder : public EncoderModel {
     const char *q, *k, *v, *o, *ln1, *ffn_in, *ffn_out, *ln2;
   };
 
-  void add_layer(const std::string& p, const LayerNames& n) {
+  void add_layer(const std::string& p, const LayerNames& n, const prune::EncoderShape& shape) {
     const int64_t d = config_.hidden_size;
+    const size_t index = layers_.size();
     Layer l{};
+    l.heads = static_cast<int>(shape.heads[index].size());
+    l.ffn = shape.ffn[index];
     l.q = add_linear(p + n.q, true);
     l.k = add_linear(p + n.k, true);
     l.v = add_linear(p + n.v, true);
@@ -54,23 +62,41 @@ class Encoder : public EncoderModel {
     l.ln2_w = f32(p + n.ln2 + ".weight", {d});
     l.ln2_b = f32(p + n.ln2 + ".bias", {d});
     check_layer(l);
-    layers_.push_back(l);
+    auto bias_of = [&](const LinearSlot& s) {
+      std::vector<float> b(static_cast<size_t>(d), 0.f);
+      if (s.bias.defined() && s.bias.numel() == d) {
+        const Tensor f = s.bias.to_f32();
+        std::copy_n(f.data<float>(), d, b.data());
+      }
+      return b;
+    };
+    if (l.heads == 0) l.o_bias = bias_of(*l.o);
+    if (l.ffn == 0) l.ffn_out_bias = bias_of(*l.ffn_out);
+    max_ffn_ = std::max(max_ffn_, l.ffn);
+    layers_.push_back(std::move(l));
   }
 
+  // The head count and FFN width come from config.json (pruned_heads, shrink_pruning); the tensors must hold them.
   void check_layer(const Layer& l) const {
-    const int64_t d = config_.hidden_size, ff = config_.intermediate_size;
-    expect_linear(*l.q, d, d);
-    expect_linear(*l.k, d, d);
-    expect_linear(*l.v, d, d);
-    expect_linear(*l.o, d, d);
+    const int64_t d = config_.hidden_size, a = int64_t{l.heads} * config_.head_dim, ff = l.ffn;
+    expect_linear(*l.q, d, a);
+    expect_linear(*l.k, d, a);
+    expect_linear(*l.v, d, a);
+    expect_linear(*l.o, a, d);
     expect_linear(*l.ffn_in, d, ff);
     expect_linear(*l.ffn_out, ff, d);
+  }
+
+  // Broadcasts a bias over rows (the output of a Linear with no inputs left).
+  static void fill_rows(const std::vector<float>& bias, int64_t rows, float* y) {
+    const int64_t d = static_cast<int64_t>(bias.size());
+    for (int64_t r = 0; r < rows; ++r) std::copy_n(bias.data(), d, y + r * d);
   }
 
   // x: [rows][d] embeddings after their LayerNorm; runs every block in place.
   void run_blocks(float* x, const BatchEncoding& b) const {
     const ModelConfig& c = config_;
-    const int64_t rows = b.batch * b.seq, d = c.hidden_size, ff = c.intermediate_size;
+    const int64_t rows = b.batch * b.seq, d = c.hidden_size, ff = max_ffn_;
     // Activations live in per-thread buffers that only grow: fresh vectors per call cost a zero-fill and, at BERT
     // sizes (3 MiB), mmap page faults on every forward (measured ~1 ms of a 25 ms int8 forward).
     thread_local std::vector<float> scratch;
@@ -80,22 +106,40 @@ class Encoder : public EncoderModel {
           *h = tmp + rows * d;
     const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
     for (const Layer& l : layers_) {
-      l.q->impl->forward(x, rows, q);
-      l.k->impl->forward(x, rows, k);
-      l.v->impl->forward(x, rows, v);
-      for (int64_t bi = 0; bi < b.batch; ++bi) {
-        const int64_t off = bi * b.seq * d;
-        ops::attention_masked(q + off, k + off, v + off, d, b.seq, b.attention_mask.data() + bi * b.seq, c.num_heads,
-                              c.head_dim, scale, att + off);
+      const int64_t a = int64_t{l.heads} * c.head_dim;  // attention width of this layer
+      if (l.heads > 0) {
+        l.q->impl->forward(x, rows, q);
+        l.k->impl->forward(x, rows, k);
+        l.v->impl->forward(x, rows, v);
+        for (int64_t bi = 0; bi < b.batch; ++bi) {
+          const int64_t off = bi * b.seq * a;
+          ops::attention_masked(q + off, k + off, v + off, a, b.seq, b.attention_mask.data() + bi * b.seq, l.heads,
+                                c.head_dim, scale, att + off);
+        }
+        l.o->impl->forward(att, rows, tmp);
+      } else {
+        fill_rows(l.o_bias, rows, tmp);
       }
-      l.o->impl->forward(att, rows, tmp);
       ops::add(tmp, x, rows * d);
       ops::layernorm(tmp, l.ln1_w, l.ln1_b, c.norm_eps, rows, d, x);
-      l.ffn_in->impl->forward(x, rows, h);
-      apply_activation(c.hidden_act, h, rows * ff);
-      l.ffn_out->impl->forward(h, rows, tmp);
+      if (l.ffn > 0) {
+        l.ffn_in->impl->forward(x, rows, h);
+        apply_activation(c.hidden_act, h, rows * l.ffn);
+        l.ffn_out->impl->forward(h, rows, tmp);
+      } else {
+        fill_rows(l.ffn_out_bias, rows, tmp);
+      }
       ops::add(tmp, x, rows * d);
       ops::layernorm(tmp, l.ln2_w, l.ln2_b, c.norm_eps, rows, d, x);
+    }
+  }
+
+  // Per-layer heads and FFN widths from config.json; its errors name the config file.
+  prune::EncoderShape layer_shape() const {
+    try {
+      return prune::encoder_shape(config_);
+    } catch (const Error& e) {
+      fail("{}: {}", source_.string(), e.what());
     }
   }
 
@@ -144,6 +188,7 @@ class Encoder : public EncoderModel {
   }
 
   std::vector<Layer> layers_;
+  int64_t max_ffn_ = 0;
   const float *word_ = nullptr, *pos_ = nullptr, *type_ = nullptr, *emb_ln_w_ = nullptr, *emb_ln_b_ = nullptr;
 };
 
@@ -157,10 +202,12 @@ class Bert final : public Encoder {
     if (c.type_vocab_size > 0) type_ = f32(p_ + "embeddings.token_type_embeddings.weight", {c.type_vocab_size, d});
     emb_ln_w_ = f32(p_ + "embeddings.LayerNorm.weight", {d});
     emb_ln_b_ = f32(p_ + "embeddings.LayerNorm.bias", {d});
+    const prune::EncoderShape shape = layer_shape();
     for (int i = 0; i < c.num_layers; ++i) {
       add_layer(p_ + "encoder.layer." + std::to_string(i) + ".",
                 {"attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
-                 "attention.output.LayerNorm", "intermediate.dense", "output.dense", "output.LayerNorm"});
+                 "attention.output.LayerNorm", "intermediate.dense", "output.dense", "output.LayerNorm"},
+                shape);
     }
     if (has(p_ + "pooler.dense.weight")) {
       pooler_ = add_linear(p_ + "pooler.dense", true);
@@ -211,10 +258,12 @@ class DistilBert final : public Encoder {
     pos_ = f32(p_ + "embeddings.position_embeddings.weight", {c.max_position_embeddings, d});
     emb_ln_w_ = f32(p_ + "embeddings.LayerNorm.weight", {d});
     emb_ln_b_ = f32(p_ + "embeddings.LayerNorm.bias", {d});
+    const prune::EncoderShape shape = layer_shape();
     for (int i = 0; i < c.num_layers; ++i) {
       add_layer(p_ + "transformer.layer." + std::to_string(i) + ".",
                 {"attention.q_lin", "attention.k_lin", "attention.v_lin", "attention.out_lin", "sa_layer_norm",
-                 "ffn.lin1", "ffn.lin2", "output_layer_norm"});
+                 "ffn.lin1", "ffn.lin2", "output_layer_norm"},
+                shape);
     }
     if (config_.architecture == "DistilBertForSequenceClassification") {
       pre_classifier_ = add_linear("pre_classifier", true);

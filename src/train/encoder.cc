@@ -1,6 +1,8 @@
 // TrainableEncoder: BERT / DistilBERT classifiers on the autograd tape with Hugging Face names, computing exactly
 // what the inference engine's BertForSequenceClassification / DistilBertForSequenceClassification compute
-// (post-LayerNorm blocks, erf GELU, [CLS] pooling; checked in tests/unit/test_train_encoder.cc).
+// (post-LayerNorm blocks, erf GELU, [CLS] pooling; checked in tests/unit/test_train_encoder.cc), including
+// structurally pruned blocks (per-layer heads and FFN widths from config.json, as the engine runs them).
+#include <shrink/compress/prune.h>
 #include <shrink/core/error.h>
 #include <shrink/core/mmap.h>
 #include <shrink/formats/safetensors.h>
@@ -29,7 +31,7 @@ bool is_no_decay(const std::string& name) {
 }  // namespace
 
 std::vector<std::pair<std::string, Shape>> TrainableEncoder::expected_shapes() const {
-  const int64_t d = config_.hidden_size, ff = config_.intermediate_size, V = config_.vocab_size;
+  const int64_t d = config_.hidden_size, V = config_.vocab_size;
   std::vector<std::pair<std::string, Shape>> s;
   auto lin = [&](const std::string& n, int64_t out, int64_t in) {
     s.push_back({n + ".weight", {out, in}});
@@ -48,9 +50,10 @@ std::vector<std::pair<std::string, Shape>> TrainableEncoder::expected_shapes() c
     s.push_back({"vit.embeddings.patch_embeddings.projection.bias", {d}});
     for (int i = 0; i < config_.num_layers; ++i) {
       const std::string l = "vit.encoder.layer." + std::to_string(i) + ".";
+      const int64_t a = attention_width(i), ff = ffn_[i];
       ln(l + "layernorm_before");
-      lin(l + "attention.attention.query", d, d), lin(l + "attention.attention.key", d, d);
-      lin(l + "attention.attention.value", d, d), lin(l + "attention.output.dense", d, d);
+      lin(l + "attention.attention.query", a, d), lin(l + "attention.attention.key", a, d);
+      lin(l + "attention.attention.value", a, d), lin(l + "attention.output.dense", d, a);
       ln(l + "layernorm_after");
       lin(l + "intermediate.dense", ff, d), lin(l + "output.dense", d, ff);
     }
@@ -64,15 +67,16 @@ std::vector<std::pair<std::string, Shape>> TrainableEncoder::expected_shapes() c
   ln(pre_ + "embeddings.LayerNorm");
   for (int i = 0; i < config_.num_layers; ++i) {
     const std::string l = layer_prefix(bert_, pre_, i);
+    const int64_t a = attention_width(i), ff = ffn_[i];
     if (bert_) {
-      lin(l + "attention.self.query", d, d), lin(l + "attention.self.key", d, d);
-      lin(l + "attention.self.value", d, d), lin(l + "attention.output.dense", d, d);
+      lin(l + "attention.self.query", a, d), lin(l + "attention.self.key", a, d);
+      lin(l + "attention.self.value", a, d), lin(l + "attention.output.dense", d, a);
       ln(l + "attention.output.LayerNorm");
       lin(l + "intermediate.dense", ff, d), lin(l + "output.dense", d, ff);
       ln(l + "output.LayerNorm");
     } else {
-      lin(l + "attention.q_lin", d, d), lin(l + "attention.k_lin", d, d);
-      lin(l + "attention.v_lin", d, d), lin(l + "attention.out_lin", d, d);
+      lin(l + "attention.q_lin", a, d), lin(l + "attention.k_lin", a, d);
+      lin(l + "attention.v_lin", a, d), lin(l + "attention.out_lin", d, a);
       ln(l + "sa_layer_norm");
       lin(l + "ffn.lin1", ff, d), lin(l + "ffn.lin2", d, ff);
       ln(l + "output_layer_norm");
@@ -101,6 +105,22 @@ void TrainableEncoder::set_family() {
           "training: ViT image_size {} / patch_size {} / num_channels {}; expected positive sizes with the patch "
           "dividing the image",
           config_.image_size, config_.patch_size, config_.num_channels);
+  check(config_.num_heads > 0, "training: {} attention heads; expected at least one", config_.num_heads);
+  if (config_.head_dim <= 0) config_.head_dim = config_.hidden_size / config_.num_heads;
+  const prune::EncoderShape shape = prune::encoder_shape(config_);
+  heads_.clear();
+  for (const auto& ids : shape.heads) heads_.push_back(static_cast<int>(ids.size()));
+  ffn_ = shape.ffn;
+}
+
+int64_t TrainableEncoder::attention_width(int layer) const {
+  return int64_t{heads_[layer]} * config_.head_dim;
+}
+
+Var TrainableEncoder::sublayer_bias(const Var& h, const std::string& bias) const {
+  const int64_t d = config_.hidden_size;
+  // A Linear whose inputs were all pruned: only its bias remains, broadcast over the rows (gradient to the bias).
+  return linear(h, constant(Tensor::zeros(DType::F32, {d, h.dim(1)})), at(bias));
 }
 
 TrainableEncoder::TrainableEncoder(ModelConfig config, uint64_t seed) : config_(std::move(config)) {
@@ -151,7 +171,7 @@ const Var& TrainableEncoder::at(const std::string& name) const {
 
 EncoderForward TrainableEncoder::forward(const EncoderBatch& b, bool training, std::mt19937& rng) const {
   if (vit_) return forward_vit(b, training, rng);
-  const int64_t B = b.batch, T = b.seq, d = config_.hidden_size;
+  const int64_t B = b.batch, T = b.seq;
   check(B > 0 && T > 0 && static_cast<int64_t>(b.ids.size()) == B * T, "training forward: {} ids for batch {} x seq {}",
         b.ids.size(), B, T);
   check(T <= config_.max_position_embeddings, "training forward: sequence of {} tokens; the model has {} positions", T,
@@ -170,24 +190,23 @@ EncoderForward TrainableEncoder::forward(const EncoderBatch& b, bool training, s
   h = drop(layer_norm(h, at(pre_ + "embeddings.LayerNorm.weight"), at(pre_ + "embeddings.LayerNorm.bias"), eps));
   EncoderForward out;
   out.hidden.push_back(h);
-  const int heads = config_.num_heads, hd = static_cast<int>(d / heads);
+  const int hd = config_.head_dim;
   auto L = [&](const std::string& n, const Var& x) { return lin(n, x, at(n + ".weight"), at(n + ".bias")); };
   auto LN = [&](const std::string& n, const Var& x) { return layer_norm(x, at(n + ".weight"), at(n + ".bias"), eps); };
   for (int i = 0; i < config_.num_layers; ++i) {
     const std::string l = layer_prefix(bert_, pre_, i);
-    if (bert_) {
-      Var a = attention(L(l + "attention.self.query", h), L(l + "attention.self.key", h),
-                        L(l + "attention.self.value", h), B, T, heads, hd, b.mask, false);
-      h = LN(l + "attention.output.LayerNorm", add(h, drop(L(l + "attention.output.dense", a))));
-      Var f = L(l + "output.dense", gelu(L(l + "intermediate.dense", h)));
-      h = LN(l + "output.LayerNorm", add(h, drop(f)));
-    } else {
-      Var a = attention(L(l + "attention.q_lin", h), L(l + "attention.k_lin", h), L(l + "attention.v_lin", h), B, T,
-                        heads, hd, b.mask, false);
-      h = LN(l + "sa_layer_norm", add(h, drop(L(l + "attention.out_lin", a))));
-      Var f = L(l + "ffn.lin2", gelu(L(l + "ffn.lin1", h)));
-      h = LN(l + "output_layer_norm", add(h, drop(f)));
-    }
+    const std::string q = l + (bert_ ? "attention.self.query" : "attention.q_lin"),
+                      k = l + (bert_ ? "attention.self.key" : "attention.k_lin"),
+                      v = l + (bert_ ? "attention.self.value" : "attention.v_lin"),
+                      o = l + (bert_ ? "attention.output.dense" : "attention.out_lin"),
+                      ln1 = l + (bert_ ? "attention.output.LayerNorm" : "sa_layer_norm"),
+                      f1 = l + (bert_ ? "intermediate.dense" : "ffn.lin1"), f2 = l + (bert_ ? "output.dense" : "ffn.lin2"),
+                      ln2 = l + (bert_ ? "output.LayerNorm" : "output_layer_norm");
+    Var a = heads_[i] > 0 ? L(o, attention(L(q, h), L(k, h), L(v, h), B, T, heads_[i], hd, b.mask, false))
+                          : sublayer_bias(h, o + ".bias");
+    h = LN(ln1, add(h, drop(a)));
+    Var f = ffn_[i] > 0 ? L(f2, gelu(L(f1, h))) : sublayer_bias(h, f2 + ".bias");
+    h = LN(ln2, add(h, drop(f)));
     out.hidden.push_back(h);
   }
   std::vector<int64_t> cls(B);
@@ -218,16 +237,20 @@ EncoderForward TrainableEncoder::forward_vit(const EncoderBatch& b, bool trainin
               at("vit.embeddings.patch_embeddings.projection.bias"));
   h = drop(prepend_cls_add_pos(h, at("vit.embeddings.cls_token"), at("vit.embeddings.position_embeddings"), B, n));
   const int64_t T = n + 1;
-  const int heads = config_.num_heads, hd = static_cast<int>(d / heads);
+  const int hd = config_.head_dim;
   EncoderForward out;
   out.hidden.push_back(h);
   for (int i = 0; i < config_.num_layers; ++i) {
     const std::string l = "vit.encoder.layer." + std::to_string(i) + ".";
     Var a_in = LN(l + "layernorm_before", h);
-    Var a = attention(L(l + "attention.attention.query", a_in), L(l + "attention.attention.key", a_in),
-                      L(l + "attention.attention.value", a_in), B, T, heads, hd, {}, false);
-    h = add(h, drop(L(l + "attention.output.dense", a)));
-    Var f = L(l + "output.dense", gelu(L(l + "intermediate.dense", LN(l + "layernorm_after", h))));
+    Var a = heads_[i] > 0 ? L(l + "attention.output.dense",
+                              attention(L(l + "attention.attention.query", a_in), L(l + "attention.attention.key", a_in),
+                                        L(l + "attention.attention.value", a_in), B, T, heads_[i], hd, {}, false))
+                          : sublayer_bias(a_in, l + "attention.output.dense.bias");
+    h = add(h, drop(a));
+    Var f_in = LN(l + "layernorm_after", h);
+    Var f = ffn_[i] > 0 ? L(l + "output.dense", gelu(L(l + "intermediate.dense", f_in)))
+                        : sublayer_bias(f_in, l + "output.dense.bias");
     h = add(h, drop(f));
     out.hidden.push_back(h);
   }

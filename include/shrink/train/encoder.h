@@ -2,7 +2,8 @@
 // projection, [CLS] token, pre-LayerNorm blocks) on the autograd tape, with Hugging Face tensor names, so a
 // checkpoint it saves is a BertForSequenceClassification / DistilBertForSequenceClassification directory that every
 // shrink command (and Hugging Face tooling) loads; and it starts from any such checkpoint (fine-tuning, teachers,
-// students initialised from chosen teacher layers).
+// students initialised from chosen teacher layers). Structurally pruned checkpoints (fewer heads / a narrower FFN
+// per layer, recorded in config.json by shrink prune) train too, so pruning can recover by fine-tuning.
 #pragma once
 
 #include <shrink/core/tensor.h>
@@ -66,6 +67,10 @@ class TrainableEncoder {
   std::map<std::string, Var> p_;
   bool bert_ = true, vit_ = false;
   std::string pre_;
+  std::vector<int> heads_;     // per layer: heads present (config.json pruned_heads)
+  std::vector<int64_t> ffn_;   // per layer: FFN width (shrink_pruning.intermediate_sizes)
+  int64_t attention_width(int layer) const;
+  Var sublayer_bias(const Var& h, const std::string& bias) const;
   void set_family();
   const Var& at(const std::string& name) const;
   Var lin(const std::string& slot, const Var& x, const Var& w, const Var& b) const;
