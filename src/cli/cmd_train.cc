@@ -1,14 +1,18 @@
-// shrink train --task classify --data FILE.tsv | --task image: train or fine-tune a BERT-style text classifier or a
-// ViT image classifier (Fashion-MNIST) with validation, early stopping and a time budget.
+// shrink train --task classify --data FILE.tsv | --task image | --task lm --data FILE.txt: train or fine-tune a
+// BERT-style text classifier, a ViT image classifier (Fashion-MNIST) or a LLaMA-style language model, with
+// validation, early stopping and a time budget.
 #include <shrink/core/error.h>
 #include <shrink/core/mmap.h>
 #include <shrink/eval/classification.h>
 #include <shrink/formats/safetensors.h>
 #include <shrink/models/synth.h>
 #include <shrink/train/data.h>
+#include <shrink/train/lm_trainer.h>
 #include <shrink/train/trainer.h>
 
+#include <cmath>
 #include <cstdio>
+#include <memory>
 #include <fmt/format.h>
 
 #include "cli/commands.h"
@@ -21,12 +25,14 @@ namespace {
 struct Flags {
   std::string task = "classify", data, preset = "bert-mini", init, out, tokenizer, decay = "linear";
   int epochs = 3, batch = 32, max_length = 64, vocab_size = 8000, patience = 3, accumulate = 1, eval_every = 0;
-  int hidden = 64, layers = 4, heads = 4, ff = 128, patch = 4;
+  int hidden = 64, layers = 4, heads = 4, ff = 128, patch = 4, kv_heads = 0, ctx = 128;
   int64_t limit = 0;
   double max_minutes = 0, val_fraction = 0.1, clip = 1.0, warmup = 0.06, dropout = 0.1;
   float lr = 5e-4f, weight_decay = 0.01f;
   uint64_t seed = 0;
   CommonFlags common;
+  CLI::App* sub = nullptr;
+  bool given(const char* flag) const { return sub && sub->count(flag) > 0; }
 };
 
 Flags& F() {
@@ -72,6 +78,21 @@ train::TrainReport run(train::TrainableEncoder& model, const train::ClassifySour
   });
   if (!quiet && stderr_is_tty()) std::fprintf(stderr, "\n");
   return rep;
+}
+
+// Progress line of an LM run on stderr (as run() prints for classifiers).
+std::function<void(const train::LmProgress&)> lm_progress(bool quiet) {
+  if (quiet) return {};
+  auto last = std::make_shared<int64_t>(0);
+  return [last](const train::LmProgress& p) {
+    if (p.step - *last < 10 && p.step != p.total_steps) return;
+    *last = p.step;
+    const std::string ppl = p.val_ppl < 0 ? "-" : fmt::format("{:.3f}", p.val_ppl);
+    std::fprintf(stderr, "%sstep %lld/%lld  loss %.4f (ppl %.2f)  val ppl %s  elapsed %.0fs  ETA %.0fs   %s",
+                 stderr_is_tty() ? "\r" : "", static_cast<long long>(p.step), static_cast<long long>(p.total_steps),
+                 p.loss, std::exp(p.loss), ppl.c_str(), p.elapsed_s, p.eta_s, stderr_is_tty() ? "" : "\n");
+    if (p.step == p.total_steps && stderr_is_tty()) std::fprintf(stderr, "\n");
+  };
 }
 
 void report(const train::TrainReport& rep, size_t ntr, size_t nva, nlohmann::json extra) {
@@ -156,6 +177,95 @@ void train_text() {
   report(rep, tr.size(), va.size(), nlohmann::json::object());
 }
 
+void train_lm() {
+  Flags& f = F();
+  if (f.data.empty()) fail("train --task lm needs --data FILE.txt (plain text)");
+  std::string text = read_text_file(f.data);
+  check(!text.empty(), "{}: the text file is empty; language-model training needs text", f.data);
+  if (f.limit > 0 && static_cast<size_t>(f.limit) < text.size()) text.resize(f.limit);  // bytes for text
+  std::unique_ptr<train::TrainableDecoder> model;
+  std::unique_ptr<Tokenizer> tok;
+  std::filesystem::path tok_file;
+  std::string learned;
+  if (!f.init.empty()) {
+    auto m = open_model(f.init, f.tokenizer);
+    as_decoder(*m, "train --task lm");
+    model = std::make_unique<train::TrainableDecoder>(m->config(), m->tensors());
+    tok_file = train::tokenizer_file_of(f.init, f.tokenizer);
+    tok = load_tokenizer(tok_file, m->config().vocab_size);
+  } else {
+    if (!f.tokenizer.empty()) {
+      tok = load_tokenizer(f.tokenizer);
+      tok_file = f.tokenizer;
+    } else {
+      learned = train::byte_level_tokenizer_json().dump();
+      tok = parse_tokenizer_json(learned, "byte-level tokenizer");
+    }
+    const std::string preset = f.given("--preset") ? f.preset : "llama-tiny";
+    const SynthPreset& p = find_synth_preset(preset);
+    check(p.arch == "llama", "--preset {} is a {} model; train --task lm needs a llama preset (e.g. llama-tiny)",
+          preset, p.arch);
+    nlohmann::json j = synth_config_json(p);
+    j["vocab_size"] = tok->vocab_size();
+    j["max_position_embeddings"] = std::max<int>(f.ctx, p.context);
+    if (f.given("--hidden")) j["hidden_size"] = f.hidden;
+    if (f.given("--layers")) j["num_hidden_layers"] = f.layers;
+    if (f.given("--heads")) j["num_attention_heads"] = f.heads;
+    if (f.given("--heads") || f.given("--kv-heads")) j["num_key_value_heads"] = f.kv_heads > 0 ? f.kv_heads : f.heads;
+    if (f.given("--ff")) j["intermediate_size"] = f.ff;
+    check(j["hidden_size"].get<int>() % j["num_attention_heads"].get<int>() == 0,
+          "hidden size {} is not a multiple of {} heads", j["hidden_size"].get<int>(),
+          j["num_attention_heads"].get<int>());
+    j.erase("head_dim");
+    if (tok->bos_id() >= 0) j["bos_token_id"] = tok->bos_id();
+    if (tok->eos_id() >= 0) j["eos_token_id"] = tok->eos_id();
+    model = std::make_unique<train::TrainableDecoder>(parse_config(j, "preset " + preset), f.seed);
+  }
+  const std::vector<int32_t> ids = tok->encode(text, false);
+  auto [tr, va] = train::split_lm_data(ids, f.ctx, f.val_fraction);
+  const bool quiet = f.common.quiet || f.common.json;
+  if (!quiet)
+    std::fprintf(stderr, "training llama LM (%d layers, hidden %d, %lld parameters) on %zu chunks of %d tokens, "
+                 "validating on %zu\n",
+                 model->config().num_layers, model->config().hidden_size,
+                 static_cast<long long>(model->parameter_count()), tr.size(), f.ctx, va.size());
+  train::LmTrainOptions o;
+  const train::TrainOptions c = options();
+  o.epochs = c.epochs;
+  o.batch = c.batch;
+  o.accumulate = c.accumulate;
+  o.lr = f.given("--lr") ? c.lr : 2e-3f;
+  o.warmup_fraction = c.warmup_fraction;
+  o.decay = f.given("--decay") ? c.decay : train::Decay::Cosine;
+  o.weight_decay = c.weight_decay;
+  o.clip = c.clip;
+  o.max_minutes = c.max_minutes;
+  o.eval_every = c.eval_every;
+  o.patience = c.patience;
+  o.seed = c.seed;
+  const auto rep = train::train_lm(*model, tr, va, o, lm_progress(quiet));
+  model->save(f.out, tok_file);
+  if (!learned.empty()) {
+    AtomicFileWriter w(std::filesystem::path(f.out) / "tokenizer.json");
+    w.write(learned.data(), learned.size());
+    w.commit();
+  }
+  nlohmann::json j = rep.to_json();
+  j["out"] = f.out;
+  j["train_chunks"] = tr.size();
+  j["val_chunks"] = va.size();
+  j["ctx"] = f.ctx;
+  j["val_ppl"] = rep.best_val_ppl;
+  j["parameters"] = model->parameter_count();
+  if (f.common.json)
+    print_json(j);
+  else if (!f.common.quiet)
+    std::printf("%s: val perplexity %.3f (from %.3f) after %lld updates in %.1f s (%.0f tokens/s, %.0f%% of time in "
+                "GEMM)\n",
+                f.out.c_str(), rep.best_val_ppl, rep.initial_val_ppl, static_cast<long long>(rep.steps), rep.seconds,
+                rep.tokens_per_s, 100 * rep.gemm_share);
+}
+
 void train_image() {
   Flags& f = F();
   const std::filesystem::path dir = f.data.empty() ? train::fashion_mnist_dir() : std::filesystem::path(f.data);
@@ -215,27 +325,37 @@ void train_image() {
 }  // namespace
 
 void register_train(CLI::App& app) {
-  auto* sub = app.add_subcommand("train", "train a text classifier (BERT-style) or an image classifier (ViT)");
+  auto* sub = app.add_subcommand(
+      "train", "train a text classifier (BERT-style), an image classifier (ViT) or a language model (LLaMA-style)");
   Flags& f = F();
-  sub->add_option("--task", f.task, "classify (text, TSV) | image (Fashion-MNIST IDX, ViT)")
-      ->check(CLI::IsMember({"classify", "image"}));
+  f.sub = sub;
+  sub->add_option("--task", f.task, "classify (text, TSV) | image (Fashion-MNIST IDX, ViT) | lm (plain text, LLaMA)")
+      ->check(CLI::IsMember({"classify", "image", "lm"}));
   sub->add_option("--data", f.data,
                   "classify: TSV sentence<TAB>label with a header; image: directory of Fashion-MNIST IDX files "
                   "(default: the dataset-fashion-mnist package)");
-  sub->add_option("--preset", f.preset, "classify: architecture and size when training from scratch (shrink synth)");
+  sub->add_option("--preset", f.preset,
+                  "architecture and size when training from scratch (shrink synth; classify default bert-mini, lm "
+                  "default llama-tiny)");
   sub->add_option("--init", f.init, "start from this checkpoint directory instead of fresh weights");
   sub->add_option("--out", f.out, "output model directory")->required();
   sub->add_option("--tokenizer", f.tokenizer,
                   "classify: tokenizer file; default: the --init model's, else a WordPiece vocabulary learned from "
-                  "--data");
+                  "--data. lm: tokenizer for a fresh model (default: byte-level) or of an --init llama2.c .bin");
   sub->add_option("--vocab-size", f.vocab_size, "size of the learned WordPiece vocabulary")
       ->check(CLI::Range(128, 1 << 20));
-  sub->add_option("--hidden", f.hidden, "image: hidden size of the ViT")->check(CLI::PositiveNumber);
-  sub->add_option("--layers", f.layers, "image: encoder layers")->check(CLI::PositiveNumber);
-  sub->add_option("--heads", f.heads, "image: attention heads")->check(CLI::PositiveNumber);
-  sub->add_option("--ff", f.ff, "image: feed-forward size")->check(CLI::PositiveNumber);
+  sub->add_option("--hidden", f.hidden, "image: hidden size of the ViT; lm: overrides the preset's")
+      ->check(CLI::PositiveNumber);
+  sub->add_option("--layers", f.layers, "image: encoder layers; lm: overrides the preset's")
+      ->check(CLI::PositiveNumber);
+  sub->add_option("--heads", f.heads, "image: attention heads; lm: overrides the preset's")
+      ->check(CLI::PositiveNumber);
+  sub->add_option("--kv-heads", f.kv_heads, "lm: key/value heads (grouped-query attention; default --heads)")
+      ->check(CLI::PositiveNumber);
+  sub->add_option("--ff", f.ff, "image: feed-forward size; lm: overrides the preset's")->check(CLI::PositiveNumber);
+  sub->add_option("--ctx", f.ctx, "lm: tokens per training sequence")->check(CLI::Range(2, 8192));
   sub->add_option("--patch", f.patch, "image: patch size in pixels")->check(CLI::IsMember({1, 2, 4, 7, 14, 28}));
-  sub->add_option("--limit", f.limit, "use only the first N training examples (0: all)");
+  sub->add_option("--limit", f.limit, "use only the first N training examples (lm: bytes of text) (0: all)");
   sub->add_option("--epochs", f.epochs)->check(CLI::PositiveNumber);
   sub->add_option("--batch", f.batch)->check(CLI::PositiveNumber);
   sub->add_option("--accumulate", f.accumulate, "gradient accumulation steps")->check(CLI::PositiveNumber);
@@ -258,6 +378,8 @@ void register_train(CLI::App& app) {
     apply(F().common);
     if (F().task == "image")
       train_image();
+    else if (F().task == "lm")
+      train_lm();
     else
       train_text();
   });

@@ -572,6 +572,27 @@ Var attention(const Var& q, const Var& k, const Var& v, int64_t batch, int64_t T
   });
 }
 
+Var repeat_kv(const Var& x, int kv_heads, int head_dim, int groups) {
+  const int64_t in = int64_t{kv_heads} * head_dim, out = in * groups;
+  check(groups >= 1 && x.numel() % std::max<int64_t>(1, in) == 0 && last_dim(x.value()) == in,
+        "autograd repeat_kv: input shape {}; expected [rows, {}] and groups >= 1 (got {})", shape_str(x.shape()), in,
+        groups);
+  if (groups == 1) return x;
+  const int64_t n = x.numel() / in;
+  Tensor y = Tensor::empty(DType::F32, {n, out});
+  for (int64_t r = 0; r < n; ++r)
+    for (int64_t h = 0; h < int64_t{kv_heads} * groups; ++h)
+      std::memcpy(y.data<float>() + r * out + h * head_dim, x.data() + r * in + (h / groups) * head_dim,
+                  head_dim * sizeof(float));
+  return make(std::move(y), "repeat_kv", {&x}, [x, kv_heads, head_dim, groups, n, in, out](Node& nd) {
+    const float* dy = nd.grad.data<float>();
+    float* g = x.node().g();
+    for (int64_t r = 0; r < n; ++r)
+      for (int64_t h = 0; h < int64_t{kv_heads} * groups; ++h)
+        for (int d = 0; d < head_dim; ++d) g[r * in + (h / groups) * head_dim + d] += dy[r * out + h * head_dim + d];
+  });
+}
+
 Var rope(const Var& x, const std::vector<int32_t>& pos, int heads, int head_dim, float theta, bool interleaved) {
   const int64_t D = int64_t{heads} * head_dim, n = static_cast<int64_t>(pos.size());
   check(x.numel() == n * D, "autograd rope: input shape {}; expected [{}, {}]", shape_str(x.shape()), n, D);

@@ -121,6 +121,18 @@ TEST(Autograd, Rope) {
                [&](std::vector<Var>& v) { return rope(v[0], {0, 3, 7}, 2, 4, 10000.f, inter); }, "rope");
 }
 
+TEST(Autograd, RepeatKvCopiesHeadsAndSumsGradients) {
+  check_grad({randn({3, 2 * 4}, 40)}, [](std::vector<Var>& v) { return repeat_kv(v[0], 2, 4, 3); }, "repeat_kv");
+  // Hand case: one row, KV heads [1 2] and [3 4], two query heads per KV head.
+  Var x = parameter(Tensor::from_f32({1, 2, 3, 4}, {1, 4}));
+  Var y = repeat_kv(x, 2, 2, 2);
+  const std::vector<float> want = {1, 2, 1, 2, 3, 4, 3, 4};
+  ASSERT_EQ(y.numel(), 8);
+  for (int i = 0; i < 8; ++i) EXPECT_EQ(y.data()[i], want[i]) << i;
+  backward(sum(y));
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(x.grad().data<float>()[i], 2.f) << i;
+}
+
 TEST(Autograd, LossesAgainstHandValues) {
   // CE of logits [0, ln 3] with label 1: -log(3/4).
   Var l = parameter(Tensor::from_f32({0.f, std::log(3.f)}, {1, 2}));

@@ -93,6 +93,9 @@ Var dropout(const Var& x, float p, std::mt19937& rng);
 // caller. Fully masked rows give zeros.
 Var attention(const Var& q, const Var& k, const Var& v, int64_t batch, int64_t T, int heads, int head_dim,
               const std::vector<int32_t>& mask, bool causal);
+// Grouped-query attention: x is [rows, kv_heads * head_dim]; returns [rows, kv_heads * groups * head_dim] where
+// query head h reads KV head h / groups (Hugging Face repeat_kv). groups == 1 returns x itself.
+Var repeat_kv(const Var& x, int kv_heads, int head_dim, int groups);
 // Rotary embedding of heads of head_dim at positions pos[row] (rows = tokens), HF or interleaved layout.
 Var rope(const Var& x, const std::vector<int32_t>& pos, int heads, int head_dim, float theta, bool interleaved);
 

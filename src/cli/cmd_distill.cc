@@ -1,0 +1,330 @@
+// shrink distill --teacher DIR --student-layers N --data FILE --out DIR2: knowledge distillation of a BERT /
+// DistilBERT classifier (TSV data) or a LLaMA language model (text) into a student with fewer / narrower layers.
+#include <shrink/core/error.h>
+#include <shrink/core/mmap.h>
+#include <shrink/core/timer.h>
+#include <shrink/train/data.h>
+#include <shrink/train/distill.h>
+
+#include <cmath>
+#include <cstdio>
+#include <fmt/format.h>
+#include <memory>
+#include <type_traits>
+
+#include "cli/commands.h"
+#include "cli/common.h"
+
+namespace shrink::cli {
+
+namespace {
+
+struct Flags {
+  std::string teacher, data, out, baseline_out, tokenizer, layer_map, decay;
+  int student_layers = 0, student_hidden = 0, student_ff = 0;
+  float temperature = 4.f, alpha = 0.4f, hidden_weight = 0.f, lr = 0.f, weight_decay = 0.01f;
+  int epochs = 3, batch = 32, accumulate = 1, max_length = 64, ctx = 128, patience = 3, eval_every = 0;
+  int64_t limit = 0;
+  double max_minutes = 0, val_fraction = 0.1, clip = 1.0, warmup = 0.06, dropout = 0.1;
+  bool baseline = false;
+  uint64_t seed = 0;
+  CommonFlags common;
+};
+
+Flags& F() {
+  static Flags f;
+  return f;
+}
+
+bool quiet() { return F().common.quiet || F().common.json; }
+
+void note(const std::string& s) {
+  if (!quiet()) std::fprintf(stderr, "%s\n", s.c_str());
+}
+
+train::KdOptions kd_options(int teacher_layers) {
+  const Flags& f = F();
+  train::KdOptions kd;
+  kd.temperature = f.temperature;
+  kd.alpha = f.alpha;
+  kd.hidden_weight = f.hidden_weight;
+  kd.layer_map = f.layer_map.empty() ? train::default_layer_map(teacher_layers, f.student_layers)
+                                     : train::parse_layer_map(f.layer_map, teacher_layers, f.student_layers);
+  return kd;
+}
+
+// Fewer layers of the same width start from the mapped teacher layers; a narrower student starts fresh.
+bool init_from_teacher() { return F().student_hidden <= 0 && F().student_ff <= 0; }
+
+std::string map_str(const std::vector<int>& m) {
+  std::string s;
+  for (int v : m) s += (s.empty() ? "" : ",") + std::to_string(v);
+  return s;
+}
+
+template <class P>
+std::function<void(const P&)> progress_line(const char* what) {
+  if (quiet()) return {};
+  auto last = std::make_shared<int64_t>(0);
+  return [last, what](const P& p) {
+    if (p.step - *last < 10 && p.step != p.total_steps) return;
+    *last = p.step;
+    std::string val;
+    if constexpr (std::is_same_v<P, train::TrainProgress>)
+      val = p.val_accuracy < 0 ? "-" : fmt::format("val acc {:.2f}%", 100 * p.val_accuracy);
+    else
+      val = p.val_ppl < 0 ? "-" : fmt::format("val ppl {:.3f}", p.val_ppl);
+    std::fprintf(stderr, "%s%s step %lld/%lld  loss %.4f  %s  elapsed %.0fs  ETA %.0fs   %s",
+                 stderr_is_tty() ? "\r" : "", what, static_cast<long long>(p.step),
+                 static_cast<long long>(p.total_steps), p.loss, val.c_str(), p.elapsed_s, p.eta_s,
+                 stderr_is_tty() ? "" : "\n");
+    if (p.step == p.total_steps && stderr_is_tty()) std::fprintf(stderr, "\n");
+  };
+}
+
+int64_t count_params(const std::vector<train::NamedParam>& ps) {
+  int64_t n = 0;
+  for (auto& p : ps) n += p.var.numel();
+  return n;
+}
+
+void distill_classifier(Model& tm) {
+  Flags& f = F();
+  LabeledText raw = read_labeled_tsv(f.data);
+  check(!raw.texts.empty(), "{}: no examples; expected sentence<TAB>label lines after the header", f.data);
+  if (f.limit > 0 && static_cast<size_t>(f.limit) < raw.texts.size()) {
+    raw.texts.resize(f.limit);
+    raw.labels.resize(f.limit);
+  }
+  const std::filesystem::path tok_file = train::tokenizer_file_of(f.teacher, f.tokenizer);
+  auto tok = load_tokenizer(tok_file);
+  const train::TrainableEncoder teacher(tm.config(), tm.tensors(), f.seed);
+  const ModelConfig& tc = teacher.config();
+  const auto all = train::tokenize_classify(raw, *tok, f.max_length);
+  auto [tr, va] = train::split_data(all, f.val_fraction, f.seed);
+  for (size_t i = 0; i < all.size(); ++i)
+    check(all.labels[i] >= 0 && all.labels[i] < tc.num_labels, "{}: example {} has label {}; the teacher has {} labels",
+          f.data, i, all.labels[i], tc.num_labels);
+  const train::KdOptions kd = kd_options(tc.num_layers);
+  const ModelConfig sc = train::student_config(tc, f.student_layers, f.student_hidden, f.student_ff);
+  auto make_student = [&] {
+    auto s = init_from_teacher()
+                 ? std::make_unique<train::TrainableEncoder>(sc, train::select_layers(teacher.state(), kd.layer_map),
+                                                             f.seed)
+                 : std::make_unique<train::TrainableEncoder>(sc, f.seed);
+    s->dropout = static_cast<float>(f.dropout);
+    return s;
+  };
+  train::TrainOptions o;
+  o.epochs = f.epochs;
+  o.batch = f.batch;
+  o.accumulate = f.accumulate;
+  o.lr = f.lr > 0 ? f.lr : 5e-4f;
+  o.warmup_fraction = f.warmup;
+  o.decay = train::parse_decay(f.decay.empty() ? "linear" : f.decay);
+  o.weight_decay = f.weight_decay;
+  o.clip = f.clip;
+  o.max_minutes = f.max_minutes;
+  o.eval_every = f.eval_every;
+  o.patience = f.patience;
+  o.seed = f.seed;
+
+  const double teacher_acc = train::accuracy(teacher, va);
+  note(fmt::format("teacher {} ({} layers, hidden {}): val accuracy {:.2f}% on {} examples; student {} layers, "
+                   "hidden {}, ff {} {}",
+                   f.teacher, tc.num_layers, tc.hidden_size, 100 * teacher_acc, va.size(), sc.num_layers,
+                   sc.hidden_size, sc.intermediate_size,
+                   init_from_teacher() ? "from teacher layers " + map_str(kd.layer_map) : std::string("fresh")));
+  Timer timer;
+  auto student = make_student();
+  const auto rep = train::distill_classifier(*student, teacher, tr, va, o, kd,
+                                             progress_line<train::TrainProgress>("distill"));
+  const double kd_seconds = timer.elapsed_ms() * 1e-3;
+  student->save(f.out, tok_file);
+  nlohmann::json j = {{"task", "classify"},
+                      {"out", f.out},
+                      {"teacher", f.teacher},
+                      {"teacher_accuracy", teacher_acc},
+                      {"student_accuracy", rep.best_val_accuracy},
+                      {"teacher_parameters", count_params(teacher.parameters())},
+                      {"student_parameters", count_params(student->parameters())},
+                      {"student_layers", sc.num_layers},
+                      {"student_hidden", sc.hidden_size},
+                      {"layer_map", kd.layer_map},
+                      {"init", init_from_teacher() ? "teacher_layers" : "fresh"},
+                      {"temperature", kd.temperature},
+                      {"alpha", kd.alpha},
+                      {"hidden_weight", kd.hidden_weight},
+                      {"train_examples", tr.size()},
+                      {"val_examples", va.size()},
+                      {"seconds", kd_seconds},
+                      {"train", rep.to_json()}};
+  if (f.baseline) {
+    note("baseline: the same student without the teacher");
+    Timer bt;
+    auto base = make_student();
+    train::KdOptions plain = kd;
+    plain.alpha = 1.f;
+    plain.hidden_weight = 0.f;
+    const auto brep = train::distill_classifier(*base, teacher, tr, va, o, plain,
+                                                progress_line<train::TrainProgress>("baseline"));
+    j["baseline_accuracy"] = brep.best_val_accuracy;
+    j["baseline_seconds"] = bt.elapsed_ms() * 1e-3;
+    j["baseline_train"] = brep.to_json();
+    if (!f.baseline_out.empty()) base->save(f.baseline_out, tok_file);
+  }
+  if (f.common.json) return print_json(j);
+  if (f.common.quiet) return;
+  std::printf("%s: student accuracy %.2f%% (teacher %.2f%%%s), %lld -> %lld parameters, %.1f s\n", f.out.c_str(),
+              100 * rep.best_val_accuracy, 100 * teacher_acc,
+              f.baseline ? fmt::format(", without the teacher {:.2f}%", 100 * j["baseline_accuracy"].get<double>())
+                               .c_str()
+                         : "",
+              static_cast<long long>(j["teacher_parameters"].get<int64_t>()),
+              static_cast<long long>(j["student_parameters"].get<int64_t>()), kd_seconds);
+}
+
+void distill_lm(Model& tm) {
+  Flags& f = F();
+  std::string text = read_text_file(f.data);
+  check(!text.empty(), "{}: the text file is empty; distillation needs text", f.data);
+  if (f.limit > 0 && static_cast<size_t>(f.limit) < text.size()) text.resize(f.limit);
+  const std::filesystem::path tok_file = train::tokenizer_file_of(f.teacher, f.tokenizer);
+  const train::TrainableDecoder teacher(tm.config(), tm.tensors());
+  const ModelConfig& tc = teacher.config();
+  const std::vector<int32_t> ids = tm.require_tokenizer().encode(text, false);
+  auto [tr, va] = train::split_lm_data(ids, f.ctx, f.val_fraction);
+  const train::KdOptions kd = kd_options(tc.num_layers);
+  const ModelConfig sc = train::student_config(tc, f.student_layers, f.student_hidden, f.student_ff);
+  auto make_student = [&] {
+    return init_from_teacher()
+               ? std::make_unique<train::TrainableDecoder>(sc, train::select_layers(teacher.state(), kd.layer_map))
+               : std::make_unique<train::TrainableDecoder>(sc, f.seed);
+  };
+  train::LmTrainOptions o;
+  o.epochs = f.epochs;
+  o.batch = f.batch;
+  o.accumulate = f.accumulate;
+  o.lr = f.lr > 0 ? f.lr : 1e-3f;
+  o.warmup_fraction = f.warmup;
+  o.decay = train::parse_decay(f.decay.empty() ? "cosine" : f.decay);
+  o.weight_decay = f.weight_decay;
+  o.clip = f.clip;
+  o.max_minutes = f.max_minutes;
+  o.eval_every = f.eval_every;
+  o.patience = f.patience;
+  o.seed = f.seed;
+
+  const double teacher_ppl = std::exp(train::lm_nll(teacher, va));
+  note(fmt::format("teacher {} ({} layers, hidden {}): val ppl {:.3f} on {} chunks of {}; student {} layers, hidden "
+                   "{}, ff {} {}",
+                   f.teacher, tc.num_layers, tc.hidden_size, teacher_ppl, va.size(), f.ctx, sc.num_layers,
+                   sc.hidden_size, sc.intermediate_size,
+                   init_from_teacher() ? "from teacher layers " + map_str(kd.layer_map) : std::string("fresh")));
+  Timer timer;
+  auto student = make_student();
+  const auto rep = train::distill_lm(*student, teacher, tr, va, o, kd, progress_line<train::LmProgress>("distill"));
+  const double kd_seconds = timer.elapsed_ms() * 1e-3;
+  student->save(f.out, tok_file);
+  nlohmann::json j = {{"task", "lm"},
+                      {"out", f.out},
+                      {"teacher", f.teacher},
+                      {"teacher_ppl", teacher_ppl},
+                      {"student_ppl", rep.best_val_ppl},
+                      {"student_initial_ppl", rep.initial_val_ppl},
+                      {"teacher_parameters", teacher.parameter_count()},
+                      {"student_parameters", student->parameter_count()},
+                      {"student_layers", sc.num_layers},
+                      {"student_hidden", sc.hidden_size},
+                      {"layer_map", kd.layer_map},
+                      {"init", init_from_teacher() ? "teacher_layers" : "fresh"},
+                      {"temperature", kd.temperature},
+                      {"alpha", kd.alpha},
+                      {"hidden_weight", kd.hidden_weight},
+                      {"ctx", f.ctx},
+                      {"train_chunks", tr.size()},
+                      {"val_chunks", va.size()},
+                      {"seconds", kd_seconds},
+                      {"train", rep.to_json()}};
+  if (f.baseline) {
+    note("baseline: the same student without the teacher");
+    Timer bt;
+    auto base = make_student();
+    train::KdOptions plain = kd;
+    plain.alpha = 1.f;
+    plain.hidden_weight = 0.f;
+    const auto brep = train::distill_lm(*base, teacher, tr, va, o, plain, progress_line<train::LmProgress>("baseline"));
+    j["baseline_ppl"] = brep.best_val_ppl;
+    j["baseline_seconds"] = bt.elapsed_ms() * 1e-3;
+    j["baseline_train"] = brep.to_json();
+    if (!f.baseline_out.empty()) base->save(f.baseline_out, tok_file);
+  }
+  if (f.common.json) return print_json(j);
+  if (f.common.quiet) return;
+  std::printf("%s: student val ppl %.3f (teacher %.3f, student at start %.3f%s), %lld -> %lld parameters, %.1f s\n",
+              f.out.c_str(), rep.best_val_ppl, teacher_ppl, rep.initial_val_ppl,
+              f.baseline ? fmt::format(", without the teacher {:.3f}", j["baseline_ppl"].get<double>()).c_str() : "",
+              static_cast<long long>(teacher.parameter_count()), static_cast<long long>(student->parameter_count()),
+              kd_seconds);
+}
+
+}  // namespace
+
+void register_distill(CLI::App& app) {
+  auto* sub = app.add_subcommand(
+      "distill", "knowledge distillation of a classifier (BERT/DistilBERT, TSV data) or a LLaMA LM (text data) into a "
+                 "student with fewer and/or narrower layers");
+  Flags& f = F();
+  sub->add_option("--teacher", f.teacher, "teacher model (directory, or llama2.c .bin with --tokenizer)")->required();
+  sub->add_option("--data", f.data, "classifier: TSV sentence<TAB>label with a header; LM: plain text")->required();
+  sub->add_option("--out", f.out, "student output directory")->required();
+  sub->add_option("--student-layers", f.student_layers, "layers of the student")
+      ->required()
+      ->check(CLI::PositiveNumber);
+  sub->add_option("--layer-map", f.layer_map,
+                  "teacher layers the student's start from / are matched to, e.g. 0,2,4 (default: evenly spaced "
+                  "including the first and last)");
+  sub->add_option("--student-hidden", f.student_hidden, "narrower hidden size (fresh initialisation)")
+      ->check(CLI::PositiveNumber);
+  sub->add_option("--student-ff", f.student_ff, "narrower feed-forward size (fresh initialisation)")
+      ->check(CLI::PositiveNumber);
+  sub->add_option("--temperature", f.temperature, "softmax temperature T of the soft targets (default 4)")
+      ->check(CLI::PositiveNumber);
+  sub->add_option("--alpha", f.alpha, "weight of the hard-label loss; the soft loss gets 1 - alpha (default 0.4)")
+      ->check(CLI::Range(0.0, 1.0));
+  sub->add_option("--hidden-weight", f.hidden_weight,
+                  "weight of hidden-state MSE along the layer map (learned projection when widths differ; 0: off)")
+      ->check(CLI::Range(0.0, 1e6));
+  sub->add_flag("--baseline", f.baseline, "also train the same student without the teacher, for comparison");
+  sub->add_option("--baseline-out", f.baseline_out, "save the --baseline student here");
+  sub->add_option("--tokenizer", f.tokenizer, "tokenizer file (needed for a llama2.c .bin teacher)");
+  sub->add_option("--limit", f.limit, "classifier: first N examples; LM: first N bytes of text (0: all)");
+  sub->add_option("--max-length", f.max_length, "classifier: tokens per example")->check(CLI::Range(4, 512));
+  sub->add_option("--ctx", f.ctx, "LM: tokens per training sequence")->check(CLI::Range(2, 8192));
+  sub->add_option("--epochs", f.epochs)->check(CLI::PositiveNumber);
+  sub->add_option("--batch", f.batch)->check(CLI::PositiveNumber);
+  sub->add_option("--accumulate", f.accumulate)->check(CLI::PositiveNumber);
+  sub->add_option("--lr", f.lr, "peak learning rate (default 5e-4 classifier, 1e-3 LM)");
+  sub->add_option("--warmup", f.warmup, "warmup fraction")->check(CLI::Range(0.0, 1.0));
+  sub->add_option("--decay", f.decay, "constant | linear | cosine (default linear classifier, cosine LM)");
+  sub->add_option("--weight-decay", f.weight_decay);
+  sub->add_option("--clip", f.clip, "max gradient norm (0: off)");
+  sub->add_option("--dropout", f.dropout, "classifier student dropout")->check(CLI::Range(0.0, 0.9));
+  sub->add_option("--max-minutes", f.max_minutes, "time budget per trained student (0: none)");
+  sub->add_option("--val-fraction", f.val_fraction, "held-out share (use the teacher's, so it stays unseen)")
+      ->check(CLI::Range(0.0, 0.9));
+  sub->add_option("--eval-every", f.eval_every, "updates between validation runs (0: each epoch)");
+  sub->add_option("--patience", f.patience, "validation runs without improvement before stopping (0: never)");
+  sub->add_option("--seed", f.seed);
+  add_common_flags(sub, f.common);
+  sub->callback([] {
+    apply(F().common);
+    auto tm = open_model(F().teacher, F().tokenizer);
+    if (tm->kind() == ModelKind::Decoder)
+      distill_lm(*tm);
+    else
+      distill_classifier(*tm);
+  });
+}
+
+}  // namespace shrink::cli
