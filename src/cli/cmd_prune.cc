@@ -1,5 +1,6 @@
 // shrink prune DIR --method magnitude|structured --sparsity S [--data FILE.tsv] --out DIR2: one-shot or gradual
 // pruning (cubic ramp, recovery fine-tuning, early stop on a validation budget); prints a table per step.
+#include <fmt/format.h>
 #include <shrink/compress/prune.h>
 #include <shrink/core/error.h>
 #include <shrink/core/timer.h>
@@ -9,7 +10,6 @@
 #include <shrink/train/trainer.h>
 
 #include <cstdio>
-#include <fmt/format.h>
 
 #include "cli/commands.h"
 #include "cli/common.h"
@@ -40,8 +40,12 @@ std::string params_str(int64_t n) {
 }
 
 nlohmann::json step_json(const prune::PruneStep& s) {
-  return {{"step", s.step},         {"target", s.target},         {"achieved", s.achieved},
-          {"val_accuracy", s.val_accuracy}, {"parameters", s.parameters}, {"seconds", s.seconds},
+  return {{"step", s.step},
+          {"target", s.target},
+          {"achieved", s.achieved},
+          {"val_accuracy", s.val_accuracy},
+          {"parameters", s.parameters},
+          {"seconds", s.seconds},
           {"accepted", s.accepted}};
 }
 
@@ -126,8 +130,9 @@ void run() {
     s.target = f.sparsity;
     if (method == prune::Method::Magnitude) {
       const auto weights = prune::default_prunable_weights(res.tensors);
-      check(!weights.empty(), "{}: no transformer-block weight matrices to prune (found none named like "
-                              "'*.layer.N.*.weight' or '*.layers.N.*.weight')",
+      check(!weights.empty(),
+            "{}: no transformer-block weight matrices to prune (found none named like "
+            "'*.layer.N.*.weight' or '*.layers.N.*.weight')",
             f.model);
       prune::apply_masks(res.tensors, prune::magnitude_masks(res.tensors, weights, f.sparsity, opt.global));
       s.achieved = prune::zero_fraction(res.tensors, weights);
@@ -156,8 +161,8 @@ void run() {
     sp["importance"] = f.importance;
     sp["removed"] = f.heads_only ? "heads" : f.ffn_only ? "ffn" : "heads+ffn";
   }
-  sp["steps_kept"] = static_cast<int>(std::count_if(res.steps.begin(), res.steps.end(),
-                                                     [](const prune::PruneStep& s) { return s.accepted; }));
+  sp["steps_kept"] = static_cast<int>(
+      std::count_if(res.steps.begin(), res.steps.end(), [](const prune::PruneStep& s) { return s.accepted; }));
   // build_model checks the pruned tensors as the engine will load them; save_model writes the directory atomically
   // and copies the tokenizer files beside the source.
   auto model = build_model(res.config, res.tensors, f.model);
@@ -188,9 +193,8 @@ void run() {
                   last ? fmt::format("step {}", last->step).c_str() : "the dense model (every step broke --max-drop)",
                   100 * (last ? last->val_accuracy : res.dense_accuracy),
                   res.stopped_early ? " (stopped early: over --max-drop)" : "");
-    std::printf("%s: %s parameters (was %s), %.1f MB, %.1f s\n", f.out.c_str(),
-                params_str(model->parameters()).c_str(), params_str(res.dense_parameters).c_str(),
-                saved.size_bytes / 1e6, timer.elapsed_ms() * 1e-3);
+    std::printf("%s: %s parameters (was %s), %.1f MB, %.1f s\n", f.out.c_str(), params_str(model->parameters()).c_str(),
+                params_str(res.dense_parameters).c_str(), saved.size_bytes / 1e6, timer.elapsed_ms() * 1e-3);
   }
 }
 

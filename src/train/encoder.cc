@@ -200,7 +200,8 @@ EncoderForward TrainableEncoder::forward(const EncoderBatch& b, bool training, s
                       v = l + (bert_ ? "attention.self.value" : "attention.v_lin"),
                       o = l + (bert_ ? "attention.output.dense" : "attention.out_lin"),
                       ln1 = l + (bert_ ? "attention.output.LayerNorm" : "sa_layer_norm"),
-                      f1 = l + (bert_ ? "intermediate.dense" : "ffn.lin1"), f2 = l + (bert_ ? "output.dense" : "ffn.lin2"),
+                      f1 = l + (bert_ ? "intermediate.dense" : "ffn.lin1"),
+                      f2 = l + (bert_ ? "output.dense" : "ffn.lin2"),
                       ln2 = l + (bert_ ? "output.LayerNorm" : "output_layer_norm");
     Var a = heads_[i] > 0 ? L(o, attention(L(q, h), L(k, h), L(v, h), B, T, heads_[i], hd, b.mask, false))
                           : sublayer_bias(h, o + ".bias");
@@ -243,10 +244,11 @@ EncoderForward TrainableEncoder::forward_vit(const EncoderBatch& b, bool trainin
   for (int i = 0; i < config_.num_layers; ++i) {
     const std::string l = "vit.encoder.layer." + std::to_string(i) + ".";
     Var a_in = LN(l + "layernorm_before", h);
-    Var a = heads_[i] > 0 ? L(l + "attention.output.dense",
-                              attention(L(l + "attention.attention.query", a_in), L(l + "attention.attention.key", a_in),
-                                        L(l + "attention.attention.value", a_in), B, T, heads_[i], hd, {}, false))
-                          : sublayer_bias(a_in, l + "attention.output.dense.bias");
+    Var a = heads_[i] > 0
+                ? L(l + "attention.output.dense",
+                    attention(L(l + "attention.attention.query", a_in), L(l + "attention.attention.key", a_in),
+                              L(l + "attention.attention.value", a_in), B, T, heads_[i], hd, {}, false))
+                : sublayer_bias(a_in, l + "attention.output.dense.bias");
     h = add(h, drop(a));
     Var f_in = LN(l + "layernorm_after", h);
     Var f = ffn_[i] > 0 ? L(l + "output.dense", gelu(L(l + "intermediate.dense", f_in)))

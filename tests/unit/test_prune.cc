@@ -22,12 +22,21 @@ constexpr int kHidden = 32, kHeads = 4, kHd = 8, kFfn = 48, kLayers = 2, kVocab 
 ModelConfig tiny_config(const std::string& type) {
   nlohmann::json j = {{"model_type", type}, {"vocab_size", kVocab}, {"max_position_embeddings", 16}, {"num_labels", 3}};
   if (type == "bert")
-    j.update({{"architectures", {"BertForSequenceClassification"}}, {"hidden_size", kHidden},
-              {"num_hidden_layers", kLayers}, {"num_attention_heads", kHeads}, {"intermediate_size", kFfn},
-              {"type_vocab_size", 2}, {"layer_norm_eps", 1e-12}, {"hidden_act", "gelu"}});
+    j.update({{"architectures", {"BertForSequenceClassification"}},
+              {"hidden_size", kHidden},
+              {"num_hidden_layers", kLayers},
+              {"num_attention_heads", kHeads},
+              {"intermediate_size", kFfn},
+              {"type_vocab_size", 2},
+              {"layer_norm_eps", 1e-12},
+              {"hidden_act", "gelu"}});
   else
-    j.update({{"architectures", {"DistilBertForSequenceClassification"}}, {"dim", kHidden}, {"n_layers", kLayers},
-              {"n_heads", kHeads}, {"hidden_dim", kFfn}, {"activation", "gelu"}});
+    j.update({{"architectures", {"DistilBertForSequenceClassification"}},
+              {"dim", kHidden},
+              {"n_layers", kLayers},
+              {"n_heads", kHeads},
+              {"hidden_dim", kFfn},
+              {"activation", "gelu"}});
   return parse_config(j, "test config");
 }
 
@@ -125,7 +134,13 @@ TEST_P(Removed, EqualsDenseModelWithZeroedWeights) {
   EXPECT_EQ(pc.raw["pruned_heads"], nlohmann::json::parse(R"({"0": [1, 3], "1": [0, 1, 2, 3]})"));
   EXPECT_EQ(pc.raw["shrink_pruning"]["intermediate_sizes"], nlohmann::json::parse("[45, 0]"));
   const BatchEncoding b = random_batch(3, 9, 7);
-  expect_near(engine_logits(pc, pt, b), engine_logits(cfg, zeroed(cfg, dense, r), b), 2e-5f);
+  const auto pruned = engine_logits(pc, pt, b);
+  expect_near(pruned, engine_logits(cfg, zeroed(cfg, dense, r), b), 2e-5f);
+  // The removed weights mattered: the untouched dense model gives other logits.
+  const auto full = engine_logits(cfg, dense, b);
+  double diff = 0;
+  for (size_t i = 0; i < full.size(); ++i) diff = std::max(diff, double(std::fabs(full[i] - pruned[i])));
+  EXPECT_GT(diff, 1e-3);
 }
 
 TEST_P(Removed, TrainableEncoderAgreesWithEngine) {
@@ -140,7 +155,7 @@ TEST_P(Removed, TrainableEncoderAgreesWithEngine) {
   train::TrainableEncoder enc(pc, pt, 1);
   train::EncoderBatch eb{b.batch, b.seq, b.ids, b.type_ids, b.attention_mask, {}};
   std::mt19937 rng(0);
-  const Var logits = enc.forward(eb, false, rng).logits;
+  const train::Var logits = enc.forward(eb, false, rng).logits;
   expect_near(std::vector<float>(logits.data(), logits.data() + logits.numel()), engine_logits(pc, pt, b), 2e-5f);
   // A training step reaches the pruned shapes (the zero-head layer trains its output bias only).
   train::backward(train::cross_entropy(enc.forward(eb, true, rng).logits, {0, 1, 2, 0}));

@@ -71,8 +71,7 @@ struct Scores {
 Scores norm_scores(const ModelConfig& c, const TensorMap& t);
 // Taylor (first order): sum over the same weights of |w * dL/dw|, L the cross-entropy of `batches` calibration
 // batches of `batch` examples from `calib` (accumulated batch by batch), dropout off.
-Scores taylor_scores(const train::TrainableEncoder& model, const train::ClassifySource& calib, int batches,
-                     int batch);
+Scores taylor_scores(const train::TrainableEncoder& model, const train::ClassifySource& calib, int batches, int batch);
 
 // Current indices to remove, per layer.
 struct Removal {
@@ -96,13 +95,13 @@ Method parse_method(const std::string& name);  // "magnitude" | "structured"
 
 struct PruneOptions {
   Method method = Method::Structured;
-  double sparsity = 0.5;  // final share of weights (magnitude) or of heads and FFN neurons (structured) removed
-  int steps = 1;          // prune -> fine-tune cycles on the cubic ramp (1: one-shot)
+  double sparsity = 0.5;          // final share of weights (magnitude) or of heads and FFN neurons (structured) removed
+  int steps = 1;                  // prune -> fine-tune cycles on the cubic ramp (1: one-shot)
   bool heads = true, ffn = true;  // structured: what to remove
   bool global = false;            // magnitude: one threshold; structured: one ranking over layers
   Importance importance = Importance::Norm;
-  int calib_batches = 8;  // Taylor importance
-  double max_drop = 0.5;  // validation-accuracy points below the dense model that stop the schedule
+  int calib_batches = 8;      // Taylor importance
+  double max_drop = 0.5;      // validation-accuracy points below the dense model that stop the schedule
   train::TrainOptions train;  // recovery fine-tuning per step (epochs = 0: none)
   bool recover = true;
 };

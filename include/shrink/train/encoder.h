@@ -67,8 +67,8 @@ class TrainableEncoder {
   std::map<std::string, Var> p_;
   bool bert_ = true, vit_ = false;
   std::string pre_;
-  std::vector<int> heads_;     // per layer: heads present (config.json pruned_heads)
-  std::vector<int64_t> ffn_;   // per layer: FFN width (shrink_pruning.intermediate_sizes)
+  std::vector<int> heads_;    // per layer: heads present (config.json pruned_heads)
+  std::vector<int64_t> ffn_;  // per layer: FFN width (shrink_pruning.intermediate_sizes)
   int64_t attention_width(int layer) const;
   Var sublayer_bias(const Var& h, const std::string& bias) const;
   void set_family();

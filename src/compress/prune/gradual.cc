@@ -28,7 +28,8 @@ PruneResult prune_classifier(const ModelConfig& config, const TensorMap& tensors
   check(opt.sparsity >= 0.0 && opt.sparsity < 1.0, "pruning: --sparsity {} is outside [0, 1)", opt.sparsity);
   check(opt.steps >= 1, "pruning: --steps {}; expected at least 1", opt.steps);
   check(opt.method == Method::Magnitude || opt.heads || opt.ffn,
-        "structured pruning: neither heads nor FFN neurons are selected (--heads-only and --ffn-only exclude each other)");
+        "structured pruning: neither heads nor FFN neurons are selected (--heads-only and --ffn-only exclude each "
+        "other)");
   PruneResult res;
   ModelConfig cfg = config;
   TensorMap cur = own_f32(tensors);

@@ -70,7 +70,8 @@ std::vector<std::string> default_prunable_weights(const TensorMap& t) {
 
 Masks magnitude_masks(const TensorMap& t, const std::vector<std::string>& weights, double sparsity, bool global) {
   check(sparsity >= 0.0 && sparsity < 1.0, "magnitude pruning: sparsity {} is outside [0, 1)", sparsity);
-  check(!weights.empty(), "magnitude pruning: no weight matrices to prune (the model has no transformer-block linears)");
+  check(!weights.empty(),
+        "magnitude pruning: no weight matrices to prune (the model has no transformer-block linears)");
   Masks masks;
   std::vector<const Tensor*> parts;
   std::vector<std::vector<uint8_t>*> ms;

@@ -20,8 +20,7 @@ EncoderShape encoder_shape(const ModelConfig& c) {
   const nlohmann::json& raw = c.raw;
   if (raw.is_object() && raw.contains("pruned_heads") && !raw["pruned_heads"].is_null()) {
     const nlohmann::json& ph = raw["pruned_heads"];
-    check(ph.is_object(), "config.json: pruned_heads is {}; expected an object {{\"layer\": [head ids]}}",
-          ph.dump());
+    check(ph.is_object(), "config.json: pruned_heads is {}; expected an object {{\"layer\": [head ids]}}", ph.dump());
     for (const auto& [key, ids] : ph.items()) {
       int layer = -1;
       try {
@@ -75,8 +74,7 @@ void record_encoder_shape(ModelConfig& c, const EncoderShape& s) {
     if (!gone.empty()) ph[std::to_string(l)] = gone;
   }
   c.raw["pruned_heads"] = ph;
-  const bool ffn_pruned =
-      std::any_of(s.ffn.begin(), s.ffn.end(), [&](int64_t w) { return w != c.intermediate_size; });
+  const bool ffn_pruned = std::any_of(s.ffn.begin(), s.ffn.end(), [&](int64_t w) { return w != c.intermediate_size; });
   if (ffn_pruned) {
     if (!c.raw.contains(kShrinkField) || !c.raw[kShrinkField].is_object())
       c.raw[kShrinkField] = nlohmann::json::object();

@@ -37,8 +37,9 @@ double block_sum(const Tensor& w, const float* g, int64_t a0, int64_t a1, bool c
 // Heads and neurons present in `t` for layer `b`, checked against head_dim.
 std::pair<int, int64_t> present(const ModelConfig& c, const TensorMap& t, const BlockLinears& b) {
   const Tensor& q = tensor_of(t, b.q + ".weight");
-  check(q.rank() == 2 && q.dim(0) % c.head_dim == 0, "structured pruning: '{}.weight' has shape {}; expected [heads x {}, {}]",
-        b.q, shape_str(q.shape()), c.head_dim, c.hidden_size);
+  check(q.rank() == 2 && q.dim(0) % c.head_dim == 0,
+        "structured pruning: '{}.weight' has shape {}; expected [heads x {}, {}]", b.q, shape_str(q.shape()),
+        c.head_dim, c.hidden_size);
   return {static_cast<int>(q.dim(0) / c.head_dim), tensor_of(t, b.ffn_in + ".weight").dim(0)};
 }
 
@@ -148,15 +149,15 @@ std::vector<std::vector<int>> choose(const std::vector<std::vector<double>>& sco
 }  // namespace
 
 Scores norm_scores(const ModelConfig& c, const TensorMap& t) {
-  Scores s = scores_of(c, t, [](const std::string&) -> const float* { return nullptr; }, nullptr);
+  Scores s = scores_of(
+      c, t, [](const std::string&) -> const float* { return nullptr; }, nullptr);
   for (auto* group : {&s.heads, &s.neurons})
     for (auto& layer : *group)
       for (double& v : layer) v = std::sqrt(v);
   return s;
 }
 
-Scores taylor_scores(const train::TrainableEncoder& model, const train::ClassifySource& calib, int batches,
-                     int batch) {
+Scores taylor_scores(const train::TrainableEncoder& model, const train::ClassifySource& calib, int batches, int batch) {
   check(calib.size() > 0, "Taylor importance: no calibration examples (pass --data with labelled rows)");
   check(batches > 0 && batch > 0, "Taylor importance: {} batches of {}; expected positive counts", batches, batch);
   std::vector<train::Var> params;
@@ -211,8 +212,8 @@ void remove_structures(ModelConfig& c, TensorMap& t, const Removal& r) {
     const BlockLinears& b = blocks[l];
     auto [nh, nf] = present(c, t, b);
     check(nh == static_cast<int>(shape.heads[l].size()),
-          "structured pruning: layer {} has {} heads in '{}.weight' but config.json (pruned_heads) says {}", l, nh,
-          b.q, shape.heads[l].size());
+          "structured pruning: layer {} has {} heads in '{}.weight' but config.json (pruned_heads) says {}", l, nh, b.q,
+          shape.heads[l].size());
     if (!r.heads[l].empty()) {
       const auto keep = kept_positions(nh, r.heads[l], "head", l);
       std::vector<int64_t> rows;
