@@ -81,7 +81,20 @@ void register_bench(CLI::App& app) {
         lat.add(t.elapsed_ms());
       }
     };
-    if (auto* enc = dynamic_cast<EncoderModel*>(model.get())) {
+    if (auto* enc = dynamic_cast<EncoderModel*>(model.get()); enc && enc->takes_images()) {
+      // ViT: random pixels in [0, 1]; sequence = patches + [CLS].
+      const int64_t px = int64_t{c.num_channels} * c.image_size * c.image_size;
+      std::vector<float> pixels(static_cast<size_t>(batch * px));
+      std::uniform_real_distribution<float> u(0.f, 1.f);
+      for (float& v : pixels) v = u(rng);
+      run_timed([&] { enc->forward_images(pixels.data(), batch); });
+      const double flops = encoder_flops(*enc, batch, c.max_position_embeddings);
+      j["batch"] = batch;
+      j["seq"] = c.max_position_embeddings;
+      j["gflop"] = flops / 1e9;
+      j["gflops_per_s"] = flops / 1e6 / lat.percentile(0.5);
+      j["throughput_per_s"] = batch * 1000.0 / lat.mean();
+    } else if (enc) {
       if (seq > c.max_position_embeddings)
         fail("--seq {} exceeds the model's {} positions", seq, c.max_position_embeddings);
       BatchEncoding b;

@@ -31,7 +31,7 @@ nlohmann::json parse_json_text(std::string_view text, const std::string& source)
 
 namespace {
 
-enum class Family { Llama, Gpt2, Bert, DistilBert };
+enum class Family { Llama, Gpt2, Bert, DistilBert, Vit };
 
 struct ArchInfo {
   const char* architecture;
@@ -49,6 +49,7 @@ constexpr ArchInfo kArchitectures[] = {
     {"BertForSequenceClassification", nullptr, Family::Bert, true},
     {"DistilBertModel", "distilbert", Family::DistilBert, false},
     {"DistilBertForSequenceClassification", nullptr, Family::DistilBert, true},
+    {"ViTForImageClassification", "vit", Family::Vit, true},
 };
 
 const char* family_name(Family f) {
@@ -57,6 +58,7 @@ const char* family_name(Family f) {
     case Family::Gpt2: return "gpt2";
     case Family::Bert: return "bert";
     case Family::DistilBert: return "distilbert";
+    case Family::Vit: return "vit";
   }
   return "?";
 }
@@ -345,6 +347,29 @@ ModelConfig parse_config(const json& j, const std::string& source) {
       c.type_vocab_size = 0;
       break;
     }
+    case Family::Vit: {
+      c.hidden_size = f.req_int("hidden_size");
+      c.num_layers = f.req_int("num_hidden_layers");
+      c.num_heads = f.req_int("num_attention_heads");
+      c.num_kv_heads = c.num_heads;
+      c.intermediate_size = f.req_int("intermediate_size");
+      c.norm_eps = f.opt_float("layer_norm_eps").value_or(1e-12f);
+      c.hidden_act = f.opt_string("hidden_act").value_or("gelu");
+      c.image_size = f.opt_int("image_size").value_or(224);
+      c.patch_size = f.opt_int("patch_size").value_or(16);
+      c.num_channels = f.opt_int("num_channels").value_or(3);
+      if (c.image_size <= 0 || c.patch_size <= 0 || c.num_channels <= 0 || c.image_size % c.patch_size != 0)
+        fail("{}: image_size {} / patch_size {} / num_channels {}: expected positive sizes with the patch size "
+             "dividing the image size; fix config.json",
+             source, c.image_size, c.patch_size, c.num_channels);
+      if (!f.opt_bool("qkv_bias").value_or(true))
+        fail("{}: qkv_bias = false is not supported (the ViT blocks here have query/key/value biases)", source);
+      // Tokens are patches plus [CLS]; there is no vocabulary.
+      c.max_position_embeddings = (c.image_size / c.patch_size) * (c.image_size / c.patch_size) + 1;
+      c.vocab_size = 1;
+      c.type_vocab_size = 0;
+      break;
+    }
   }
   if (arch.family != Family::Llama) c.head_dim = c.num_heads > 0 ? c.hidden_size / c.num_heads : 0;
   check_consistent(c, explicit_head_dim, source);
@@ -413,6 +438,19 @@ json config_to_json(const ModelConfig& c) {
       j["type_vocab_size"] = c.type_vocab_size;
       j["max_position_embeddings"] = c.max_position_embeddings;
       j["hidden_act"] = c.hidden_act;
+      break;
+    case Family::Vit:
+      j.erase("vocab_size");
+      j["hidden_size"] = c.hidden_size;
+      j["num_hidden_layers"] = c.num_layers;
+      j["num_attention_heads"] = c.num_heads;
+      j["intermediate_size"] = c.intermediate_size;
+      j["layer_norm_eps"] = json_float(c.norm_eps);
+      j["hidden_act"] = c.hidden_act;
+      j["image_size"] = c.image_size;
+      j["patch_size"] = c.patch_size;
+      j["num_channels"] = c.num_channels;
+      j["qkv_bias"] = true;
       break;
     case Family::DistilBert:
       j["dim"] = c.hidden_size;

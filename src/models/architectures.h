@@ -9,6 +9,7 @@ std::unique_ptr<Model> make_llama();
 std::unique_ptr<Model> make_gpt2();
 std::unique_ptr<Model> make_bert();
 std::unique_ptr<Model> make_distilbert();
+std::unique_ptr<Model> make_vit();
 
 // Prefix under which an HF checkpoint stores the base model ("bert.", "transformer.", ...) or "".
 std::string detect_prefix(const TensorMap& t, const std::string& probe, const std::vector<std::string>& prefixes);

@@ -31,11 +31,16 @@ const std::vector<std::pair<std::string, Factory>>& registry() {
       {"BertForSequenceClassification", models::make_bert},
       {"DistilBertModel", models::make_distilbert},
       {"DistilBertForSequenceClassification", models::make_distilbert},
+      {"ViTForImageClassification", models::make_vit},
   };
   return r;
 }
 
 }  // namespace
+
+EncoderOutput EncoderModel::forward_images(const float*, int64_t) const {
+  fail("{} ({}) is a text encoder; it takes token ids, not images", source_.string(), config_.architecture);
+}
 
 LinearSlot* Model::find_linear(const std::string& name) {
   for (auto& s : linears_)

@@ -142,6 +142,10 @@ class EncoderModel : public Model {
   ModelKind kind() const override { return ModelKind::Encoder; }
   bool has_classifier() const { return config_.num_labels > 0 && classifier_ != nullptr; }
   virtual EncoderOutput forward(const BatchEncoding& batch) const = 0;
+  // Image classifiers (ViT): pixel values [batch][channels][image_size][image_size], scaled as in training
+  // (shrink's Fashion-MNIST models: pixel / 255). Text encoders throw, naming the architecture.
+  virtual EncoderOutput forward_images(const float* pixels, int64_t batch) const;
+  bool takes_images() const { return config_.image_size > 0; }
 
  protected:
   LinearSlot* classifier_ = nullptr;
