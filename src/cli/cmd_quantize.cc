@@ -20,15 +20,23 @@ void register_quantize(CLI::App& app) {
   static bool lm_head = false, no_default_skips = false;
   static int calib_samples = 64, calib_seq_len = 128;
   static uint64_t max_shard_bytes = uint64_t{2} << 30;
+  static GptqOptions gptq;
   static CommonFlags f;
   sub->add_option("model", path, "model directory or llama2.c .bin")->required();
   sub->add_option("--scheme", scheme, "w8a8 | w8a8-static | w8a16 | w4a16[-g32|-g64|-g128][-asym] | bf16")->required();
-  sub->add_option("--method", method, "rtn (default) | static (w8a8 with calibrated activation scales)");
-  sub->add_option("--calib", calib, "calibration text for --method static");
+  sub->add_option("--method", method,
+                  "rtn (default) | static (w8a8 with calibrated activation scales) | gptq (w4a16*/w8a16/w8a8 weights "
+                  "by GPTQ, sequential over the blocks)");
+  sub->add_option("--calib", calib, "calibration text (plain text or TSV) for --method static|gptq");
   sub->add_option("--calib-samples", calib_samples, "calibration windows")->check(CLI::PositiveNumber);
-  sub->add_option("--calib-seq-len", calib_seq_len, "tokens per calibration window")->check(CLI::PositiveNumber);
+  sub->add_option("--calib-seq-len,--calib-len", calib_seq_len, "tokens per calibration window")
+      ->check(CLI::PositiveNumber);
   sub->add_option("--observer", observer, "static: minmax | percentile | mse | kl | auto (per layer by output error)");
   sub->add_option("--percentile", percentile, "static with --observer percentile: share of values kept, in %");
+  sub->add_option("--damp", gptq.damp, "gptq: dampening, share of mean(diag H) added to the diagonal (0.01)");
+  sub->add_flag("--act-order", gptq.act_order, "gptq: columns in descending Hessian-diagonal order (static groups)");
+  sub->add_flag("--static-groups", gptq.static_groups, "gptq: W4 group scales from the original weights");
+  sub->add_option("--block", gptq.block, "gptq: columns per lazy-update block (128)")->check(CLI::PositiveNumber);
   sub->add_option("--skip", skip, "regex of slots to leave unquantized (repeatable)");
   sub->add_option("--layer", layer, "REGEX=SCHEME: another scheme for matching slots (repeatable; first wins)");
   sub->add_flag("--lm-head", lm_head, "quantize lm_head too (skipped by default)");
@@ -46,6 +54,7 @@ void register_quantize(CLI::App& app) {
     opt.calib = calib;
     opt.calib_samples = calib_samples;
     opt.calib_seq_len = calib_seq_len;
+    opt.gptq = gptq;
     opt.observer.observer = observer;
     opt.observer.percentile = percentile;
     opt.skip = skip;
@@ -66,6 +75,14 @@ void register_quantize(CLI::App& app) {
     so.tokenizer = tokenizer;
     so.recipe = {{"command", "quantize"}, {"scheme", opt.scheme.name()}, {"method", method}, {"skip", skip},
                  {"layer", layer},        {"lm_head", lm_head}};
+    if (opt.method == QuantMethod::Gptq)
+      so.recipe["gptq"] = {{"damp", gptq.damp},
+                           {"act_order", gptq.act_order},
+                           {"static_groups", gptq.static_groups},
+                           {"block", gptq.block},
+                           {"calib", calib},
+                           {"calib_samples", calib_samples},
+                           {"calib_seq_len", calib_seq_len}};
     Timer save_timer;
     SaveResult saved = save_model(*model, out, so);
     const double save_ms = save_timer.elapsed_ms();
@@ -77,8 +94,18 @@ void register_quantize(CLI::App& app) {
                         {"bytes", l.bytes_after},
                         {"bytes_before", l.bytes_before},
                         {"note", l.note}});
+    nlohmann::json blocks = nlohmann::json::array();
+    for (const auto& b : rep.gptq.blocks)
+      blocks.push_back({{"block", b.block},
+                        {"time_ms", b.time_ms},
+                        {"forward_ms", b.forward_ms},
+                        {"gptq_ms", b.gptq_ms},
+                        {"peak_rss_bytes", b.peak_rss_bytes}});
     if (f.json)
       return print_json({{"out", saved.dir.string()},
+                         {"gptq_blocks", blocks},
+                         {"calib_tokens", rep.gptq.calib_rows},
+                         {"calib_activation_bytes", rep.gptq.activation_bytes},
                          {"scheme", opt.scheme.name()},
                          {"method", method},
                          {"size_bytes", saved.size_bytes},
@@ -102,6 +129,14 @@ void register_quantize(CLI::App& app) {
     std::printf("%s: %d of %zu linears -> %s; linears %.2f MB -> %.2f MB; model %.2f MB -> %.2f MB on disk\n",
                 saved.dir.c_str(), quantized, rep.layers.size(), opt.scheme.name().c_str(), rep.bytes_before / 1e6,
                 rep.bytes_after / 1e6, source_bytes / 1e6, saved.size_bytes / 1e6);
+    if (!rep.gptq.blocks.empty() && !f.quiet) {
+      for (const auto& b : rep.gptq.blocks)
+        std::fprintf(stderr, "  gptq block %3d: %8.0f ms (forward %.0f, gptq %.0f), peak RSS %.1f MB\n", b.block,
+                     b.time_ms, b.forward_ms, b.gptq_ms, b.peak_rss_bytes / 1e6);
+      std::printf("gptq: %lld calibration tokens (%.1f MB of held activations), %zu blocks, %.0f ms\n",
+                  static_cast<long long>(rep.gptq.calib_rows), rep.gptq.activation_bytes / 1e6, rep.gptq.blocks.size(),
+                  rep.gptq.time_ms);
+    }
     std::printf("cost: load %.0f ms, quantize %.0f ms, save %.0f ms, peak RSS %.1f MB\n", load_ms, rep.time_ms, save_ms,
                 peak_rss_bytes() / 1e6);
   });

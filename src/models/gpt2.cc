@@ -52,50 +52,89 @@ class Gpt2 final : public DecoderModel {
   void forward(KvCache& cache, const int32_t* tokens, int64_t n, float* logits, bool all_logits) const override {
     const ModelConfig& c = config_;
     check_forward(cache, tokens, n);
-    const int64_t d = c.hidden_size, hd = c.head_dim, nh = c.num_heads, ff = c.intermediate_size;
-    const size_t need = static_cast<size_t>(n) * (6 * d + std::max(ff, d));
+    const int64_t d = c.hidden_size;
+    const size_t need = static_cast<size_t>(n) * (d + block_scratch_per_row());
     if (cache.scratch.size() < need) cache.scratch.resize(need);
     float* x = cache.scratch.data();
-    float* xb = x + n * d;
+    float* work = x + n * d;
+    embed(tokens, n, cache.pos, x);
+    for (size_t li = 0; li < layers_.size(); ++li) block(static_cast<int>(li), cache, x, n, work);
+    cache.pos += n;
+    if (all_logits) {
+      head_rows(x, n, logits, work);
+    } else {
+      head_rows(x + (n - 1) * d, 1, logits, work);
+    }
+  }
+
+  void embed(const int32_t* tokens, int64_t n, int64_t pos0, float* hidden) const override {
+    const int64_t d = config_.hidden_size;
+    for (int64_t t = 0; t < n; ++t) {
+      const float* e = wte_ + int64_t{tokens[t]} * d;
+      const float* pe = wpe_ + (pos0 + t) * d;
+      for (int64_t i = 0; i < d; ++i) hidden[t * d + i] = e[i] + pe[i];
+    }
+  }
+
+  void run_block(int i, KvCache& cache, float* hidden, int64_t n) const override {
+    check(i >= 0 && i < static_cast<int>(layers_.size()), "run_block: block {} of a {}-block model", i, layers_.size());
+    check(cache.pos + n <= cache.max_seq, "run_block: {} rows at position {} overflow a cache of {}", n, cache.pos,
+          cache.max_seq);
+    const size_t need = static_cast<size_t>(n) * block_scratch_per_row();
+    if (cache.scratch.size() < need) cache.scratch.resize(need);
+    block(i, cache, hidden, n, cache.scratch.data());
+  }
+
+  void head(const float* hidden, int64_t n, float* logits) const override {
+    std::vector<float> xb(static_cast<size_t>(n * config_.hidden_size));
+    head_rows(hidden, n, logits, xb.data());
+  }
+
+  std::vector<std::vector<LinearSlot*>> block_linears(int i) override {
+    check(i >= 0 && i < static_cast<int>(layers_.size()), "block_linears: block {} of a {}-block model", i,
+          layers_.size());
+    const Layer& l = layers_[i];
+    return {{l.qkv}, {l.proj}, {l.fc}, {l.fc_proj}};
+  }
+
+ private:
+  int64_t block_scratch_per_row() const {
+    const int64_t d = config_.hidden_size;
+    return 5 * d + std::max<int64_t>(config_.intermediate_size, d);
+  }
+
+  // One block on x [n][d] in place; work holds block_scratch_per_row() floats per row.
+  void block(int layer, KvCache& cache, float* x, int64_t n, float* work) const {
+    const ModelConfig& c = config_;
+    const int64_t d = c.hidden_size, hd = c.head_dim, nh = c.num_heads, ff = c.intermediate_size;
+    float* xb = work;
     float* att = xb + n * d;
     float* qkv = att + n * d;
     float* h = qkv + 3 * n * d;
     float* q = h;  // q is copied out of qkv before h is used
-
-    for (int64_t t = 0; t < n; ++t) {
-      const float* e = wte_ + int64_t{tokens[t]} * d;
-      const float* pe = wpe_ + (cache.pos + t) * d;
-      for (int64_t i = 0; i < d; ++i) x[t * d + i] = e[i] + pe[i];
-    }
     const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-    for (size_t li = 0; li < layers_.size(); ++li) {
-      const Layer& l = layers_[li];
-      const int layer = static_cast<int>(li);
-      ops::layernorm(x, l.ln1_w, l.ln1_b, c.norm_eps, n, d, xb);
-      // Decode-sized calls go through ops::linear_fused: one region each, outputs handed out dynamically.
-      ops::linear_fused(xb, n, {{l.qkv->impl.get(), qkv}});
-      for (int64_t t = 0; t < n; ++t) std::memcpy(q + t * d, qkv + t * 3 * d, d * sizeof(float));
-      cache.store(layer, cache.pos, n, qkv + d, qkv + 2 * d, 3 * d);
-      cache.attend(layer, q, n, cache.pos, static_cast<int>(nh), scale, att);
-      ops::linear_fused(att, n, {{l.proj->impl.get(), xb}});
-      ops::add(x, xb, n * d);
-      ops::layernorm(x, l.ln2_w, l.ln2_b, c.norm_eps, n, d, xb);
-      ops::linear_fused(xb, n, {{l.fc->impl.get(), h}});
-      ops::gelu_tanh(h, n * ff);
-      ops::linear_fused(h, n, {{l.fc_proj->impl.get(), xb}});
-      ops::add(x, xb, n * d);
-    }
-    cache.pos += n;
-    if (all_logits) {
-      ops::layernorm(x, lnf_w_, lnf_b_, c.norm_eps, n, d, xb);
-      ops::linear_fused(xb, n, {{lm_head_->impl.get(), logits}});
-    } else {
-      ops::layernorm(x + (n - 1) * d, lnf_w_, lnf_b_, c.norm_eps, 1, d, xb);
-      ops::linear_fused(xb, 1, {{lm_head_->impl.get(), logits}});
-    }
+    const Layer& l = layers_[static_cast<size_t>(layer)];
+    ops::layernorm(x, l.ln1_w, l.ln1_b, c.norm_eps, n, d, xb);
+    // Decode-sized calls go through ops::linear_fused: one region each, outputs handed out dynamically.
+    ops::linear_fused(xb, n, {{l.qkv->impl.get(), qkv}});
+    for (int64_t t = 0; t < n; ++t) std::memcpy(q + t * d, qkv + t * 3 * d, d * sizeof(float));
+    cache.store(layer, cache.pos, n, qkv + d, qkv + 2 * d, 3 * d);
+    cache.attend(layer, q, n, cache.pos, static_cast<int>(nh), scale, att);
+    ops::linear_fused(att, n, {{l.proj->impl.get(), xb}});
+    ops::add(x, xb, n * d);
+    ops::layernorm(x, l.ln2_w, l.ln2_b, c.norm_eps, n, d, xb);
+    ops::linear_fused(xb, n, {{l.fc->impl.get(), h}});
+    ops::gelu_tanh(h, n * ff);
+    ops::linear_fused(h, n, {{l.fc_proj->impl.get(), xb}});
+    ops::add(x, xb, n * d);
   }
 
- private:
+  // Final LayerNorm and lm_head of n rows; xb: n * d floats.
+  void head_rows(const float* x, int64_t n, float* logits, float* xb) const {
+    ops::layernorm(x, lnf_w_, lnf_b_, config_.norm_eps, n, config_.hidden_size, xb);
+    ops::linear_fused(xb, n, {{lm_head_->impl.get(), logits}});
+  }
+
   std::string p_;
   const float *wte_ = nullptr, *wpe_ = nullptr, *lnf_w_ = nullptr, *lnf_b_ = nullptr;
   std::vector<Layer> layers_;

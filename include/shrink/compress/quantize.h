@@ -3,6 +3,7 @@
 #pragma once
 
 #include <shrink/compress/observers.h>
+#include <shrink/compress/sequential.h>
 #include <shrink/models/model.h>
 #include <shrink/ops/qlinear.h>
 
@@ -15,8 +16,8 @@
 
 namespace shrink {
 
-enum class QuantMethod { Rtn, Static };
-QuantMethod parse_quant_method(const std::string& text);  // "rtn" | "static"; throws listing both
+enum class QuantMethod { Rtn, Static, Gptq };
+QuantMethod parse_quant_method(const std::string& text);  // "rtn" | "static" | "gptq"; throws listing them
 
 struct QuantizeOptions {
   QuantSpec scheme;  // for every selected slot without an override
@@ -36,6 +37,9 @@ struct QuantizeOptions {
   int calib_samples = 64;
   int calib_seq_len = 128;
   ObserverOptions observer;
+  // GPTQ (method Gptq): W4/W8 slots are quantized by compress/sequential.h gptq_model from `calib` (samples x
+  // seq_len tokens); bf16 slots stay round-to-nearest.
+  GptqOptions gptq;
 };
 
 // The default skip patterns for this model (see QuantizeOptions::default_skips).
@@ -55,6 +59,7 @@ struct QuantizeReport {
   double time_ms = 0;                        // the whole pass (calibration included)
   double calib_ms = 0;
   size_t peak_rss_bytes = 0;  // process high-water mark after the pass
+  GptqReport gptq;            // method Gptq: per block and per layer
 };
 
 // Throws (before changing any slot) on a bad pattern, on a slot that is already packed (quantize the original

@@ -129,6 +129,20 @@ class DecoderModel : public Model {
   // Feeds tokens[0..n) at positions cache.pos.., appends them to the cache. logits: [n][vocab] when
   // all_logits, else [vocab] for the last token. Throws when the context would overflow.
   virtual void forward(KvCache& cache, const int32_t* tokens, int64_t n, float* logits, bool all_logits) const = 0;
+
+  // Block-level entry points: forward is embed -> run_block for every block -> head. Sequential calibration
+  // (compress/sequential.h) runs one block at a time over a calibration set with them. hidden: [n][hidden_size].
+  // Architectures without them throw naming the architecture.
+  int num_blocks() const { return config_.num_layers; }
+  // Token (and learned position) embeddings of tokens[0..n) at positions pos0...
+  virtual void embed(const int32_t* tokens, int64_t n, int64_t pos0, float* hidden) const;
+  // Block i on n rows in place, at positions cache.pos..: writes block i's keys/values, does not advance cache.pos.
+  // hidden must not live in cache.scratch.
+  virtual void run_block(int i, KvCache& cache, float* hidden, int64_t n) const;
+  // Final norm and lm_head of n rows: logits [n][vocab].
+  virtual void head(const float* hidden, int64_t n, float* logits) const;
+  // The linears of block i in execution order, grouped by shared input: LLaMA {q,k,v} {o} {gate,up} {down}.
+  virtual std::vector<std::vector<LinearSlot*>> block_linears(int i);
 };
 
 struct EncoderOutput {

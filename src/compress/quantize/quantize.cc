@@ -39,9 +39,10 @@ const Pattern* first_match(const std::vector<Pattern>& ps, const std::string& na
 QuantMethod parse_quant_method(const std::string& text) {
   if (text == "rtn") return QuantMethod::Rtn;
   if (text == "static") return QuantMethod::Static;
+  if (text == "gptq") return QuantMethod::Gptq;
   fail(
       "unknown quantization method '{}'; valid methods: rtn (round-to-nearest weights, dynamic activations), static "
-      "(w8a8-static: activation scales from --calib)",
+      "(w8a8-static: activation scales from --calib), gptq (W4/W8 weights by GPTQ from --calib)",
       text);
 }
 
@@ -141,10 +142,35 @@ QuantizeReport quantize_model(Model& model, const QuantizeOptions& opt) {
     report.calib_ms = calib_timer.elapsed_ms();
   }
 
-  for (auto& p : plan) {
+  // GPTQ: every W4/W8 slot, sequentially from the calibration set (the other planned slots stay RTN below).
+  std::vector<size_t> before(plan.size());
+  for (size_t i = 0; i < plan.size(); ++i) before[i] = plan[i].slot->impl->weight_bytes();
+  if (opt.method == QuantMethod::Gptq) {
+    if (opt.calib.empty())
+      fail(
+          "--method gptq needs calibration data: pass --calib FILE (text the model sees in use; a few hundred "
+          "thousand characters, e.g. 64 windows of 128 tokens)");
+    std::map<std::string, QuantSpec> gptq_plan;
+    for (auto& p : plan)
+      if (p.quantize && p.spec.scheme != WeightScheme::BF16) gptq_plan.emplace(p.slot->name, p.spec);
+    const CalibSet set = read_calib_set(opt.calib, model.require_tokenizer(), opt.calib_samples, opt.calib_seq_len);
+    report.gptq = gptq_model(model, set, gptq_plan, opt.gptq);
+    for (auto& p : plan) {
+      if (!gptq_plan.count(p.slot->name)) continue;
+      p.quantize = false;  // done
+      for (const auto& l : report.gptq.layers)
+        if (l.name == p.slot->name)
+          p.note += fmt::format("{}gptq {} rows{}", p.note.empty() ? "" : "; ", l.rows,
+                                l.dead_columns ? fmt::format(", {} dead inputs", l.dead_columns) : std::string());
+    }
+    report.calib_ms += report.gptq.time_ms;
+  }
+
+  for (size_t i = 0; i < plan.size(); ++i) {
+    Plan& p = plan[i];
     LayerQuantization l;
     l.name = p.slot->name;
-    l.bytes_before = p.slot->impl->weight_bytes();
+    l.bytes_before = before[i];
     if (p.quantize) {
       const Tensor* bias = p.slot->bias.defined() && p.slot->bias.numel() > 0 ? &p.slot->bias : nullptr;
       p.slot->impl = make_packed_linear(quantize_linear_weights(p.slot->weight, bias, p.spec));

@@ -1,0 +1,53 @@
+// Sequential, bounded GPTQ calibration of a whole model: block by block, each block's linears quantized from the
+// inputs that the already-quantized earlier blocks (and earlier linears of the same block) produce.
+#pragma once
+
+#include <shrink/compress/calibration.h>
+#include <shrink/compress/gptq.h>
+#include <shrink/models/model.h>
+#include <shrink/ops/qlinear.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace shrink {
+
+struct GptqLayerReport {
+  std::string name;
+  int64_t rows = 0;          // calibration rows the Hessian was built from
+  int64_t dead_columns = 0;  // input features never active: weights zeroed
+  double damp_used = 0;
+  double time_ms = 0;  // gptq_quantize (the Hessian factorisation included)
+};
+
+struct GptqBlockReport {
+  int block = -1;             // -1: layers outside the blocks (lm_head; encoders: pooler, classifier)
+  double time_ms = 0;         // the whole block: captures, GPTQ, the quantized pass to the next block
+  double forward_ms = 0;      // running (parts of) the block over the calibration set
+  double gptq_ms = 0;         // Hessians and gptq_quantize
+  size_t peak_rss_bytes = 0;  // process high-water mark when the block was done
+};
+
+struct GptqReport {
+  std::vector<GptqLayerReport> layers;
+  std::vector<GptqBlockReport> blocks;
+  int64_t calib_rows = 0;       // tokens of the calibration set
+  size_t activation_bytes = 0;  // the hidden states kept for the set (decoders: one block's input)
+  double time_ms = 0;
+};
+
+// Quantizes every slot named in `plan` with GPTQ into its spec's packed Linear, in place.
+// Decoders with block entry points (LLaMA, GPT-2; DecoderModel::run_block) run truly sequentially: block i's input
+// for all sequences is held (n_tokens x hidden floats); each group of linears sharing an input (q/k/v, o, gate/up,
+// down) gets its Hessian from a pass of block i in which the earlier groups are already quantized (the pass stops as
+// soon as the input was captured); then the quantized block produces block i+1's input. lm_head (when planned) comes
+// last, from the final hidden states. Other models (encoders) fall back to one full forward pass per block
+// (slots grouped by the layer index in their name), the block's linears captured together.
+// Memory: the held hidden states, one Hessian per captured input and the GPTQ work of one layer.
+GptqReport gptq_model(Model& model, const CalibSet& set, const std::map<std::string, QuantSpec>& plan,
+                      const GptqOptions& opt);
+
+}  // namespace shrink

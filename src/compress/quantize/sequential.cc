@@ -1,0 +1,270 @@
+// Sequential GPTQ calibration (include/shrink/compress/sequential.h): Hessian-capturing Linear decorators, the
+// block-by-block decoder loop over held hidden states, and the per-block full-forward fallback for encoders.
+#include <shrink/compress/sequential.h>
+#include <shrink/core/build_info.h>
+#include <shrink/core/error.h>
+#include <shrink/core/timer.h>
+
+#include <algorithm>
+#include <cstring>
+#include <memory>
+#include <regex>
+
+namespace shrink {
+
+namespace {
+
+// Thrown by a capturing Linear once it has seen its input, to end a block pass whose remaining work is not needed.
+struct StopPass {};
+
+// Feeds every input it sees into a Hessian; with `stop`, throws StopPass instead of computing the output.
+// forward_rows stays false: fused callers then call forward() on their own thread, outside any parallel region,
+// so the throw unwinds only through the model's plain code.
+class CapturingLinear final : public Linear {
+ public:
+  CapturingLinear(std::unique_ptr<Linear> inner, HessianAccumulator* acc, bool stop)
+      : inner_(std::move(inner)), acc_(acc), stop_(stop) {
+    in_ = inner_->in_features();
+    out_ = inner_->out_features();
+  }
+  void forward(const float* x, int64_t m, float* y) const override {
+    acc_->add(x, m);
+    if (stop_) throw StopPass{};
+    inner_->forward(x, m, y);
+  }
+  std::string scheme() const override { return inner_->scheme(); }
+  size_t weight_bytes() const override { return inner_->weight_bytes(); }
+  const PackedLinear* packed() const override { return inner_->packed(); }
+  std::unique_ptr<Linear> release() { return std::move(inner_); }
+
+ private:
+  std::unique_ptr<Linear> inner_;
+  HessianAccumulator* acc_;
+  bool stop_;
+};
+
+// Wraps slots for its lifetime; puts the original implementations back on destruction (also on error).
+class CaptureScope {
+ public:
+  CaptureScope() = default;
+  CaptureScope(const CaptureScope&) = delete;
+  CaptureScope& operator=(const CaptureScope&) = delete;
+  ~CaptureScope() { restore(); }
+  HessianAccumulator* wrap(LinearSlot* s, bool stop) {
+    accs_.push_back(std::make_unique<HessianAccumulator>(s->impl->in_features()));
+    s->impl = std::make_unique<CapturingLinear>(std::move(s->impl), accs_.back().get(), stop);
+    slots_.push_back(s);
+    return accs_.back().get();
+  }
+  void restore() {
+    for (LinearSlot* s : slots_) s->impl = static_cast<CapturingLinear*>(s->impl.get())->release();
+    slots_.clear();
+  }
+
+ private:
+  std::vector<LinearSlot*> slots_;
+  std::vector<std::unique_ptr<HessianAccumulator>> accs_;
+};
+
+void quantize_slot(LinearSlot* s, const HessianAccumulator& acc, const QuantSpec& spec, const GptqOptions& opt,
+                   GptqReport* rep) {
+  check(acc.rows() > 0,
+        "GPTQ: layer '{}' saw no calibration input (the calibration set never reached it); --skip it or use "
+        "--method rtn",
+        s->name);
+  check(s->weight.defined() && s->weight.numel() > 0,
+        "GPTQ: layer '{}' has no dense source weight (loaded packed); quantize from the original model", s->name);
+  GptqStats st;
+  const Tensor* bias = s->bias.defined() && s->bias.numel() > 0 ? &s->bias : nullptr;
+  s->impl = make_packed_linear(gptq_quantize(s->weight, bias, acc.hessian(), spec, opt, &st));
+  rep->layers.push_back({s->name, acc.rows(), st.dead_columns, st.damp_used, st.time_ms});
+}
+
+std::vector<int64_t> lengths_of(const CalibSet& set, int64_t max_len) {
+  std::vector<int64_t> len;
+  for (const auto& s : set.sequences) {
+    const int64_t n =
+        max_len > 0 ? std::min<int64_t>(static_cast<int64_t>(s.size()), max_len) : static_cast<int64_t>(s.size());
+    if (n > 0) len.push_back(n);
+  }
+  return len;
+}
+
+GptqReport gptq_decoder(DecoderModel& model, const CalibSet& set, const std::map<std::string, QuantSpec>& plan,
+                        const GptqOptions& opt) {
+  Timer total;
+  GptqReport rep;
+  const int64_t d = model.config().hidden_size;
+  std::vector<const std::vector<int32_t>*> seqs;
+  for (const auto& s : set.sequences)
+    if (!s.empty()) seqs.push_back(&s);
+  const std::vector<int64_t> len = lengths_of(set, model.max_context());
+  std::vector<int64_t> off(len.size() + 1, 0);
+  for (size_t i = 0; i < len.size(); ++i) off[i + 1] = off[i] + len[i];
+  rep.calib_rows = off.back();
+  // The one block input held for the whole set; passes work on a copy of one sequence.
+  std::vector<float> hidden(static_cast<size_t>(rep.calib_rows * d));
+  rep.activation_bytes = hidden.size() * sizeof(float);
+  const int64_t longest = *std::max_element(len.begin(), len.end());
+  std::vector<float> work(static_cast<size_t>(longest * d));
+  KvCache cache = model.new_cache(longest, KvCacheType::F32);
+  for (size_t s = 0; s < len.size(); ++s) model.embed(seqs[s]->data(), len[s], 0, hidden.data() + off[s] * d);
+
+  // Block i over every sequence; `in_place` advances hidden, otherwise the pass works on a copy (captures).
+  auto pass = [&](int block, bool in_place) {
+    for (size_t s = 0; s < len.size(); ++s) {
+      float* h = hidden.data() + off[s] * d;
+      if (!in_place)
+        h = static_cast<float*>(std::memcpy(work.data(), h, static_cast<size_t>(len[s] * d) * sizeof(float)));
+      cache.reset();
+      try {
+        model.run_block(block, cache, h, len[s]);
+      } catch (const StopPass&) {
+      }
+    }
+  };
+
+  for (int b = 0; b < model.num_blocks(); ++b) {
+    Timer bt;
+    GptqBlockReport br;
+    br.block = b;
+    for (const std::vector<LinearSlot*>& group : model.block_linears(b)) {
+      std::vector<LinearSlot*> targets;
+      for (LinearSlot* s : group)
+        if (plan.count(s->name)) targets.push_back(s);
+      if (targets.empty()) continue;
+      CaptureScope scope;
+      // The group's linears read one input: one Hessian, captured by the first of them.
+      HessianAccumulator* acc = scope.wrap(group.front(), true);
+      Timer ft;
+      pass(b, false);
+      br.forward_ms += ft.elapsed_ms();
+      scope.restore();
+      Timer gt;
+      for (LinearSlot* s : targets) quantize_slot(s, *acc, plan.at(s->name), opt, &rep);
+      br.gptq_ms += gt.elapsed_ms();
+    }
+    Timer ft;
+    pass(b, true);  // the quantized block gives the next block its input
+    br.forward_ms += ft.elapsed_ms();
+    br.time_ms = bt.elapsed_ms();
+    br.peak_rss_bytes = peak_rss_bytes();
+    rep.blocks.push_back(br);
+  }
+
+  // Layers outside the blocks: lm_head from the final hidden states.
+  std::vector<LinearSlot*> rest;
+  for (LinearSlot& s : model.linears())
+    if (plan.count(s.name) && s.name == "lm_head") rest.push_back(&s);
+  if (!rest.empty()) {
+    Timer bt;
+    GptqBlockReport br;
+    CaptureScope scope;
+    HessianAccumulator* acc = scope.wrap(rest.front(), true);
+    Timer ft;
+    std::vector<float> logits(static_cast<size_t>(longest * model.config().vocab_size));
+    for (size_t s = 0; s < len.size(); ++s) {
+      try {
+        model.head(hidden.data() + off[s] * d, len[s], logits.data());
+      } catch (const StopPass&) {
+      }
+    }
+    br.forward_ms = ft.elapsed_ms();
+    scope.restore();
+    Timer gt;
+    quantize_slot(rest.front(), *acc, plan.at(rest.front()->name), opt, &rep);
+    br.gptq_ms = gt.elapsed_ms();
+    br.time_ms = bt.elapsed_ms();
+    br.peak_rss_bytes = peak_rss_bytes();
+    rep.blocks.push_back(br);
+  }
+  // Every planned slot must have been reached (a name outside the block lists would be silently left dense).
+  for (const auto& [name, spec] : plan) {
+    const bool done = std::any_of(rep.layers.begin(), rep.layers.end(), [&](const auto& l) { return l.name == name; });
+    check(done, "GPTQ: layer '{}' is not part of any block of this {} model; --skip it or use --method rtn", name,
+          model.config().architecture);
+  }
+  rep.time_ms = total.elapsed_ms();
+  return rep;
+}
+
+void run_encoder(EncoderModel& enc, const CalibSet& set) {
+  const int64_t max_len = enc.config().max_position_embeddings;
+  for (const auto& seq : set.sequences) {
+    const int64_t n =
+        max_len > 0 ? std::min<int64_t>(static_cast<int64_t>(seq.size()), max_len) : static_cast<int64_t>(seq.size());
+    if (n <= 0) continue;
+    BatchEncoding b;  // one unpadded row: padding rows would enter the Hessians
+    b.batch = 1;
+    b.seq = n;
+    b.ids.assign(seq.begin(), seq.begin() + n);
+    b.type_ids.assign(static_cast<size_t>(n), 0);
+    b.attention_mask.assign(static_cast<size_t>(n), 1);
+    b.lengths = {static_cast<int32_t>(n)};
+    enc.forward(b);
+  }
+}
+
+// Encoders: slots grouped by the first ".<number>." in their name (the layer index), in model order; slots without
+// one (pooler, classifier) form the last group. One full forward per group, earlier groups already quantized.
+GptqReport gptq_by_forward(EncoderModel& model, const CalibSet& set, const std::map<std::string, QuantSpec>& plan,
+                           const GptqOptions& opt) {
+  Timer total;
+  GptqReport rep;
+  for (const int64_t n : lengths_of(set, model.config().max_position_embeddings)) rep.calib_rows += n;
+  const std::regex layer_re(R"(\.(\d+)\.)");
+  std::vector<std::pair<int, std::vector<LinearSlot*>>> groups;
+  std::vector<LinearSlot*> tail;
+  for (LinearSlot& s : model.linears()) {
+    if (!plan.count(s.name)) continue;
+    std::smatch m;
+    if (!std::regex_search(s.name, m, layer_re)) {
+      tail.push_back(&s);
+      continue;
+    }
+    const int layer = std::stoi(m[1].str());
+    auto it = std::find_if(groups.begin(), groups.end(), [&](const auto& g) { return g.first == layer; });
+    if (it == groups.end()) {
+      groups.push_back({layer, {}});
+      it = groups.end() - 1;
+    }
+    it->second.push_back(&s);
+  }
+  if (!tail.empty()) groups.push_back({-1, tail});
+  for (auto& [layer, slots] : groups) {
+    Timer bt;
+    GptqBlockReport br;
+    br.block = layer;
+    CaptureScope scope;
+    std::vector<HessianAccumulator*> accs;
+    for (LinearSlot* s : slots) accs.push_back(scope.wrap(s, false));
+    Timer ft;
+    run_encoder(model, set);
+    br.forward_ms = ft.elapsed_ms();
+    scope.restore();
+    Timer gt;
+    for (size_t i = 0; i < slots.size(); ++i) quantize_slot(slots[i], *accs[i], plan.at(slots[i]->name), opt, &rep);
+    br.gptq_ms = gt.elapsed_ms();
+    br.time_ms = bt.elapsed_ms();
+    br.peak_rss_bytes = peak_rss_bytes();
+    rep.blocks.push_back(br);
+  }
+  rep.time_ms = total.elapsed_ms();
+  return rep;
+}
+
+}  // namespace
+
+GptqReport gptq_model(Model& model, const CalibSet& set, const std::map<std::string, QuantSpec>& plan,
+                      const GptqOptions& opt) {
+  check(!set.sequences.empty(), "GPTQ: the calibration set is empty; pass --calib FILE with text the model sees");
+  for (const auto& [name, spec] : plan)
+    check(model.find_linear(name) != nullptr, "GPTQ: no layer '{}' in {}", name, model.source().string());
+  if (plan.empty()) return {};
+  if (auto* dec = dynamic_cast<DecoderModel*>(&model)) return gptq_decoder(*dec, set, plan, opt);
+  auto* enc = dynamic_cast<EncoderModel*>(&model);
+  check(enc != nullptr, "GPTQ: the model is neither a decoder nor an encoder");
+  return gptq_by_forward(*enc, set, plan, opt);
+}
+
+}  // namespace shrink
