@@ -139,7 +139,10 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const 
   }
   const auto t0 = std::chrono::steady_clock::now();
   dnnl_status_t st = dnnl_success;
-  if (M * N * K < (int64_t{1} << 18)) {
+  if (omp_in_parallel()) {
+    // Already on one thread of a team (attention's per-head products): oneDNN runs sequentially here.
+    st = dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  } else if (M * N * K < (int64_t{1} << 18)) {
     // Small products: inside a one-thread region oneDNN runs sequentially; waking the pool costs more than the
     // work (training a tiny model is made of these).
 #pragma omp parallel num_threads(1)
