@@ -1,4 +1,6 @@
 // shrink info MODEL: architecture, parameters, per-layer scheme and bytes, size on disk vs the unquantized original.
+#include <fmt/format.h>
+#include <shrink/compress/lowrank.h>
 #include <shrink/compress/quantize.h>
 #include <shrink/core/build_info.h>
 #include <shrink/ops/qlinear.h>
@@ -54,6 +56,12 @@ void register_info(CLI::App& app) {
         const Tensor* b = p->find("bias");
         r.original_bytes = static_cast<size_t>(p->out * p->in + (b ? b->numel() : 0)) * dtype_size(src);
         r.note = quant_shape_note(p->spec, p->in);
+        original_delta += static_cast<int64_t>(r.original_bytes) - static_cast<int64_t>(r.file_bytes);
+      } else if (const LowRankLinear* lr = as_lowrank(s.impl.get())) {
+        r.file_bytes = lr->a().nbytes() + lr->b().nbytes() + (lr->bias().defined() ? lr->bias().nbytes() : 0);
+        r.original_bytes = static_cast<size_t>(lr->in_features() * lr->out_features()) * dtype_size(src) +
+                           (lr->bias().defined() ? lr->bias().nbytes() : 0);
+        r.note = fmt::format("rank {} of {}", lr->rank(), std::min(lr->in_features(), lr->out_features()));
         original_delta += static_cast<int64_t>(r.original_bytes) - static_cast<int64_t>(r.file_bytes);
       } else {
         auto w = model->tensors().find(s.name + ".weight");

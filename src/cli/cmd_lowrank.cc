@@ -22,7 +22,7 @@ namespace {
 struct Flags {
   std::string model, tokenizer, out, layers, data;
   int64_t rank = 0, limit = 0;
-  double energy = 0, val_fraction = 0.1, dropout = 0.1;
+  double energy = 0, val_fraction = 0.1, dropout = 0.1, max_minutes = 0;
   int epochs = 0, batch = 32, max_length = 64;
   float lr = 2e-4f;
   uint64_t seed = 0;
@@ -62,6 +62,7 @@ std::unique_ptr<Model> recover(const Model& factored, const train::ClassifyData&
   o.batch = f.batch;
   o.lr = f.lr;
   o.seed = f.seed;
+  o.max_minutes = f.max_minutes;
   const auto rep = train::train_classifier(enc, tr, va, o);
   info = rep.to_json();
   auto m = build_model(factored.config(), enc.state(), factored.source());
@@ -190,6 +191,7 @@ void register_lowrank(CLI::App& app) {
   sub->add_option("--max-length", f.max_length, "tokens per example")->check(CLI::Range(4, 512));
   sub->add_option("--batch", f.batch)->check(CLI::PositiveNumber);
   sub->add_option("--lr", f.lr, "recovery learning rate");
+  sub->add_option("--max-minutes", f.max_minutes, "recovery time budget (0: none)");
   sub->add_option("--seed", f.seed);
   add_common_flags(sub, f.common);
   sub->callback([] {

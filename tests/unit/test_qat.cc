@@ -7,6 +7,7 @@
 #include <shrink/train/qat.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <random>
 
 #include "test_util.h"
@@ -188,15 +189,18 @@ BatchEncoding to_encoding(const EncoderBatch& b) {
 }
 
 // The packed engine model computes what the QAT model computes in eval mode. W4: the engine dequantizes exactly the
-// codes fake_quant_w4 used (the m = 4 x 12 = 48 rows here take the dequantized-panel GEMM, not the GEMV that rounds
-// x to int8), so only fp32 summation order differs: |dlogit| ~ 1e-6 relative, bound 1e-4. W8A8: the integer dot
-// of the int8 kernel equals sum((qx - zp) s_x)(qw s_w) up to fp32 rounding of the fake-quant products; an
-// activation sitting on a rounding tie may round the other way in the kernel's quantizer (x * (1/s) vs x / s), which
+// codes fake_quant_w4 used (the 48 token rows take the dequantized-panel GEMM; the pooler's 4 rows the fp32 GEMV
+// selected by SHRINK_W4_GEMV=f32), so only fp32 summation order differs: |dlogit| ~ 1e-6 relative, bound 1e-4. W8A8:
+// the integer dot of the int8 kernel equals sum((qx - zp) s_x)(qw s_w) up to fp32 rounding of the fake-quant products;
+// an activation sitting on a rounding tie may round the other way in the kernel's quantizer (x * (1/s) vs x / s), which
 // moves one input by one step s_x and a logit by about s_x * |w| * (downstream gain) ~ 1e-3 here: bound 5e-3, and
 // the mean difference must stay at the fp32 level (< 1e-4).
 class QatConvert : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(QatConvert, PackedEngineLogitsEqualFakeQuantLogits) {
+  // The pooler runs on m = 4 rows: the W4 GEMV. Its AVX-512 VNNI form rounds x to int8 (kernels/int4.h); the exact
+  // fp32 GEMV is the one that computes what fake quantization computes.
+  ::setenv("SHRINK_W4_GEMV", "f32", 1);
   TrainableEncoder enc(tiny_bert(), 3);
   perturb(enc, 9, 0.05f);
   QatOptions o;
@@ -237,24 +241,19 @@ TEST_P(QatConvert, PackedEngineLogitsEqualFakeQuantLogits) {
 
 INSTANTIATE_TEST_SUITE_P(Schemes, QatConvert, ::testing::Values("w4a16-g32", "w4a16-g64-asym", "w8a8"));
 
-// Label 1 when token 7 occurs in the row: a rule the fake-quantized model must learn.
+// Label 1 rows draw their tokens from ids 3..20, label 0 rows from 21..39: a rule the model must learn.
 ClassifyData rule_data(int n, uint32_t seed) {
   std::mt19937 gen(seed);
   ClassifyData d;
   for (int i = 0; i < n; ++i) {
+    const int label = i % 2;
     std::vector<int32_t> ids = {1};
     const int len = 4 + static_cast<int>(gen() % 6);
-    bool has = false;
-    for (int t = 0; t < len; ++t) {
-      int32_t id = 3 + static_cast<int32_t>(gen() % (kVocab - 3));
-      if (id == 7 && (i % 2 == 0)) id = 8;
-      if (i % 2 == 1 && t == static_cast<int>(gen() % len)) id = 7;
-      has = has || id == 7;
-      ids.push_back(id);
-    }
+    for (int t = 0; t < len; ++t)
+      ids.push_back(label ? 3 + static_cast<int32_t>(gen() % 18) : 21 + static_cast<int32_t>(gen() % 19));
     ids.push_back(2);
     d.ids.push_back(ids);
-    d.labels.push_back(has ? 1 : 0);
+    d.labels.push_back(label);
   }
   return d;
 }
@@ -276,18 +275,20 @@ TEST_P(QatTrain, FewUpdatesReduceTheLoss) {
   o.spec = parse_quant_spec(GetParam());
   o.observe_steps = 5;
   Qat qat(enc, o);
-  const ClassifyData tr = rule_data(192, 1);
+  const ClassifyData tr = rule_data(32, 1);
   ClassifyData none;
   const double before = mean_loss(enc, tr);
   TrainOptions t;
-  t.epochs = 4;
+  t.epochs = 10;  // 20 updates, constant learning rate: enough to fit 32 rows of an easy rule
   t.batch = 16;
-  t.lr = 2e-3f;
+  t.lr = 5e-3f;
+  t.warmup_fraction = 0;
+  t.decay = Decay::Constant;
   t.after_update = [&qat](int64_t s) { qat.after_update(s); };
   const auto rep = train_classifier(enc, tr, none, t);
   EXPECT_FALSE(qat.observing());
   const double after = mean_loss(enc, tr);
-  EXPECT_LT(after, before - 0.1) << "before " << before << " after " << after << " steps " << rep.steps;
+  EXPECT_LT(after, before - 0.2) << "before " << before << " after " << after << " steps " << rep.steps;
   if (o.spec.scheme == WeightScheme::W8A8) {
     // The learned ranges are proper intervals around the activations' values.
     for (const auto& s : qat.slots()) {
