@@ -44,6 +44,7 @@ nlohmann::json step_json(const prune::PruneStep& s) {
           {"target", s.target},
           {"achieved", s.achieved},
           {"val_accuracy", s.val_accuracy},
+          {"drop_points", s.drop_points},
           {"parameters", s.parameters},
           {"seconds", s.seconds},
           {"accepted", s.accepted}};
@@ -111,8 +112,7 @@ void run() {
         header = true;
       }
       std::printf("%-5d %-8.3f %-9.3f %-9s %-8s %-10s %-7.1f %s\n", s.step, s.target, s.achieved,
-                  fmt::format("{:.2f}%", 100 * s.val_accuracy).c_str(),
-                  fmt::format("{:+.2f}", 100 * (s.val_accuracy - res.dense_accuracy)).c_str(),
+                  fmt::format("{:.2f}%", 100 * s.val_accuracy).c_str(), fmt::format("{:+.2f}", -s.drop_points).c_str(),
                   params_str(s.parameters).c_str(), s.seconds, s.accepted ? "yes" : "no (over --max-drop)");
       std::fflush(stdout);
     });

@@ -1,6 +1,7 @@
 // Pruning: physically removed heads / neurons give the logits of the dense model with those weights zeroed (masking
 // in the dense model is the independent route), cubic schedule values by hand, magnitude masks by hand, engine and
 // TrainableEncoder agree on pruned models, save/load round trip, the gradual driver keeps the last good model.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <shrink/compress/prune.h>
 #include <shrink/core/error.h>
@@ -380,6 +381,7 @@ TEST(Prune, GradualScheduleKeepsLastGoodModel) {
   EXPECT_TRUE(none.stopped_early);
   ASSERT_EQ(none.steps.size(), 1u);
   EXPECT_FALSE(none.steps[0].accepted);
+  EXPECT_NEAR(none.steps[0].drop_points, 100 * (none.dense_accuracy - none.steps[0].val_accuracy), 1e-9);
   EXPECT_EQ(count_parameters(none.tensors), count_parameters(dense));
   // Any drop allowed: both steps run; the ramp reaches half of the heads and neurons in every layer.
   opt.max_drop = 1000;
@@ -420,6 +422,32 @@ TEST(Prune, ErrorsNameTheProblem) {
   ModelConfig llama = cfg;
   llama.model_type = "llama";
   EXPECT_THROW(encoder_blocks(llama, t), Error);
+}
+
+TEST(Prune, CliOneShotStructuredAndErrors) {
+  const ModelConfig cfg = tiny_config("bert");
+  const auto root = shrink::testing::temp_dir("prune_cli");
+  save_model(*build_model(cfg, random_model(cfg, 14), "in-memory"), root / "dense");
+  const auto out = root / "pruned";
+  auto r = shrink::testing::run_cli(fmt::format("prune {} --method structured --sparsity 0.5 --out {} --json",
+                                                (root / "dense").string(), out.string()));
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_LT(j["parameters"].get<int64_t>(), j["parameters_before"].get<int64_t>());
+  auto m = load_model(out);
+  const EncoderShape s = encoder_shape(m->config());
+  for (int l = 0; l < kLayers; ++l) {
+    EXPECT_EQ(s.heads[l].size(), 2u);
+    EXPECT_EQ(s.ffn[l], kFfn / 2);
+  }
+  for (const char* bad : {"--method structured --sparsity 1.0", "--method pick --sparsity 0.5",
+                          "--method structured --importance taylor", "--method structured --heads-only --ffn-only"}) {
+    const auto bad_out = root / "bad";
+    r = shrink::testing::run_cli(fmt::format("prune {} {} --out {}", (root / "dense").string(), bad, bad_out.string()));
+    EXPECT_NE(r.code, 0) << bad;
+    EXPECT_NE(r.err.find("error"), std::string::npos) << bad << ": " << r.err;
+    EXPECT_FALSE(std::filesystem::exists(bad_out)) << bad;
+  }
 }
 
 }  // namespace

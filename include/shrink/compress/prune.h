@@ -111,6 +111,7 @@ struct PruneStep {
   double target = 0;    // sparsity this step aims at
   double achieved = 0;  // magnitude: zero share of the pruned weights; structured: removed share of heads+FFN params
   double val_accuracy = -1;
+  double drop_points = 0;  // 100 x (dense - this step's validation accuracy); 0 without validation data
   int64_t parameters = 0;
   double seconds = 0;
   bool accepted = false;  // within the drop budget (the model kept so far)

@@ -87,7 +87,8 @@ PruneResult prune_classifier(const ModelConfig& config, const TensorMap& tensors
     ps.achieved = opt.method == Method::Magnitude
                       ? zero_fraction(cur, weights)
                       : 1.0 - static_cast<double>(block_parameters(cfg, cur)) / static_cast<double>(dense_block);
-    ps.accepted = res.dense_accuracy < 0 || 100.0 * (res.dense_accuracy - ps.val_accuracy) <= opt.max_drop + 1e-9;
+    ps.drop_points = res.dense_accuracy < 0 ? 0.0 : 100.0 * (res.dense_accuracy - ps.val_accuracy);
+    ps.accepted = res.dense_accuracy < 0 || ps.drop_points <= opt.max_drop + 1e-9;
     ps.seconds = timer.elapsed_ms() * 1e-3;
     res.steps.push_back(ps);
     if (on_step) on_step(ps);
