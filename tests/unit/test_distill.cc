@@ -112,12 +112,16 @@ TEST(Distill, StudentStartsFromExactlyTheMappedTeacherLayers) {
   for (auto& p : student.parameters()) {
     std::string tname = p.name;
     for (auto [s, t] : {std::pair{".layer.0.", ".layer.1."}, std::pair{".layer.1.", ".layer.3."}})
-      if (auto pos = tname.find(s); pos != std::string::npos) tname.replace(pos, std::string(s).size(), t);
+      if (auto pos = tname.find(s); pos != std::string::npos) {
+        tname.replace(pos, std::string(s).size(), t);
+        break;
+      }
     expect_same(p.var, teacher.param(tname), p.name + " <- " + tname);
   }
   // LLaMA names (model.layers.N.), tied embeddings.
-  synth_model(find_synth_preset("llama-tiny"), temp_dir("distill_llama") / "t", 4);
-  auto m = load_model(temp_dir("distill_llama") / "t");
+  const auto ldir = temp_dir("distill_llama") / "t";
+  synth_model(find_synth_preset("llama-tiny"), ldir, 4);
+  auto m = load_model(ldir);
   const TrainableDecoder tdec(m->config(), m->tensors());
   const TrainableDecoder sdec(student_config(tdec.config(), 1, 0, 0), select_layers(tdec.state(), {1}));
   EXPECT_EQ(sdec.config().num_layers, 1);
@@ -143,7 +147,7 @@ TEST(Distill, HiddenLossIsZeroWhereStudentAndTeacherAgree) {
   // Student layer 0 is teacher layer 0 on the same input: identical; student layer 1 (teacher layer 3) sees
   // another input than teacher layer 3 did.
   EXPECT_EQ(hidden_loss(sf.hidden, tf.hidden, {0}, {}).item(), 0.f);
-  EXPECT_GT(hidden_loss(sf.hidden, tf.hidden, {0, 3}, {}).item(), 1e-4f);
+  EXPECT_GT(hidden_loss(sf.hidden, tf.hidden, {0, 3}, {}).item(), 1e-8f);
   // Narrower student: the learned projection maps its width to the teacher's.
   std::vector<NamedParam> extra;
   const auto proj = make_projections(2, 8, 16, 0, extra);
@@ -164,12 +168,17 @@ std::filesystem::path sst2_head(int n) {
 
 TEST(DistillCli, ClassifierStudentIsWrittenAndLoads) {
   const auto dir = temp_dir("distill_cls");
-  const auto data = sst2_head(400);
-  auto t = run_cli("train --task classify --data " + data.string() + " --preset bert-tiny --vocab-size 600 --epochs 1 "
-                   "--batch 32 --quiet --out " + (dir / "teacher").string());
-  ASSERT_EQ(t.code, 0) << t.err;
+  const auto data = sst2_head(200);
+  // A small (untrained) 3-layer teacher with a WordPiece vocabulary of the data: the test is about the plumbing.
+  const LabeledText raw = read_labeled_tsv(data);
+  const auto tok = build_wordpiece_tokenizer(raw.texts, 400);
+  shrink::testing::write_bytes(dir / "tokenizer.json", tok.dump());
+  ModelConfig tc = tiny_bert(3);
+  tc.vocab_size = static_cast<int>(tok["model"]["vocab"].size());
+  tc.max_position_embeddings = 32;
+  TrainableEncoder(tc, 1).save(dir / "teacher", dir / "tokenizer.json");
   auto r = run_cli("distill --teacher " + (dir / "teacher").string() + " --student-layers 1 --data " + data.string() +
-                   " --epochs 1 --baseline --json --out " + (dir / "student").string());
+                   " --max-length 32 --epochs 1 --baseline --json --out " + (dir / "student").string());
   ASSERT_EQ(r.code, 0) << r.err;
   const auto j = nlohmann::json::parse(r.out);
   for (const char* k : {"teacher_accuracy", "student_accuracy", "baseline_accuracy", "teacher_parameters",
@@ -190,7 +199,7 @@ TEST(DistillCli, LanguageModelStudentLearnsFromStories260K) {
   auto r = run_cli("distill --teacher " + fixture("stories260K/stories260K.bin").string() + " --tokenizer " +
                    fixture("stories260K/tok512.bin").string() + " --data " +
                    fixture("text/tinyshakespeare.txt").string() +
-                   " --limit 40000 --ctx 64 --batch 16 --epochs 2 --lr 2e-3 --student-layers 3 --json --out " +
+                   " --limit 12000 --ctx 32 --batch 16 --epochs 2 --lr 3e-3 --student-layers 3 --json --out " +
                    (dir / "student").string());
   ASSERT_EQ(r.code, 0) << r.err;
   const auto j = nlohmann::json::parse(r.out);
@@ -200,7 +209,7 @@ TEST(DistillCli, LanguageModelStudentLearnsFromStories260K) {
   auto m = load_model(dir / "student");
   EXPECT_EQ(m->config().num_layers, 3);
   auto p = run_cli("ppl " + (dir / "student").string() + " --text " + fixture("text/tinyshakespeare.txt").string() +
-                   " --max-tokens 300 --ctx 64 --json");
+                   " --max-tokens 100 --ctx 32 --json");
   ASSERT_EQ(p.code, 0) << p.err;
   EXPECT_GT(nlohmann::json::parse(p.out)["ppl"].get<double>(), 1.0);
 }
