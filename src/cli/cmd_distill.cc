@@ -1,5 +1,6 @@
 // shrink distill --teacher DIR --student-layers N --data FILE --out DIR2: knowledge distillation of a BERT /
 // DistilBERT classifier (TSV data) or a LLaMA language model (text) into a student with fewer / narrower layers.
+#include <fmt/format.h>
 #include <shrink/core/error.h>
 #include <shrink/core/mmap.h>
 #include <shrink/core/timer.h>
@@ -8,7 +9,6 @@
 
 #include <cmath>
 #include <cstdio>
-#include <fmt/format.h>
 #include <memory>
 #include <type_traits>
 
@@ -36,7 +36,9 @@ Flags& F() {
   return f;
 }
 
-bool quiet() { return F().common.quiet || F().common.json; }
+bool quiet() {
+  return F().common.quiet || F().common.json;
+}
 
 void note(const std::string& s) {
   if (!quiet()) std::fprintf(stderr, "%s\n", s.c_str());
@@ -54,7 +56,9 @@ train::KdOptions kd_options(int teacher_layers) {
 }
 
 // Fewer layers of the same width start from the mapped teacher layers; a narrower student starts fresh.
-bool init_from_teacher() { return F().student_hidden <= 0 && F().student_ff <= 0; }
+bool init_from_teacher() {
+  return F().student_hidden <= 0 && F().student_ff <= 0;
+}
 
 std::string map_str(const std::vector<int>& m) {
   std::string s;
@@ -108,10 +112,9 @@ void distill_classifier(Model& tm) {
   const train::KdOptions kd = kd_options(tc.num_layers);
   const ModelConfig sc = train::student_config(tc, f.student_layers, f.student_hidden, f.student_ff);
   auto make_student = [&] {
-    auto s = init_from_teacher()
-                 ? std::make_unique<train::TrainableEncoder>(sc, train::select_layers(teacher.state(), kd.layer_map),
-                                                             f.seed)
-                 : std::make_unique<train::TrainableEncoder>(sc, f.seed);
+    auto s = init_from_teacher() ? std::make_unique<train::TrainableEncoder>(
+                                       sc, train::select_layers(teacher.state(), kd.layer_map), f.seed)
+                                 : std::make_unique<train::TrainableEncoder>(sc, f.seed);
     s->dropout = static_cast<float>(f.dropout);
     return s;
   };
@@ -130,15 +133,16 @@ void distill_classifier(Model& tm) {
   o.seed = f.seed;
 
   const double teacher_acc = train::accuracy(teacher, va);
-  note(fmt::format("teacher {} ({} layers, hidden {}): val accuracy {:.2f}% on {} examples; student {} layers, "
-                   "hidden {}, ff {} {}",
-                   f.teacher, tc.num_layers, tc.hidden_size, 100 * teacher_acc, va.size(), sc.num_layers,
-                   sc.hidden_size, sc.intermediate_size,
-                   init_from_teacher() ? "from teacher layers " + map_str(kd.layer_map) : std::string("fresh")));
+  note(
+      fmt::format("teacher {} ({} layers, hidden {}): val accuracy {:.2f}% on {} examples; student {} layers, "
+                  "hidden {}, ff {} {}",
+                  f.teacher, tc.num_layers, tc.hidden_size, 100 * teacher_acc, va.size(), sc.num_layers, sc.hidden_size,
+                  sc.intermediate_size,
+                  init_from_teacher() ? "from teacher layers " + map_str(kd.layer_map) : std::string("fresh")));
   Timer timer;
   auto student = make_student();
-  const auto rep = train::distill_classifier(*student, teacher, tr, va, o, kd,
-                                             progress_line<train::TrainProgress>("distill"));
+  const auto rep =
+      train::distill_classifier(*student, teacher, tr, va, o, kd, progress_line<train::TrainProgress>("distill"));
   const double kd_seconds = timer.elapsed_ms() * 1e-3;
   student->save(f.out, tok_file);
   nlohmann::json j = {{"task", "classify"},
@@ -166,8 +170,8 @@ void distill_classifier(Model& tm) {
     train::KdOptions plain = kd;
     plain.alpha = 1.f;
     plain.hidden_weight = 0.f;
-    const auto brep = train::distill_classifier(*base, teacher, tr, va, o, plain,
-                                                progress_line<train::TrainProgress>("baseline"));
+    const auto brep =
+        train::distill_classifier(*base, teacher, tr, va, o, plain, progress_line<train::TrainProgress>("baseline"));
     j["baseline_accuracy"] = brep.best_val_accuracy;
     j["baseline_seconds"] = bt.elapsed_ms() * 1e-3;
     j["baseline_train"] = brep.to_json();
@@ -177,9 +181,9 @@ void distill_classifier(Model& tm) {
   if (f.common.quiet) return;
   std::printf("%s: student accuracy %.2f%% (teacher %.2f%%%s), %lld -> %lld parameters, %.1f s\n", f.out.c_str(),
               100 * rep.best_val_accuracy, 100 * teacher_acc,
-              f.baseline ? fmt::format(", without the teacher {:.2f}%", 100 * j["baseline_accuracy"].get<double>())
-                               .c_str()
-                         : "",
+              f.baseline
+                  ? fmt::format(", without the teacher {:.2f}%", 100 * j["baseline_accuracy"].get<double>()).c_str()
+                  : "",
               static_cast<long long>(j["teacher_parameters"].get<int64_t>()),
               static_cast<long long>(j["student_parameters"].get<int64_t>()), kd_seconds);
 }
@@ -216,11 +220,12 @@ void distill_lm(Model& tm) {
   o.seed = f.seed;
 
   const double teacher_ppl = std::exp(train::lm_nll(teacher, va));
-  note(fmt::format("teacher {} ({} layers, hidden {}): val ppl {:.3f} on {} chunks of {}; student {} layers, hidden "
-                   "{}, ff {} {}",
-                   f.teacher, tc.num_layers, tc.hidden_size, teacher_ppl, va.size(), f.ctx, sc.num_layers,
-                   sc.hidden_size, sc.intermediate_size,
-                   init_from_teacher() ? "from teacher layers " + map_str(kd.layer_map) : std::string("fresh")));
+  note(
+      fmt::format("teacher {} ({} layers, hidden {}): val ppl {:.3f} on {} chunks of {}; student {} layers, hidden "
+                  "{}, ff {} {}",
+                  f.teacher, tc.num_layers, tc.hidden_size, teacher_ppl, va.size(), f.ctx, sc.num_layers,
+                  sc.hidden_size, sc.intermediate_size,
+                  init_from_teacher() ? "from teacher layers " + map_str(kd.layer_map) : std::string("fresh")));
   Timer timer;
   auto student = make_student();
   const auto rep = train::distill_lm(*student, teacher, tr, va, o, kd, progress_line<train::LmProgress>("distill"));
@@ -272,8 +277,9 @@ void distill_lm(Model& tm) {
 
 void register_distill(CLI::App& app) {
   auto* sub = app.add_subcommand(
-      "distill", "knowledge distillation of a classifier (BERT/DistilBERT, TSV data) or a LLaMA LM (text data) into a "
-                 "student with fewer and/or narrower layers");
+      "distill",
+      "knowledge distillation of a classifier (BERT/DistilBERT, TSV data) or a LLaMA LM (text data) into a "
+      "student with fewer and/or narrower layers");
   Flags& f = F();
   sub->add_option("--teacher", f.teacher, "teacher model (directory, or llama2.c .bin with --tokenizer)")->required();
   sub->add_option("--data", f.data, "classifier: TSV sentence<TAB>label with a header; LM: plain text")->required();

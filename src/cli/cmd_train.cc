@@ -1,6 +1,7 @@
 // shrink train --task classify --data FILE.tsv | --task image | --task lm --data FILE.txt: train or fine-tune a
 // BERT-style text classifier, a ViT image classifier (Fashion-MNIST) or a LLaMA-style language model, with
 // validation, early stopping and a time budget.
+#include <fmt/format.h>
 #include <shrink/core/error.h>
 #include <shrink/core/mmap.h>
 #include <shrink/eval/classification.h>
@@ -13,7 +14,6 @@
 #include <cmath>
 #include <cstdio>
 #include <memory>
-#include <fmt/format.h>
 
 #include "cli/commands.h"
 #include "cli/common.h"
@@ -225,7 +225,8 @@ void train_lm() {
   auto [tr, va] = train::split_lm_data(ids, f.ctx, f.val_fraction);
   const bool quiet = f.common.quiet || f.common.json;
   if (!quiet)
-    std::fprintf(stderr, "training llama LM (%d layers, hidden %d, %lld parameters) on %zu chunks of %d tokens, "
+    std::fprintf(stderr,
+                 "training llama LM (%d layers, hidden %d, %lld parameters) on %zu chunks of %d tokens, "
                  "validating on %zu\n",
                  model->config().num_layers, model->config().hidden_size,
                  static_cast<long long>(model->parameter_count()), tr.size(), f.ctx, va.size());
@@ -260,10 +261,11 @@ void train_lm() {
   if (f.common.json)
     print_json(j);
   else if (!f.common.quiet)
-    std::printf("%s: val perplexity %.3f (from %.3f) after %lld updates in %.1f s (%.0f tokens/s, %.0f%% of time in "
-                "GEMM)\n",
-                f.out.c_str(), rep.best_val_ppl, rep.initial_val_ppl, static_cast<long long>(rep.steps), rep.seconds,
-                rep.tokens_per_s, 100 * rep.gemm_share);
+    std::printf(
+        "%s: val perplexity %.3f (from %.3f) after %lld updates in %.1f s (%.0f tokens/s, %.0f%% of time in "
+        "GEMM)\n",
+        f.out.c_str(), rep.best_val_ppl, rep.initial_val_ppl, static_cast<long long>(rep.steps), rep.seconds,
+        rep.tokens_per_s, 100 * rep.gemm_share);
 }
 
 void train_image() {
@@ -284,11 +286,19 @@ void train_image() {
     model = std::make_unique<train::TrainableEncoder>(read_config(std::filesystem::path(f.init) / "config.json"),
                                                       read_safetensors_model(f.init).tensors, f.seed);
   } else {
-    nlohmann::json j = {{"architectures", {"ViTForImageClassification"}}, {"model_type", "vit"},
-                        {"hidden_size", f.hidden}, {"num_hidden_layers", f.layers}, {"num_attention_heads", f.heads},
-                        {"intermediate_size", f.ff}, {"hidden_act", "gelu"}, {"layer_norm_eps", 1e-12},
-                        {"image_size", train_set.rows}, {"patch_size", f.patch}, {"num_channels", 1},
-                        {"qkv_bias", true}, {"num_labels", 10}};
+    nlohmann::json j = {{"architectures", {"ViTForImageClassification"}},
+                        {"model_type", "vit"},
+                        {"hidden_size", f.hidden},
+                        {"num_hidden_layers", f.layers},
+                        {"num_attention_heads", f.heads},
+                        {"intermediate_size", f.ff},
+                        {"hidden_act", "gelu"},
+                        {"layer_norm_eps", 1e-12},
+                        {"image_size", train_set.rows},
+                        {"patch_size", f.patch},
+                        {"num_channels", 1},
+                        {"qkv_bias", true},
+                        {"num_labels", 10}};
     const std::vector<std::string> names = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                                             "Sandal",      "Shirt",   "Sneaker",  "Bag",   "Ankle boot"};
     for (int i = 0; i < 10; ++i) j["id2label"][std::to_string(i)] = names[i];
@@ -348,8 +358,7 @@ void register_train(CLI::App& app) {
       ->check(CLI::PositiveNumber);
   sub->add_option("--layers", f.layers, "image: encoder layers; lm: overrides the preset's")
       ->check(CLI::PositiveNumber);
-  sub->add_option("--heads", f.heads, "image: attention heads; lm: overrides the preset's")
-      ->check(CLI::PositiveNumber);
+  sub->add_option("--heads", f.heads, "image: attention heads; lm: overrides the preset's")->check(CLI::PositiveNumber);
   sub->add_option("--kv-heads", f.kv_heads, "lm: key/value heads (grouped-query attention; default --heads)")
       ->check(CLI::PositiveNumber);
   sub->add_option("--ff", f.ff, "image: feed-forward size; lm: overrides the preset's")->check(CLI::PositiveNumber);

@@ -14,7 +14,9 @@ namespace shrink::train {
 
 namespace {
 
-std::string layer_prefix(int i) { return "model.layers." + std::to_string(i) + "."; }
+std::string layer_prefix(int i) {
+  return "model.layers." + std::to_string(i) + ".";
+}
 
 }  // namespace
 
@@ -100,8 +102,8 @@ TrainableDecoder::TrainableDecoder(ModelConfig config, const TensorMap& tensors)
     check(it->second.shape() == shape, "training: checkpoint tensor '{}' has shape {}; expected {} from the config",
           name, shape_str(it->second.shape()), shape_str(shape));
     const bool qk = name.ends_with("self_attn.q_proj.weight") || name.ends_with("self_attn.k_proj.weight");
-    p_[name] = parameter(permute && qk ? interleaved_to_half_rope_rows(it->second, config_.head_dim)
-                                       : it->second.to_f32());
+    p_[name] =
+        parameter(permute && qk ? interleaved_to_half_rope_rows(it->second, config_.head_dim) : it->second.to_f32());
   }
   config_.rope_interleaved = false;
 }
@@ -113,8 +115,8 @@ const Var& TrainableDecoder::param(const std::string& name) const {
 }
 
 Var TrainableDecoder::lin(const std::string& slot, const Var& x) const {
-  const Var& w = slot == "lm_head" && config_.tie_word_embeddings ? param("model.embed_tokens.weight")
-                                                                  : param(slot + ".weight");
+  const Var& w =
+      slot == "lm_head" && config_.tie_word_embeddings ? param("model.embed_tokens.weight") : param(slot + ".weight");
   return linear_hook ? linear_hook(slot, x, w, Var()) : linear(x, w, Var());
 }
 
@@ -136,8 +138,8 @@ DecoderForward TrainableDecoder::forward(const std::vector<int32_t>& ids, int64_
     Var q = rope(lin(p + "self_attn.q_proj", x), pos, nh, hd, c.rope_theta, false);
     Var k = rope(lin(p + "self_attn.k_proj", x), pos, nkv, hd, c.rope_theta, false);
     Var v = lin(p + "self_attn.v_proj", x);
-    Var a = attention(q, repeat_kv(k, nkv, hd, nh / nkv), repeat_kv(v, nkv, hd, nh / nkv), batch, seq, nh, hd, {},
-                      true);
+    Var a =
+        attention(q, repeat_kv(k, nkv, hd, nh / nkv), repeat_kv(v, nkv, hd, nh / nkv), batch, seq, nh, hd, {}, true);
     h = add(h, lin(p + "self_attn.o_proj", a));
     x = rms_norm(h, param(p + "post_attention_layernorm.weight"), c.norm_eps);
     Var f = mul(silu(lin(p + "mlp.gate_proj", x)), lin(p + "mlp.up_proj", x));
@@ -183,8 +185,8 @@ void TrainableDecoder::save(const std::filesystem::path& dir, const std::filesys
   f.commit();
   if (!tokenizer_file.empty()) {
     const std::string bytes = read_text_file(tokenizer_file);
-    const auto name = tokenizer_file.extension() == ".bin" ? std::filesystem::path("tokenizer.bin")
-                                                           : tokenizer_file.filename();
+    const auto name =
+        tokenizer_file.extension() == ".bin" ? std::filesystem::path("tokenizer.bin") : tokenizer_file.filename();
     AtomicFileWriter t(dir / name);
     t.write(bytes.data(), bytes.size());
     t.commit();

@@ -51,8 +51,8 @@ ModelConfig student_config(const ModelConfig& teacher, int layers, int hidden, i
   check(layers >= 1, "distill: --student-layers {}; expected >= 1", layers);
   c.num_layers = layers;
   if (hidden > 0) {
-    check(hidden % c.num_heads == 0, "distill: --student-hidden {} is not a multiple of the teacher's {} heads",
-          hidden, c.num_heads);
+    check(hidden % c.num_heads == 0, "distill: --student-hidden {} is not a multiple of the teacher's {} heads", hidden,
+          c.num_heads);
     c.hidden_size = hidden;
     c.head_dim = hidden / c.num_heads;
     check(c.head_dim % 2 == 0 || c.model_type != "llama",
@@ -74,8 +74,8 @@ TensorMap select_layers(const TensorMap& teacher, const std::vector<int>& map) {
     const int layer = std::stoi(m[3].str());
     auto it = std::find(map.begin(), map.end(), layer);
     if (it == map.end()) continue;
-    const std::string renamed = m.prefix().str() + m[1].str() + m[2].str() + "." +
-                                std::to_string(it - map.begin()) + "." + m.suffix().str();
+    const std::string renamed =
+        m.prefix().str() + m[1].str() + m[2].str() + "." + std::to_string(it - map.begin()) + "." + m.suffix().str();
     out.emplace(renamed, t);
   }
   return out;
@@ -165,8 +165,8 @@ TrainReport distill_classifier(TrainableEncoder& student, const TrainableEncoder
       for (size_t r = 0; r < idx.size(); ++r)
         std::copy(cached.begin() + idx[r] * C, cached.begin() + (idx[r] + 1) * C, tl.data<float>() + r * C);
     }
-    Var loss = kd.alpha < 1.f ? kd_loss(out.logits, tl, labels, kd.temperature, kd.alpha)
-                              : cross_entropy(out.logits, labels);
+    Var loss =
+        kd.alpha < 1.f ? kd_loss(out.logits, tl, labels, kd.temperature, kd.alpha) : cross_entropy(out.logits, labels);
     if (hidden) loss = add(loss, scale(hidden_loss(out.hidden, tf.hidden, map, proj), kd.hidden_weight));
     return loss;
   };
@@ -176,9 +176,8 @@ TrainReport distill_classifier(TrainableEncoder& student, const TrainableEncoder
   return rep;
 }
 
-LmReport distill_lm(TrainableDecoder& student, const TrainableDecoder& teacher, const LmData& train,
-                    const LmData& val, LmTrainOptions opt, const KdOptions& kd,
-                    const std::function<void(const LmProgress&)>& progress) {
+LmReport distill_lm(TrainableDecoder& student, const TrainableDecoder& teacher, const LmData& train, const LmData& val,
+                    LmTrainOptions opt, const KdOptions& kd, const std::function<void(const LmProgress&)>& progress) {
   check(student.config().vocab_size == teacher.config().vocab_size,
         "distill: student vocabulary {} differs from the teacher's {}; they must share the tokenizer",
         student.config().vocab_size, teacher.config().vocab_size);

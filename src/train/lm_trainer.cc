@@ -206,8 +206,8 @@ std::filesystem::path tokenizer_file_of(const std::filesystem::path& model,
     if (!dir && std::string(name) != "tokenizer.bin") continue;
     if (std::filesystem::is_regular_file(base / name)) return base / name;
   }
-  fail("{}: no tokenizer file to carry into the trained model (looked for {}); pass --tokenizer FILE",
-       model.string(), dir ? "tokenizer.json, tokenizer.model, tokenizer.bin" : "tokenizer.bin beside it");
+  fail("{}: no tokenizer file to carry into the trained model (looked for {}); pass --tokenizer FILE", model.string(),
+       dir ? "tokenizer.json, tokenizer.model, tokenizer.bin" : "tokenizer.bin beside it");
 }
 
 nlohmann::json byte_level_tokenizer_json() {
@@ -225,33 +225,34 @@ nlohmann::json byte_level_tokenizer_json() {
     vocab[s] = b;
   }
   vocab["<|endoftext|>"] = 256;
-  return {{"version", "1.0"},
-          {"truncation", nullptr},
-          {"padding", nullptr},
-          {"added_tokens",
-           {{{"id", 256},
-             {"content", "<|endoftext|>"},
-             {"single_word", false},
-             {"lstrip", false},
-             {"rstrip", false},
-             {"normalized", false},
-             {"special", true}}}},
-          {"normalizer", nullptr},
-          {"pre_tokenizer",
-           {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", false}}},
-          {"post_processor",
-           {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", false}, {"use_regex", false}}},
-          {"decoder", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", false}}},
-          {"model",
-           {{"type", "BPE"},
-            {"dropout", nullptr},
-            {"unk_token", nullptr},
-            {"continuing_subword_prefix", ""},
-            {"end_of_word_suffix", ""},
-            {"fuse_unk", false},
-            {"byte_fallback", false},
-            {"vocab", vocab},
-            {"merges", nlohmann::json::array()}}}};
+  return {
+      {"version", "1.0"},
+      {"truncation", nullptr},
+      {"padding", nullptr},
+      {"added_tokens",
+       {{{"id", 256},
+         {"content", "<|endoftext|>"},
+         {"single_word", false},
+         {"lstrip", false},
+         {"rstrip", false},
+         {"normalized", false},
+         {"special", true}}}},
+      {"normalizer", nullptr},
+      {"pre_tokenizer",
+       {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", false}}},
+      {"post_processor",
+       {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", false}, {"use_regex", false}}},
+      {"decoder", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", false}}},
+      {"model",
+       {{"type", "BPE"},
+        {"dropout", nullptr},
+        {"unk_token", nullptr},
+        {"continuing_subword_prefix", ""},
+        {"end_of_word_suffix", ""},
+        {"fuse_unk", false},
+        {"byte_fallback", false},
+        {"vocab", vocab},
+        {"merges", nlohmann::json::array()}}}};
 }
 
 }  // namespace shrink::train

@@ -173,7 +173,7 @@ TEST(LmTrainer, LossFallsOnRepeatedTextAndPerplexityAgreesWithEngine) {
   opt.patience = 0;
   const LmReport rep = train_lm(dec, train, val, opt);
   EXPECT_NEAR(before, std::log(11.0), 0.2);  // fresh model: about uniform over the 11 tokens
-  EXPECT_LT(rep.best_val_ppl, 1.5);           // the sequence is deterministic after the first token
+  EXPECT_LT(rep.best_val_ppl, 1.5);          // the sequence is deterministic after the first token
   EXPECT_LT(std::exp(lm_nll(dec, val)), 1.5);
   // The engine scores the trained weights the same way.
   const auto dir = temp_dir("lm_trained") / "m";

@@ -52,8 +52,8 @@ std::vector<Var> make_projections(int student_layers, int64_t student_width, int
 TrainReport distill_classifier(TrainableEncoder& student, const TrainableEncoder& teacher, const ClassifySource& train,
                                const ClassifySource& val, TrainOptions opt, const KdOptions& kd,
                                const std::function<void(const TrainProgress&)>& progress = {});
-LmReport distill_lm(TrainableDecoder& student, const TrainableDecoder& teacher, const LmData& train,
-                    const LmData& val, LmTrainOptions opt, const KdOptions& kd,
+LmReport distill_lm(TrainableDecoder& student, const TrainableDecoder& teacher, const LmData& train, const LmData& val,
+                    LmTrainOptions opt, const KdOptions& kd,
                     const std::function<void(const LmProgress&)>& progress = {});
 
 }  // namespace shrink::train
