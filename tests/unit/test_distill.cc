@@ -135,8 +135,7 @@ TEST(Distill, StudentStartsFromExactlyTheMappedTeacherLayers) {
 
 TEST(Distill, HiddenLossIsZeroWhereStudentAndTeacherAgree) {
   const TrainableEncoder teacher(tiny_bert(4), 3);
-  const TrainableEncoder student(student_config(teacher.config(), 2, 0, 0), select_layers(teacher.state(), {0, 3}),
-                                 5);
+  const TrainableEncoder student(student_config(teacher.config(), 2, 0, 0), select_layers(teacher.state(), {0, 3}), 5);
   EncoderBatch b;
   b.batch = 2;
   b.seq = 5;
@@ -196,11 +195,11 @@ TEST(DistillCli, ClassifierStudentIsWrittenAndLoads) {
 
 TEST(DistillCli, LanguageModelStudentLearnsFromStories260K) {
   const auto dir = temp_dir("distill_lm");
-  auto r = run_cli("distill --teacher " + fixture("stories260K/stories260K.bin").string() + " --tokenizer " +
-                   fixture("stories260K/tok512.bin").string() + " --data " +
-                   fixture("text/tinyshakespeare.txt").string() +
-                   " --limit 8000 --ctx 32 --batch 16 --epochs 2 --lr 3e-3 --student-layers 3 --json --out " +
-                   (dir / "student").string());
+  auto r =
+      run_cli("distill --teacher " + fixture("stories260K/stories260K.bin").string() + " --tokenizer " +
+              fixture("stories260K/tok512.bin").string() + " --data " + fixture("text/tinyshakespeare.txt").string() +
+              " --limit 8000 --ctx 32 --batch 16 --epochs 2 --lr 3e-3 --student-layers 3 --json --out " +
+              (dir / "student").string());
   ASSERT_EQ(r.code, 0) << r.err;
   const auto j = nlohmann::json::parse(r.out);
   EXPECT_EQ(j["layer_map"], nlohmann::json({0, 2, 4}));
@@ -218,8 +217,7 @@ TEST(DistillCli, BadArgumentsAreNamed) {
   const auto dir = temp_dir("distill_bad");
   auto r = run_cli("distill --teacher " + fixture("stories260K/stories260K.bin").string() + " --tokenizer " +
                    fixture("stories260K/tok512.bin").string() + " --data " +
-                   fixture("text/tinyshakespeare.txt").string() + " --student-layers 6 --out " +
-                   (dir / "s").string());
+                   fixture("text/tinyshakespeare.txt").string() + " --student-layers 6 --out " + (dir / "s").string());
   EXPECT_NE(r.code, 0);
   EXPECT_NE(r.err.find("6 student layers"), std::string::npos) << r.err;
   EXPECT_FALSE(std::filesystem::exists(dir / "s"));
