@@ -209,7 +209,9 @@ class Bert final : public Encoder {
                  "attention.output.LayerNorm", "intermediate.dense", "output.dense", "output.LayerNorm"},
                 shape);
     }
-    if (has(p_ + "pooler.dense.weight")) {
+    // The pooler may be stored dense, packed (W4: weight_packed; W8: weight is I8) or low-rank.
+    const std::string pool = p_ + "pooler.dense";
+    if (has(pool + ".weight") || has(pool + ".weight_packed") || has(pool + ".lowrank_A")) {
       pooler_ = add_linear(p_ + "pooler.dense", true);
       expect_linear(*pooler_, d, d);
     }

@@ -263,19 +263,23 @@ TEST(ModelDir, Gpt2Conv1dAndTiedHeadRoundTrip) {
   EXPECT_TRUE(bit_identical(all_logits(*back, ids), before));
 }
 
-TEST(ModelDir, BertClassifierSkippedByDefaultAndRoundTrips) {
+// W4 covers the packed pooler (stored as weight_packed, no dense weight): BertForSequenceClassification must find it.
+class BertRoundTrip : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(BertRoundTrip, ClassifierSkippedByDefaultAndRoundTrips) {
   const fs::path src = temp_dir("bertsrc") / "bert";
   synth_model(find_synth_preset("bert-tiny"), src, 3);
   auto m = load_model(src);
   QuantizeOptions o;
-  o.scheme = parse_quant_spec("w8a8");
+  o.scheme = parse_quant_spec(GetParam());
   quantize_model(*m, o);
   EXPECT_EQ(m->find_linear("classifier")->impl->scheme(), "f32");
-  const fs::path out = temp_dir("bertq") / "q";
+  const fs::path out = temp_dir("bertq_" + GetParam()) / "q";
   save_model(*m, out);
   auto back = load_model(out);
   EXPECT_EQ(back->find_linear("classifier")->impl->scheme(), "f32");
-  EXPECT_EQ(back->find_linear("bert.encoder.layer.0.attention.self.query")->impl->scheme(), "w8a8");
+  EXPECT_EQ(back->find_linear("bert.encoder.layer.0.attention.self.query")->impl->scheme(), GetParam());
+  EXPECT_EQ(back->find_linear("bert.pooler.dense")->impl->scheme(), GetParam());
   const auto& e0 = dynamic_cast<const EncoderModel&>(*m);
   const auto& e1 = dynamic_cast<const EncoderModel&>(*back);
   const BatchEncoding b = m->require_tokenizer().encode_batch({"hello world", "a longer second text here"});
@@ -283,6 +287,8 @@ TEST(ModelDir, BertClassifierSkippedByDefaultAndRoundTrips) {
   ASSERT_EQ(o0.logits.numel(), o1.logits.numel());
   EXPECT_EQ(std::memcmp(o0.logits.raw(), o1.logits.raw(), o0.logits.nbytes()), 0);
 }
+
+INSTANTIATE_TEST_SUITE_P(Schemes, BertRoundTrip, ::testing::Values("w8a8", "w4a16-g32"));
 
 // A saved W4 model whose safetensors we rewrite with one tensor changed.
 fs::path broken_copy(const std::string& tag, const std::function<void(TensorMap&)>& edit) {
