@@ -14,6 +14,7 @@
 
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "cli/train_flags.h"
 
 namespace shrink::cli {
 
@@ -88,13 +89,8 @@ void run() {
   double acc_before = -1;
   if (!f.data.empty()) {
     em = &as_encoder(*model, "lowrank --data");
-    LabeledText raw = read_labeled_tsv(f.data);
-    if (f.limit > 0 && static_cast<size_t>(f.limit) < raw.texts.size()) {
-      raw.texts.resize(f.limit);
-      raw.labels.resize(f.limit);
-    }
-    std::tie(tr, va) = train::split_data(train::tokenize_classify(raw, model->require_tokenizer(), f.max_length),
-                                         f.val_fraction, f.seed);
+    std::tie(tr, va) = load_classify_split(DataFlags{f.data, f.max_length, f.limit, f.val_fraction},
+                                           model->require_tokenizer(), f.seed);
     check(va.size() > 0, "lowrank: the validation split of {} is empty; raise --val-fraction", f.data);
     acc_before = train::engine_accuracy(*em, va);
   }

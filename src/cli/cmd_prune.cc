@@ -13,6 +13,7 @@
 
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "cli/train_flags.h"
 
 namespace shrink::cli {
 
@@ -91,15 +92,8 @@ void run() {
           "{}: --data prunes a classifier with validation and recovery; this is a {} ({}) without a classification "
           "head. Drop --data for one-shot magnitude pruning",
           f.model, cfg.architecture, cfg.model_type);
-    LabeledText raw = read_labeled_tsv(f.data);
-    check(!raw.texts.empty(), "{}: no examples; expected sentence<TAB>label lines after the header", f.data);
-    if (f.limit > 0 && static_cast<size_t>(f.limit) < raw.texts.size()) {
-      raw.texts.resize(f.limit);
-      raw.labels.resize(f.limit);
-    }
     const auto tok = load_tokenizer(f.model);
-    const auto all = train::tokenize_classify(raw, *tok, f.max_length);
-    auto [tr, va] = train::split_data(all, f.val_fraction, f.seed);
+    auto [tr, va] = load_classify_split(DataFlags{f.data, f.max_length, f.limit, f.val_fraction}, *tok, f.seed);
     if (!quiet)
       std::fprintf(stderr, "pruning %s (%s, %s) on %zu training / %zu validation examples, %d step(s)\n",
                    f.model.c_str(), f.method.c_str(), f.importance.c_str(), tr.size(), va.size(), f.steps);

@@ -11,20 +11,24 @@
 
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "cli/train_flags.h"
 
 namespace shrink::cli {
 
 namespace {
 
 struct Flags {
-  std::string model, scheme = "w4a16-g32", data, out, decay = "linear";
+  std::string model, scheme = "w4a16-g32", out;
   std::vector<std::string> skip;
-  int epochs = 2, batch = 32, max_length = 64, patience = 3, eval_every = 0, observe_steps = 50;
-  int64_t limit = 0;
-  double max_minutes = 0, val_fraction = 0.1, clip = 1.0, warmup = 0.06, dropout = 0.1;
-  float lr = 1e-4f, weight_decay = 0.01f;
-  uint64_t seed = 0;
+  int observe_steps = 50;
+  double dropout = 0.1;
+  TrainFlags train;
+  DataFlags data;
   CommonFlags common;
+  Flags() {
+    train.epochs = 2;
+    train.lr = 1e-4f;  // fine-tuning a trained model: lower than from scratch
+  }
 };
 
 Flags& F() {
@@ -38,7 +42,6 @@ void run() {
   const fs::path dir = f.model;
   check(fs::is_directory(dir), "{}: not a directory; qat starts from a trained classifier directory (shrink train)",
         f.model);
-  check(!f.data.empty(), "qat needs --data FILE.tsv (sentence<TAB>label with a header)");
   QuantSpec spec = parse_quant_spec(f.scheme);
   const ModelConfig cfg = read_config(dir / "config.json");
   check(cfg.num_labels > 0, "{}: config.json has no num_labels; qat trains a sequence classifier", f.model);
@@ -46,19 +49,12 @@ void run() {
   check(fs::exists(tok_file), "{}: no tokenizer.json beside the model; qat tokenizes --data with it", f.model);
   const auto tok = load_tokenizer(dir);
 
-  LabeledText raw = read_labeled_tsv(f.data);
-  check(!raw.texts.empty(), "{}: no examples; expected sentence<TAB>label lines after the header", f.data);
-  if (f.limit > 0 && static_cast<size_t>(f.limit) < raw.texts.size()) {
-    raw.texts.resize(f.limit);
-    raw.labels.resize(f.limit);
-  }
   // The same split as `shrink train` with the same --limit/--val-fraction/--seed/--max-length: the validation rows
   // are ones the model was not trained on.
-  const auto all = train::tokenize_classify(raw, *tok, f.max_length);
-  auto [tr, va] = train::split_data(all, f.val_fraction, f.seed);
+  auto [tr, va] = load_classify_split(f.data, *tok, f.train.seed);
   check(va.size() > 0, "qat: the validation split is empty; raise --val-fraction or --limit");
 
-  train::TrainableEncoder model(cfg, read_safetensors_model(dir).tensors, f.seed);
+  train::TrainableEncoder model(cfg, read_safetensors_model(dir).tensors, f.train.seed);
   model.dropout = static_cast<float>(f.dropout);
   const bool quiet = f.common.quiet || f.common.json;
   const double fp32_acc = train::accuracy(model, va);
@@ -74,7 +70,7 @@ void run() {
   QuantSpec ptq_spec = spec;
   ptq_spec.static_act = false;
   {
-    train::TrainableEncoder probe(cfg, model.state(), f.seed);
+    train::TrainableEncoder probe(cfg, model.state(), f.train.seed);
     train::Qat slots(probe, qo);
     auto m = build_model(cfg, model.state(), "ptq");
     for (const auto& s : slots.slots()) {
@@ -87,18 +83,7 @@ void run() {
   }
 
   train::Qat qat(model, qo);
-  train::TrainOptions o;
-  o.epochs = f.epochs;
-  o.batch = f.batch;
-  o.lr = f.lr;
-  o.warmup_fraction = f.warmup;
-  o.decay = train::parse_decay(f.decay);
-  o.weight_decay = f.weight_decay;
-  o.clip = f.clip;
-  o.max_minutes = f.max_minutes;
-  o.eval_every = f.eval_every;
-  o.patience = f.patience;
-  o.seed = f.seed;
+  train::TrainOptions o = f.train.options();
   o.after_update = [&qat](int64_t step) { qat.after_update(step); };
   if (!quiet)
     std::fprintf(stderr, "qat %s: %zu layers fake-quantized, %zu training / %zu validation examples\n",
@@ -128,7 +113,11 @@ void run() {
 
   SaveOptions so;
   so.tokenizer = tok_file;
-  so.recipe = {{"method", "qat"}, {"scheme", spec.name()}, {"epochs", f.epochs}, {"lr", f.lr}, {"data", f.data}};
+  so.recipe = {{"method", "qat"},
+               {"scheme", spec.name()},
+               {"epochs", f.train.epochs},
+               {"lr", f.train.lr},
+               {"data", f.data.data}};
   const SaveResult saved = save_model(*packed, f.out, so);
 
   nlohmann::json layers = nlohmann::json::array();
@@ -175,26 +164,13 @@ void register_qat(CLI::App& app) {
   sub->add_option("model", f.model, "trained classifier directory (shrink train output)")->required();
   sub->add_option("--scheme", f.scheme,
                   "w8a8 (int8 weights, static int8 activations with trained ranges) | w4a16-g32|g64|g128[-asym]");
-  sub->add_option("--data", f.data, "TSV sentence<TAB>label with a header (the training data)")->required();
   sub->add_option("--out", f.out, "output directory (packed model)")->required();
   sub->add_option("--skip", f.skip, "regex of more slots kept in fp32 (classifier heads always are)");
-  sub->add_option("--limit", f.limit, "use only the first N examples (as shrink train --limit)");
-  sub->add_option("--epochs", f.epochs)->check(CLI::PositiveNumber);
-  sub->add_option("--batch", f.batch)->check(CLI::PositiveNumber);
-  sub->add_option("--lr", f.lr, "peak learning rate (lower than training from scratch)");
-  sub->add_option("--warmup", f.warmup, "warmup fraction of the updates")->check(CLI::Range(0.0, 1.0));
-  sub->add_option("--decay", f.decay, "constant | linear | cosine");
-  sub->add_option("--weight-decay", f.weight_decay);
-  sub->add_option("--clip", f.clip, "max gradient norm (0: off)");
+  f.data.add_to(sub, true, "TSV sentence<TAB>label with a header (the training data)");
+  f.train.add_to(sub);
   sub->add_option("--dropout", f.dropout)->check(CLI::Range(0.0, 0.9));
-  sub->add_option("--max-length", f.max_length, "tokens per example including [CLS]/[SEP]")->check(CLI::Range(4, 512));
-  sub->add_option("--max-minutes", f.max_minutes, "time budget (0: none)");
-  sub->add_option("--val-fraction", f.val_fraction, "held-out share (as shrink train)")->check(CLI::Range(0.0, 0.9));
-  sub->add_option("--eval-every", f.eval_every, "updates between validation runs (0: each epoch)");
-  sub->add_option("--patience", f.patience, "validation runs without improvement before stopping (0: never)");
   sub->add_option("--observe-steps", f.observe_steps,
                   "w8a8: updates during which activation ranges follow the batch min/max (EMA) before being learned");
-  sub->add_option("--seed", f.seed);
   add_common_flags(sub, f.common);
   sub->callback([] {
     apply(F().common);
