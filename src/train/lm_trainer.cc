@@ -100,6 +100,7 @@ LmReport train_lm(TrainableDecoder& model, const LmData& train, const LmData& va
   int64_t total = updates_per_epoch * opt.epochs;
   AdamW adam(model.parameters(), AdamWOptions{0.9f, 0.95f, 1e-8f, opt.weight_decay});
   LrSchedule sched{opt.lr, static_cast<int64_t>(opt.warmup_fraction * static_cast<double>(total)), total, opt.decay};
+  const TimeBudget budget{opt.max_minutes};
   std::mt19937_64 shuf(opt.seed);
   std::vector<int64_t> order(train.size());
   std::iota(order.begin(), order.end(), 0);
@@ -159,21 +160,11 @@ LmReport train_lm(TrainableDecoder& model, const LmData& train, const LmData& va
         stop = true;
       }
       const double el = timer.elapsed_ms() * 1e-3;
-      // As train_classifier: fit the schedule's end to the time budget (only ever shortens).
-      if (opt.max_minutes > 0 && (step == 20 || (step > 20 && step % eval_every == 0))) {
-        const double per_step = el / static_cast<double>(step);
-        const int64_t fit = step + static_cast<int64_t>((opt.max_minutes * 60.0 - el) / per_step);
-        if (fit < total) {
-          total = std::max(step + 1, fit);
-          sched.total = total;
-          sched.warmup = std::min(sched.warmup, total / 2);
-        }
-      }
-      if (step >= total) stop = true;
-      if (opt.max_minutes > 0 && el > opt.max_minutes * 60.0) {
+      if (budget.after_update(step, el, eval_every, total, sched)) {
         rep.time_budget_hit = true;
         stop = true;
       }
+      if (step >= total) stop = true;
       if (progress) {
         LmProgress p;
         p.step = step;
@@ -181,8 +172,7 @@ LmReport train_lm(TrainableDecoder& model, const LmData& train, const LmData& va
         p.loss = loss_ema;
         p.val_ppl = rep.val_curve.empty() ? -1 : rep.val_curve.back().second;
         p.elapsed_s = el;
-        p.eta_s = el / static_cast<double>(step) * static_cast<double>(total - step);
-        if (opt.max_minutes > 0) p.eta_s = std::min(p.eta_s, opt.max_minutes * 60.0 - el);
+        p.eta_s = budget.eta_s(step, total, el);
         progress(p);
       }
     }

@@ -86,4 +86,23 @@ double clip_grad_norm(const std::vector<NamedParam>& params, double max_norm) {
   return norm;
 }
 
+bool TimeBudget::after_update(int64_t step, double el, int64_t eval_every, int64_t& total, LrSchedule& sched) const {
+  if (minutes <= 0) return false;
+  if (step == 20 || (step > 20 && eval_every > 0 && step % eval_every == 0)) {
+    const double per_step = el / static_cast<double>(step);
+    const int64_t fit = step + static_cast<int64_t>((minutes * 60.0 - el) / per_step);
+    if (fit < total) {
+      total = std::max(step + 1, fit);
+      sched.total = total;
+      sched.warmup = std::min(sched.warmup, total / 2);
+    }
+  }
+  return el > minutes * 60.0;
+}
+
+double TimeBudget::eta_s(int64_t step, int64_t total, double el) const {
+  const double eta = step > 0 ? el / static_cast<double>(step) * static_cast<double>(total - step) : 0.0;
+  return minutes > 0 ? std::min(eta, minutes * 60.0 - el) : eta;
+}
+
 }  // namespace shrink::train

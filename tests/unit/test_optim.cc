@@ -95,3 +95,32 @@ TEST(ClipGradNorm, ScalesToMaxNorm) {
 
 }  // namespace
 }  // namespace shrink::train
+
+namespace shrink::train {
+namespace {
+
+// Hand-computed: 20 updates in 30 s under a 60 s budget leave room for 20 more, so the schedule ends at 40.
+TEST(TimeBudget, FitsTheScheduleAndStopsWhenSpent) {
+  const TimeBudget b{1.0};
+  LrSchedule sched{1e-3f, 30, 100, Decay::Linear};
+  int64_t total = 100;
+  EXPECT_FALSE(b.after_update(19, 28.5, 0, total, sched));  // before the first fit: untouched
+  EXPECT_EQ(total, 100);
+  EXPECT_FALSE(b.after_update(20, 30.0, 0, total, sched));
+  EXPECT_EQ(total, 40);
+  EXPECT_EQ(sched.total, 40);
+  EXPECT_EQ(sched.warmup, 20);  // warmup capped at half the fitted run
+  EXPECT_DOUBLE_EQ(b.eta_s(20, 40, 30.0), 30.0);
+  int64_t longer = 30;  // never lengthens
+  LrSchedule s2{1e-3f, 3, 30, Decay::Linear};
+  EXPECT_FALSE(b.after_update(20, 30.0, 0, longer, s2));
+  EXPECT_EQ(longer, 30);
+  EXPECT_TRUE(b.after_update(41, 61.0, 0, total, sched));
+  const TimeBudget none{};
+  int64_t t3 = 100;
+  EXPECT_FALSE(none.after_update(20, 1e9, 0, t3, sched));
+  EXPECT_EQ(t3, 100);
+}
+
+}  // namespace
+}  // namespace shrink::train

@@ -48,6 +48,17 @@ struct LrSchedule {
 };
 Decay parse_decay(const std::string& s);  // "constant" | "linear" | "cosine"
 
+// A time budget for a training loop that also fits the schedule to it: after 20 updates, and again at each
+// validation (which costs time too), the updates that still fit are estimated from the time per update so far and
+// the decay ends there. Only ever shortens; never lengthens past the epochs asked for. minutes <= 0: no budget.
+struct TimeBudget {
+  double minutes = 0;
+  // After update `step` at `elapsed_s`; may shorten `total` and `sched`. Returns true when the budget is spent.
+  bool after_update(int64_t step, double elapsed_s, int64_t eval_every, int64_t& total, LrSchedule& sched) const;
+  // Seconds left by the pace so far, capped by the budget.
+  double eta_s(int64_t step, int64_t total, double elapsed_s) const;
+};
+
 // Scales all gradients so their global L2 norm is at most max_norm; returns the norm before clipping.
 double clip_grad_norm(const std::vector<NamedParam>& params, double max_norm);
 
