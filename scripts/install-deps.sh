@@ -7,6 +7,7 @@ PACKAGES=(
   build-essential cmake ninja-build pkg-config git
   clang libclang-rt-14-dev            # libFuzzer + ASan/UBSan targets
   libdnnl-dev                         # oneDNN: fp32/int8 GEMM reference and fast path
+  ocl-icd-opencl-dev opencl-headers   # oneDNN's CMake config requires OpenCL even for CPU-only use
   libsentencepiece-dev                # SentencePiece .model tokenizers
   libicu-dev                          # tokenizers: Unicode normalization and character categories
   nlohmann-json3-dev libyaml-cpp-dev libcli11-dev libfmt-dev libspdlog-dev libcpp-httplib-dev
@@ -15,6 +16,8 @@ PACKAGES=(
   zlib1g-dev                          # reading gzip'd data sets (Fashion-MNIST IDX files)
   liblapack-dev                       # low-rank: LAPACK dsyevd for the truncated SVD
   dataset-fashion-mnist               # image classification data for training and the demo
+  openmpi-bin libopenmpi-dev          # shrink sweep under mpirun: configurations split across ranks
+  chromium                            # report test: renders the HTML report headless and checks the plots
 )
 
 SUDO=""
