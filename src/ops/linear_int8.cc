@@ -18,6 +18,8 @@
 namespace shrink::detail {
 namespace {
 
+std::atomic<bool> g_count_clips{false};
+
 class Int8Linear final : public Linear {
  public:
   Int8Linear(const PackedLinear& p, kernels::Int8Isa isa) : spec_(p.spec), isa_(isa) {
@@ -119,10 +121,23 @@ class Int8Linear final : public Linear {
       parallel_for(m, 8, rows);
     else
       rows(0, m);
+    if (spec_.static_act && g_count_clips.load(std::memory_order_relaxed)) count_clips(qd, m, ldq);
     if (spec_.static_act) return {qd, ldq, &act_scale_, 0, act_zp_};
     return {qd, ldq, sd, 1, 128};
   }
 
+  void count_clips(const uint8_t* q, int64_t m, int64_t ldq) const {
+    uint64_t clipped = 0;
+    for (int64_t r = 0; r < m; ++r)
+      for (int64_t i = 0; i < in_; ++i) clipped += q[r * ldq + i] == 0 || q[r * ldq + i] == 255;
+    clipped_.fetch_add(clipped, std::memory_order_relaxed);
+    quantized_.fetch_add(static_cast<uint64_t>(m * in_), std::memory_order_relaxed);
+  }
+
+ public:
+  ActivationClipCount clip_count() const { return {clipped_.load(), quantized_.load()}; }
+
+ private:
   QuantSpec spec_;
   kernels::Int8Isa isa_;
   kernels::PackedWeightsS8 weights_;
@@ -132,6 +147,7 @@ class Int8Linear final : public Linear {
   mutable std::once_flag packed_once_;
   mutable std::unique_ptr<PackedLinear> packed_;
   mutable std::atomic<bool> packed_ready_{false};
+  mutable std::atomic<uint64_t> clipped_{0}, quantized_{0};
 };
 
 }  // namespace
@@ -145,3 +161,18 @@ std::unique_ptr<Linear> make_w8_linear(PackedLinear p) {
 }
 
 }  // namespace shrink::detail
+
+namespace shrink {
+
+void set_activation_clip_counting(bool on) {
+  detail::g_count_clips.store(on, std::memory_order_relaxed);
+}
+
+bool activation_clip_count(const Linear& layer, ActivationClipCount& out) {
+  const auto* l = dynamic_cast<const detail::Int8Linear*>(&layer);
+  if (!l || l->scheme() != "w8a8-static") return false;
+  out = l->clip_count();
+  return true;
+}
+
+}  // namespace shrink

@@ -59,6 +59,15 @@ PackedLinear quantize_linear_weights(const Tensor& weight, const Tensor* bias, c
 // views into a mapped file). export_tensors() of the result returns the same PackedLinear tensors.
 std::unique_ptr<Linear> make_packed_linear(PackedLinear packed);
 
+// Drift monitoring (opt-in, off by default; when off a forward pays one relaxed atomic load): static-activation W8A8
+// layers count the activations their calibrated range clips (quantized to code 0 or 255) and all they quantize.
+void set_activation_clip_counting(bool on);
+struct ActivationClipCount {
+  uint64_t clipped = 0, total = 0;
+};
+// The counts of a static W8A8 layer since it was built; false for any other layer.
+bool activation_clip_count(const Linear& layer, ActivationClipCount& out);
+
 // Shorthand: quantize_linear_weights + make_packed_linear.
 std::unique_ptr<Linear> make_quantized_linear(const Tensor& weight, const Tensor* bias, const QuantSpec& spec);
 
