@@ -29,6 +29,8 @@ void register_eval(CLI::App&);
 void register_qat(CLI::App&);
 void register_lowrank(CLI::App&);
 void register_prune(CLI::App&);
+void register_serve(CLI::App&);
+void register_loadtest(CLI::App&);
 
 void register_all(CLI::App& app) {
   register_info(app);
@@ -46,6 +48,8 @@ void register_all(CLI::App& app) {
   register_qat(app);
   register_lowrank(app);
   register_prune(app);
+  register_serve(app);
+  register_loadtest(app);
 }
 
 }  // namespace shrink::cli

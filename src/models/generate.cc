@@ -76,44 +76,74 @@ size_t complete_utf8_prefix(const std::string& s) {
 
 }  // namespace
 
-GenerateResult generate(const DecoderModel& model, const std::vector<int32_t>& prompt, const GenerateOptions& opt,
-                        const std::function<void(int32_t, const std::string&)>& on_piece) {
-  check(!prompt.empty(), "the prompt is empty: give at least one token (text, or a BOS token)");
+TokenStream::TokenStream(const DecoderModel& model, std::vector<int32_t> prompt, const GenerateOptions& opt)
+    : model_(model), opt_(opt), prompt_(std::move(prompt)), sampler_(opt.sampling) {
+  check(!prompt_.empty(), "the prompt is empty: give at least one token (text, or a BOS token)");
   const int64_t ctx = model.max_context();
-  if (static_cast<int64_t>(prompt.size()) + opt.max_new_tokens > ctx)
+  if (static_cast<int64_t>(prompt_.size()) + opt.max_new_tokens > ctx)
     fail(
         "prompt of {} tokens + {} new tokens exceeds the model's context of {} tokens; shorten the prompt or "
         "lower -n",
-        prompt.size(), opt.max_new_tokens, ctx);
-  const Tokenizer* tok = model.tokenizer();
-  const int64_t vocab = model.config().vocab_size;
-  GenerateResult r;
-  r.prompt_tokens = static_cast<int>(prompt.size());
-  KvCache cache = model.new_cache(static_cast<int64_t>(prompt.size()) + opt.max_new_tokens);
-  std::vector<float> logits(vocab);
-  Sampler sampler(opt.sampling);
-  std::string emitted;
-  Timer total;
-  model.forward(cache, prompt.data(), static_cast<int64_t>(prompt.size()), logits.data(), false);
-  r.prefill_ms = total.elapsed_ms();
-  for (int i = 0; i < opt.max_new_tokens; ++i) {
-    const int32_t next = sampler.sample(logits.data(), vocab);
-    if (i == 0) r.ttft_ms = total.elapsed_ms();
-    if (opt.stop_at_eos && tok && next == tok->eos_id() && tok->eos_id() >= 0) break;
-    r.ids.push_back(next);
-    if (tok) {
-      const std::string full = tok->decode(r.ids);
-      const size_t ok = complete_utf8_prefix(full);
-      const std::string piece = ok > emitted.size() ? full.substr(emitted.size(), ok - emitted.size()) : "";
-      if (ok > emitted.size()) emitted = full.substr(0, ok);
-      if (on_piece) on_piece(next, piece);
-    } else if (on_piece) {
-      on_piece(next, "");
+        prompt_.size(), opt.max_new_tokens, ctx);
+  cache_ = model.new_cache(static_cast<int64_t>(prompt_.size()) + opt.max_new_tokens);
+  logits_.resize(model.config().vocab_size);
+}
+
+void TokenStream::prefill() {
+  model_.forward(cache_, prompt_.data(), static_cast<int64_t>(prompt_.size()), logits_.data(), false);
+}
+
+bool TokenStream::next(int32_t& token, std::string& piece) {
+  piece.clear();
+  if (finished_ || static_cast<int>(ids_.size()) >= opt_.max_new_tokens) return !(finished_ = true);
+  token = sampler_.sample(logits_.data(), static_cast<int64_t>(logits_.size()));
+  const Tokenizer* tok = model_.tokenizer();
+  if (opt_.stop_at_eos && tok && tok->eos_id() >= 0 && token == tok->eos_id()) return !(finished_ = eos_ = true);
+  ids_.push_back(token);
+  if (tok) {
+    const std::string full = tok->decode(ids_);
+    const size_t ok = complete_utf8_prefix(full);
+    if (ok > emitted_.size()) {
+      piece = full.substr(emitted_.size(), ok - emitted_.size());
+      emitted_ = full.substr(0, ok);
     }
-    if (i + 1 < opt.max_new_tokens) model.forward(cache, &next, 1, logits.data(), false);
   }
+  return true;
+}
+
+void TokenStream::feed() {
+  if (static_cast<int>(ids_.size()) >= opt_.max_new_tokens) {
+    finished_ = true;
+    return;
+  }
+  model_.forward(cache_, &ids_.back(), 1, logits_.data(), false);
+}
+
+std::string TokenStream::text() const {
+  const Tokenizer* tok = model_.tokenizer();
+  return tok ? tok->decode(ids_) : std::string();
+}
+
+GenerateResult generate(const DecoderModel& model, const std::vector<int32_t>& prompt, const GenerateOptions& opt,
+                        const std::function<void(int32_t, const std::string&)>& on_piece) {
+  TokenStream stream(model, prompt, opt);
+  GenerateResult r;
+  r.prompt_tokens = stream.prompt_tokens();
+  Timer total;
+  stream.prefill();
+  r.prefill_ms = total.elapsed_ms();
+  int32_t token = 0;
+  std::string piece;
+  for (bool first = true;; first = false) {
+    const bool more = stream.next(token, piece);
+    if (first) r.ttft_ms = total.elapsed_ms();
+    if (!more) break;
+    if (on_piece) on_piece(token, piece);
+    stream.feed();
+  }
+  r.ids = stream.ids();
   r.total_ms = total.elapsed_ms();
-  if (tok) r.text = tok->decode(r.ids);
+  r.text = stream.text();
   const double decode_ms = r.total_ms - r.ttft_ms;
   const size_t steps = r.ids.size() > 1 ? r.ids.size() - 1 : 0;
   r.tpot_ms = steps ? decode_ms / static_cast<double>(steps) : 0;

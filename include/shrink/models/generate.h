@@ -46,6 +46,35 @@ struct GenerateResult {
   double prefill_ms = 0, ttft_ms = 0, tpot_ms = 0, tokens_per_s = 0, total_ms = 0;
 };
 
+// One sequence generated step by step: generate() runs it to the end; the server interleaves many sequences one
+// token at a time (continuous batching). Holds the sequence's KV cache (prompt + max_new_tokens positions).
+class TokenStream {
+ public:
+  // Validates the prompt against the context; `model` must outlive the stream.
+  TokenStream(const DecoderModel& model, std::vector<int32_t> prompt, const GenerateOptions& opt);
+  void prefill();  // feeds the prompt
+  // Samples the next token from the last logits. False (and finished) at EOS or after max_new_tokens; otherwise
+  // the token and the newly completed text (may be empty while a UTF-8 sequence is incomplete).
+  bool next(int32_t& token, std::string& piece);
+  void feed();  // feeds the token next() returned, unless it was the last one allowed
+  bool finished() const { return finished_; }
+  bool stopped_at_eos() const { return eos_; }
+  const std::vector<int32_t>& ids() const { return ids_; }
+  int prompt_tokens() const { return static_cast<int>(prompt_.size()); }
+  std::string text() const;
+  size_t kv_bytes() const { return cache_.kv_bytes(); }
+
+ private:
+  const DecoderModel& model_;
+  GenerateOptions opt_;
+  std::vector<int32_t> prompt_, ids_;
+  KvCache cache_;
+  std::vector<float> logits_;
+  Sampler sampler_;
+  std::string emitted_;
+  bool finished_ = false, eos_ = false;
+};
+
 // on_piece receives the newly completed text after each token (may be empty while a UTF-8
 // sequence is incomplete).
 GenerateResult generate(const DecoderModel& model, const std::vector<int32_t>& prompt, const GenerateOptions& opt,
