@@ -18,6 +18,7 @@ PACKAGES=(
   dataset-fashion-mnist               # image classification data for training and the demo
   openmpi-bin libopenmpi-dev          # shrink sweep under mpirun: configurations split across ranks
   chromium                            # report test: renders the HTML report headless and checks the plots
+  haproxy curl                        # serve: two replicas behind a load balancer (deploy/test_haproxy.sh)
 )
 
 SUDO=""
