@@ -1,5 +1,10 @@
-// shrink bench MODEL: latency percentiles, throughput, TTFT/TPOT, memory, size; --peak adds the
-// machine's measured fp32 peak / streaming bandwidth and this model's share of them.
+// shrink bench MODEL: latency percentiles, throughput (also closed-loop at several concurrencies), TTFT/TPOT,
+// memory, size, energy and cost per inference; --peak adds the machine's measured fp32 peak / streaming bandwidth and
+// this model's share of them.
+#include <fmt/format.h>
+#include <shrink/bench/concurrency.h>
+#include <shrink/bench/cost.h>
+#include <shrink/bench/energy.h>
 #include <shrink/bench/latency.h>
 #include <shrink/bench/peak.h>
 #include <shrink/core/build_info.h>
@@ -8,8 +13,11 @@
 #include <shrink/core/timer.h>
 #include <shrink/models/generate.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <functional>
 #include <random>
+#include <vector>
 
 #include "cli/commands.h"
 #include "cli/common.h"
@@ -38,6 +46,27 @@ size_t decoder_bytes_per_token(const DecoderModel& m) {
   return b;
 }
 
+// The concurrency levels in rounds (each level runs seconds / rounds per round), so machine noise spreads over all
+// levels alike; iters > 0 (the --iters mode) bounds every level to that many full batches per round instead.
+// forward(n) runs one batch of n requests.
+nlohmann::json closed_loop_levels(const std::vector<int>& levels, double seconds, int rounds, double batch_wait_ms,
+                                  int64_t iters, const std::function<void(int64_t)>& forward) {
+  std::vector<ClosedLoopResult> acc(levels.size());
+  for (int c : levels) forward(c);  // untimed: first run of each batch shape
+  for (int r = 0; r < rounds; ++r)
+    for (size_t i = 0; i < levels.size(); ++i) {
+      ClosedLoopOptions o;
+      o.concurrency = levels[i];
+      o.seconds = seconds / rounds;
+      o.batch_wait_ms = batch_wait_ms;
+      o.max_requests = iters * levels[i];
+      run_closed_loop(o, forward, acc[i]);
+    }
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& a : acc) out.push_back(a.to_json());
+  return out;
+}
+
 }  // namespace
 
 void register_bench(CLI::App& app) {
@@ -46,6 +75,11 @@ void register_bench(CLI::App& app) {
   static int64_t batch = 1, seq = 128, prompt_len = 128, gen = 64, warmup = 2, iters = 0;
   static double seconds = 10;
   static bool peak = false;
+  static std::vector<int> concurrency = {1, 2, 4, 8};
+  static double concurrency_seconds = 2, batch_wait_ms = 2, watts_per_core = kDefaultWattsPerCore,
+                price_per_hour = kDefaultPricePerHour;
+  static int rounds = 2;
+  static std::string instance = kDefaultInstance;
   static CommonFlags f;
   sub->add_option("model", path, "model directory or llama2.c .bin")->required();
   sub->add_option("--batch", batch, "encoder batch size")->check(CLI::PositiveNumber);
@@ -60,8 +94,26 @@ void register_bench(CLI::App& app) {
   sub->add_option("--kv-cache", kv_cache, "decoder KV cache type: f32 or int8 (INT8 KV8, ~3.8x smaller)")
       ->check(CLI::IsMember({"f32", "int8"}));
   sub->add_option("--tokenizer", tokenizer, "tokenizer file (llama2.c models)");
+  sub->add_option("--concurrency", concurrency,
+                  "closed-loop client counts for encoders, e.g. 1,2,4,8 (0: skip); decoders: 1 only")
+      ->delimiter(',')
+      ->check(CLI::NonNegativeNumber);
+  sub->add_option("--concurrency-seconds", concurrency_seconds, "time per concurrency level (split over --rounds)")
+      ->check(CLI::PositiveNumber);
+  sub->add_option("--rounds", rounds, "interleaved rounds over the concurrency levels")->check(CLI::PositiveNumber);
+  sub->add_option("--batch-wait-ms", batch_wait_ms, "batcher: wait this long for a full batch before a partial one")
+      ->check(CLI::NonNegativeNumber);
+  sub->add_option("--watts-per-core", watts_per_core, "energy estimate when RAPL is not readable: W per busy core")
+      ->check(CLI::PositiveNumber);
+  auto* price = sub->add_option("--price-per-hour", price_per_hour,
+                                fmt::format("instance price in USD/hour for the cost per 1,000 inferences "
+                                            "(default: {})",
+                                            kDefaultInstance))
+                    ->check(CLI::NonNegativeNumber);
+  sub->add_option("--instance", instance, "instance name printed with the cost");
   add_common_flags(sub, f);
-  sub->callback([] {
+  sub->callback([price] {
+    if (price->count() && instance == kDefaultInstance) instance = "--price-per-hour";
     apply(f);
     Timer load;
     auto model = open_model(path, tokenizer);
@@ -72,15 +124,22 @@ void register_bench(CLI::App& app) {
                         {"commit", commit()}};
     std::mt19937 rng(42);
     LatencyHistogram lat;
+    EnergyMeter energy(watts_per_core);
+    int64_t timed_runs = 0;
     auto run_timed = [&](auto&& once) {
       for (int64_t i = 0; i < warmup; ++i) once();
       Timer budget;
+      energy.start();
       for (int64_t i = 0; iters > 0 ? i < iters : (i < 5 || budget.elapsed_ms() < seconds * 1000); ++i) {
         Timer t;
         once();
         lat.add(t.elapsed_ms());
+        ++timed_runs;
       }
     };
+    std::vector<int> levels;
+    for (int c : concurrency)
+      if (c > 0) levels.push_back(c);
     if (auto* enc = dynamic_cast<EncoderModel*>(model.get()); enc && enc->takes_images()) {
       // ViT: random pixels in [0, 1]; sequence = patches + [CLS].
       const int64_t px = int64_t{c.num_channels} * c.image_size * c.image_size;
@@ -88,6 +147,14 @@ void register_bench(CLI::App& app) {
       std::uniform_real_distribution<float> u(0.f, 1.f);
       for (float& v : pixels) v = u(rng);
       run_timed([&] { enc->forward_images(pixels.data(), batch); });
+      j["energy"] = energy.json(timed_runs * batch);
+      if (!levels.empty()) {
+        const int64_t most = *std::max_element(levels.begin(), levels.end());
+        std::vector<float> req(static_cast<size_t>(most * px));
+        for (float& v : req) v = u(rng);
+        j["concurrency"] = closed_loop_levels(levels, concurrency_seconds, rounds, batch_wait_ms, iters,
+                                              [&](int64_t n) { enc->forward_images(req.data(), n); });
+      }
       const double flops = encoder_flops(*enc, batch, c.max_position_embeddings);
       j["batch"] = batch;
       j["seq"] = c.max_position_embeddings;
@@ -106,6 +173,23 @@ void register_bench(CLI::App& app) {
       b.type_ids.assign(batch * seq, 0);
       b.lengths.assign(batch, static_cast<int32_t>(seq));
       run_timed([&] { enc->forward(b); });
+      j["energy"] = energy.json(timed_runs * batch);
+      if (!levels.empty()) {
+        // One request = one sequence of --seq tokens; a batch of n requests is one padding-free forward of n rows.
+        const int most = *std::max_element(levels.begin(), levels.end());
+        std::vector<BatchEncoding> by_size(most + 1);
+        for (int n = 1; n <= most; ++n) {
+          BatchEncoding& e = by_size[n];
+          e.batch = n;
+          e.seq = seq;
+          for (int64_t i = 0; i < n * seq; ++i) e.ids.push_back(tokd(rng));
+          e.attention_mask.assign(n * seq, 1);
+          e.type_ids.assign(n * seq, 0);
+          e.lengths.assign(n, static_cast<int32_t>(seq));
+        }
+        j["concurrency"] = closed_loop_levels(levels, concurrency_seconds, rounds, batch_wait_ms, iters,
+                                              [&](int64_t n) { enc->forward(by_size[n]); });
+      }
       const double flops = encoder_flops(*enc, batch, seq);
       j["batch"] = batch;
       j["seq"] = seq;
@@ -136,6 +220,8 @@ void register_bench(CLI::App& app) {
         tpot.add(r.tpot_ms);
         prefill.add(r.prefill_ms);
       });
+      j["energy"] = energy.json(timed_runs);
+      j["energy"]["joules_per_token"] = j["energy"]["joules_per_inference"].get<double>() / gen;
       j["prompt_len"] = prompt_len;
       j["gen"] = gen;
       j["kv_cache"] = kv_cache_type_name(dec.kv_cache_type());
@@ -147,6 +233,16 @@ void register_bench(CLI::App& app) {
       j["ttft"] = ttft.summary_json();
       j["tpot"] = tpot.summary_json();
       j["throughput_per_s"] = 1000.0 / lat.mean();
+      // The engine decodes one sequence per forward (no batched multi-sequence step), so more clients would only
+      // queue behind each other: concurrency 1 is the timed loop itself.
+      j["concurrency"] = nlohmann::json::array({{{"concurrency", 1},
+                                                 {"throughput_per_s", 1000.0 / lat.mean()},
+                                                 {"p50_ms", lat.percentile(0.5)},
+                                                 {"p99_ms", lat.percentile(0.99)},
+                                                 {"mean_batch", 1},
+                                                 {"requests", lat.count()}}});
+      j["concurrency_note"] =
+          "decoder: concurrency 1 only (one generation per request; no batched multi-sequence decode step yet)";
       const size_t bytes = decoder_bytes_per_token(dec);
       j["weight_bytes_per_token"] = bytes;
       j["decode_gb_per_s"] = bytes / 1e6 / tpot.percentile(0.5);
@@ -158,6 +254,10 @@ void register_bench(CLI::App& app) {
     }
     j["latency_ms"] = lat.summary_json();
     j["latency_histogram"] = lat.buckets_json();
+    double best = j["throughput_per_s"].get<double>();
+    for (const auto& lv : j.value("concurrency", nlohmann::json::array()))
+      best = std::max(best, lv["throughput_per_s"].get<double>());
+    j["cost"] = cost_json(price_per_hour, best, instance);
     j["peak_rss_bytes"] = peak_rss_bytes();
     if (f.json) return print_json(j);
     std::printf("%s  %s  threads %d  commit %s\n  machine %s (%s)\n", path.c_str(), c.architecture.c_str(),
@@ -182,6 +282,20 @@ void register_bench(CLI::App& app) {
     if (j.contains("bandwidth_share"))
       std::printf("  measured read bandwidth %.2f GB/s; decode reaches %.0f%% of it\n",
                   j["stream_read_gb_per_s"].get<double>(), 100 * j["bandwidth_share"].get<double>());
+    for (const auto& lv : j.value("concurrency", nlohmann::json::array()))
+      std::printf("  concurrency %d: %.1f requests/s  p50 %.2f ms  p99 %.2f ms  mean batch %.2f\n",
+                  lv["concurrency"].get<int>(), lv["throughput_per_s"].get<double>(), lv["p50_ms"].get<double>(),
+                  lv["p99_ms"].get<double>(), lv["mean_batch"].get<double>());
+    if (j.contains("concurrency_note")) std::printf("  (%s)\n", j["concurrency_note"].get<std::string>().c_str());
+    const auto& e = j["energy"];
+    if (e["estimated"].get<bool>())
+      std::printf("  energy %.4f J per inference (ESTIMATE: %.2f CPU s x %.0f W per core; RAPL not readable)\n",
+                  e["joules_per_inference"].get<double>(), e["cpu_seconds"].get<double>(),
+                  e["watts_per_core"].get<double>());
+    else
+      std::printf("  energy %.4f J per inference (RAPL, whole package)\n", e["joules_per_inference"].get<double>());
+    std::printf("  cost %.6f USD per 1,000 inferences at %.1f/s (%.4f USD/h, %s)\n",
+                j["cost"]["usd_per_1k"].get<double>(), best, price_per_hour, instance.c_str());
     std::printf("  peak RSS %.1f MB, size on disk %.1f MB, load %.0f ms\n", peak_rss_bytes() / 1e6,
                 j["size_bytes"].get<size_t>() / 1e6, load_ms);
   });

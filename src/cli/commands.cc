@@ -29,6 +29,7 @@ void register_eval(CLI::App&);
 void register_qat(CLI::App&);
 void register_lowrank(CLI::App&);
 void register_prune(CLI::App&);
+void register_report(CLI::App&);
 void register_serve(CLI::App&);
 void register_loadtest(CLI::App&);
 
@@ -48,6 +49,7 @@ void register_all(CLI::App& app) {
   register_qat(app);
   register_lowrank(app);
   register_prune(app);
+  register_report(app);
   register_serve(app);
   register_loadtest(app);
 }
