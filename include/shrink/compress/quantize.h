@@ -2,22 +2,28 @@
 // overrides and skip patterns, round-to-nearest or static (calibrated activation scales).
 #pragma once
 
+#include <shrink/compress/awq.h>
+#include <shrink/compress/mixed.h>
 #include <shrink/compress/observers.h>
 #include <shrink/compress/sequential.h>
+#include <shrink/compress/smoothquant.h>
 #include <shrink/models/model.h>
 #include <shrink/ops/qlinear.h>
 
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <map>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
 namespace shrink {
 
-enum class QuantMethod { Rtn, Static, Gptq };
-QuantMethod parse_quant_method(const std::string& text);  // "rtn" | "static" | "gptq"; throws listing them
+enum class QuantMethod { Rtn, Static, Gptq, Awq, SmoothQuant };
+// "rtn" | "static" | "gptq" | "awq" | "smoothquant"; throws listing them
+QuantMethod parse_quant_method(const std::string& text);
 
 struct QuantizeOptions {
   QuantSpec scheme;  // for every selected slot without an override
@@ -40,6 +46,16 @@ struct QuantizeOptions {
   // GPTQ (method Gptq): W4/W8 slots are quantized by compress/sequential.h gptq_model from `calib` (samples x
   // seq_len tokens); bf16 slots stay round-to-nearest.
   GptqOptions gptq;
+  // AWQ (method Awq): W4/W8 weights of decoder blocks rescaled per input channel (compress/awq.h) from `calib`,
+  // then rounded to nearest, or by GPTQ with awq_then_gptq.
+  AwqOptions awq;
+  bool awq_then_gptq = false;
+  // SmoothQuant (method SmoothQuant): w8a8 / w8a8-static slots smoothed (compress/smoothquant.h) from `calib`.
+  SmoothQuantOptions smooth;
+  // Mixed precision (`--scheme auto`): per-layer schemes chosen by compress/mixed.h within a KLD budget from
+  // `calib` (even windows: sensitivities, odd windows: the held-out check); `scheme` is then ignored.
+  bool auto_scheme = false;
+  MixedOptions mixed;
 };
 
 // The default skip patterns for this model (see QuantizeOptions::default_skips).
@@ -60,11 +76,20 @@ struct QuantizeReport {
   double calib_ms = 0;
   size_t peak_rss_bytes = 0;  // process high-water mark after the pass
   GptqReport gptq;            // method Gptq: per block and per layer
+  AwqReport awq;              // method Awq: per group
+  SmoothQuantReport smooth;   // method SmoothQuant: per group
+  MixedReport mixed;          // auto_scheme: the sensitivity table and the choice
 };
+
+// The slots the pass would quantize and their schemes (skips and overrides applied); throws like quantize_model.
+std::map<std::string, QuantSpec> quantization_plan(Model& model, const QuantizeOptions& opt);
 
 // Throws (before changing any slot) on a bad pattern, on a slot that is already packed (quantize the original
 // model instead), on a static scheme without calibration data, and lists valid schemes for unknown ones.
 QuantizeReport quantize_model(Model& model, const QuantizeOptions& opt);
+// Every method; AWQ and SmoothQuant fold their scales into the norms and linears, which replaces `model` by a
+// rebuilt one (scale_fold.h rebuild_model) before it is quantized. The Model& form throws for those two.
+QuantizeReport quantize_model(std::unique_ptr<Model>& model, const QuantizeOptions& opt);
 
 // Shown by `shrink info` / the pass when a scheme cannot take a layer's shape exactly (W4 rows padded to whole
 // groups); empty when it fits.

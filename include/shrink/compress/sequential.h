@@ -9,6 +9,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -38,6 +39,26 @@ struct GptqReport {
   size_t activation_bytes = 0;  // the hidden states kept for the set (decoders: one block's input)
   double time_ms = 0;
 };
+
+// Receives the rows of one input a group of linears reads (rows of in_features floats), in calibration order.
+using RowSink = std::function<void(const float* x, int64_t rows)>;
+
+// What a sequential block walk does with each group of linears sharing one input (LLaMA: {q,k,v} {o} {gate,up}
+// {down}; GPT-2: {c_attn} {attn.c_proj} {c_fc} {mlp.c_proj}; lm_head comes last as block -1).
+struct GroupVisitor {
+  // A sink for the group's input rows, or an empty function to leave the group alone (no pass runs for it).
+  std::function<RowSink(int block, const std::vector<LinearSlot*>& group)> capture;
+  // After the pass that captured the group's input ended; may replace the group's implementations (GPTQ quantizes
+  // here: later groups and the next block then see the quantized group).
+  std::function<void(int block, const std::vector<LinearSlot*>& group)> captured;
+};
+
+// The decoder walk shared by GPTQ, AWQ and SmoothQuant: the set is embedded once and one block's input is held
+// for every sequence (tokens x hidden floats); for each group of block i a pass of block i on a copy of the held
+// states runs until the group's first linear has seen its input (then stops), and after all groups the block runs
+// in place to give block i+1 its input. Fills blocks (time_ms; forward_ms = passes; gptq_ms = time in captured()),
+// calib_rows and activation_bytes; layers stay empty.
+GptqReport walk_decoder_blocks(DecoderModel& model, const CalibSet& set, const GroupVisitor& visit);
 
 // Quantizes every slot named in `plan` with GPTQ into its spec's packed Linear, in place.
 // Decoders with block entry points (LLaMA, GPT-2; DecoderModel::run_block) run truly sequentially: block i's input

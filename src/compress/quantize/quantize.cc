@@ -3,11 +3,13 @@
 #include <shrink/compress/calibration.h>
 #include <shrink/compress/lowrank.h>
 #include <shrink/compress/quantize.h>
+#include <shrink/compress/scale_fold.h>
 #include <shrink/core/build_info.h>
 #include <shrink/core/error.h>
 #include <shrink/core/timer.h>
 #include <shrink/kernels/quant.h>
 
+#include <algorithm>
 #include <regex>
 
 namespace shrink {
@@ -34,32 +36,15 @@ const Pattern* first_match(const std::vector<Pattern>& ps, const std::string& na
   return nullptr;
 }
 
-}  // namespace
+// Decides every slot before any is touched, so a bad request leaves the model as it was.
+struct Plan {
+  LinearSlot* slot;
+  QuantSpec spec;
+  std::string note;
+  bool quantize;
+};
 
-QuantMethod parse_quant_method(const std::string& text) {
-  if (text == "rtn") return QuantMethod::Rtn;
-  if (text == "static") return QuantMethod::Static;
-  if (text == "gptq") return QuantMethod::Gptq;
-  fail(
-      "unknown quantization method '{}'; valid methods: rtn (round-to-nearest weights, dynamic activations), static "
-      "(w8a8-static: activation scales from --calib), gptq (W4/W8 weights by GPTQ from --calib)",
-      text);
-}
-
-std::vector<std::string> default_skip_patterns(const Model& model, bool quantize_lm_head) {
-  if (model.kind() == ModelKind::Encoder) return {"^classifier$", "^pre_classifier$"};
-  if (!quantize_lm_head) return {"^lm_head$"};
-  return {};
-}
-
-std::string quant_shape_note(const QuantSpec& spec, int64_t in_features) {
-  if (spec.scheme != WeightScheme::W4A16 || spec.group <= 0 || in_features % spec.group == 0) return {};
-  return fmt::format("padded {} -> {} columns (group {})", in_features,
-                     kernels::w4_groups(in_features, spec.group) * spec.group, spec.group);
-}
-
-QuantizeReport quantize_model(Model& model, const QuantizeOptions& opt) {
-  Timer timer;
+std::vector<Plan> plan_slots(Model& model, const QuantizeOptions& opt, bool* any_static_out) {
   std::vector<Pattern> skips, overrides;
   std::vector<QuantSpec> override_specs;
   if (opt.default_skips)
@@ -69,14 +54,6 @@ QuantizeReport quantize_model(Model& model, const QuantizeOptions& opt) {
     overrides.push_back(compile(pattern, "per-layer override"));
     override_specs.push_back(spec);
   }
-
-  // Decide every slot before touching any, so a bad request leaves the model as it was.
-  struct Plan {
-    LinearSlot* slot;
-    QuantSpec spec;
-    std::string note;
-    bool quantize;
-  };
   std::vector<Plan> plan;
   bool any_static = false;
   for (auto& slot : model.linears()) {
@@ -111,6 +88,76 @@ QuantizeReport quantize_model(Model& model, const QuantizeOptions& opt) {
     }
     plan.push_back(std::move(p));
   }
+  *any_static_out = any_static;
+  return plan;
+}
+
+// --scheme auto: every slot a w8a16 pass would touch gets its scheme from the mixed-precision search; the user's
+// overrides come first (the first match wins), the search's choice after them.
+QuantizeReport quantize_auto(Model& model, const QuantizeOptions& opt) {
+  Timer timer;
+  if (opt.calib.empty())
+    fail(
+        "--scheme auto measures each layer's sensitivity on calibration data: pass --calib FILE (text the model "
+        "sees in use, e.g. 32 windows of 128 tokens)");
+  QuantizeOptions probe = opt;
+  probe.auto_scheme = false;
+  probe.scheme = parse_quant_spec("w8a16");
+  std::vector<std::string> slots;
+  for (const auto& [name, spec] : quantization_plan(model, probe)) slots.push_back(name);
+  const CalibSet set = read_calib_set(opt.calib, model.require_tokenizer(), opt.calib_samples, opt.calib_seq_len);
+  check(set.sequences.size() >= 2, "{}: --scheme auto needs at least 2 calibration windows (found {}); use more text",
+        opt.calib.string(), set.sequences.size());
+  CalibSet calib, heldout;
+  for (size_t i = 0; i < set.sequences.size(); ++i) (i % 2 ? heldout : calib).sequences.push_back(set.sequences[i]);
+  MixedReport mixed = choose_mixed_precision(model, slots, calib, heldout, opt.mixed);
+  QuantizeOptions rest = probe;
+  rest.scheme = QuantSpec{};  // layers the search left at f32 stay dense
+  for (auto& o : mixed.overrides()) rest.overrides.push_back(std::move(o));
+  rest.method = QuantMethod::Rtn;
+  QuantizeReport report = quantize_model(model, rest);
+  report.mixed = std::move(mixed);
+  report.calib_ms += report.mixed.time_ms;
+  report.time_ms = timer.elapsed_ms();
+  return report;
+}
+
+}  // namespace
+
+QuantMethod parse_quant_method(const std::string& text) {
+  if (text == "rtn") return QuantMethod::Rtn;
+  if (text == "static") return QuantMethod::Static;
+  if (text == "gptq") return QuantMethod::Gptq;
+  if (text == "awq") return QuantMethod::Awq;
+  if (text == "smoothquant") return QuantMethod::SmoothQuant;
+  fail(
+      "unknown quantization method '{}'; valid methods: rtn (round-to-nearest weights, dynamic activations), static "
+      "(w8a8-static: activation scales from --calib), gptq (W4/W8 weights by GPTQ from --calib), awq (W4/W8 "
+      "weights with activation-aware channel scales from --calib), smoothquant (w8a8 with activation outliers "
+      "migrated into the weights, from --calib)",
+      text);
+}
+
+std::vector<std::string> default_skip_patterns(const Model& model, bool quantize_lm_head) {
+  if (model.kind() == ModelKind::Encoder) return {"^classifier$", "^pre_classifier$"};
+  if (!quantize_lm_head) return {"^lm_head$"};
+  return {};
+}
+
+std::string quant_shape_note(const QuantSpec& spec, int64_t in_features) {
+  if (spec.scheme != WeightScheme::W4A16 || spec.group <= 0 || in_features % spec.group == 0) return {};
+  return fmt::format("padded {} -> {} columns (group {})", in_features,
+                     kernels::w4_groups(in_features, spec.group) * spec.group, spec.group);
+}
+
+QuantizeReport quantize_model(Model& model, const QuantizeOptions& opt) {
+  Timer timer;
+  if (opt.method == QuantMethod::Awq || opt.method == QuantMethod::SmoothQuant)
+    fail("--method {}: the scales are folded into a rebuilt model; call quantize_model with the owning pointer",
+         opt.method == QuantMethod::Awq ? "awq" : "smoothquant");
+  if (opt.auto_scheme) return quantize_auto(model, opt);
+  bool any_static = false;
+  std::vector<Plan> plan = plan_slots(model, opt, &any_static);
   if (opt.method == QuantMethod::Static && !any_static)
     fail("--method static calibrates W8A8 activations, but no layer is w8a8 (scheme {}); use --scheme w8a8",
          opt.scheme.name());
@@ -184,6 +231,54 @@ QuantizeReport quantize_model(Model& model, const QuantizeOptions& opt) {
   }
   report.time_ms = timer.elapsed_ms();
   report.peak_rss_bytes = peak_rss_bytes();
+  return report;
+}
+
+std::map<std::string, QuantSpec> quantization_plan(Model& model, const QuantizeOptions& opt) {
+  bool any_static = false;
+  std::map<std::string, QuantSpec> plan;
+  for (const Plan& p : plan_slots(model, opt, &any_static))
+    if (p.quantize) plan.emplace(p.slot->name, p.spec);
+  return plan;
+}
+
+QuantizeReport quantize_model(std::unique_ptr<Model>& model, const QuantizeOptions& opt) {
+  const bool awq = opt.method == QuantMethod::Awq;
+  if (!awq && opt.method != QuantMethod::SmoothQuant) return quantize_model(*model, opt);
+  Timer timer;
+  const char* name = awq ? "awq" : "smoothquant";
+  if (opt.calib.empty())
+    fail(
+        "--method {} needs calibration data: pass --calib FILE (text the model sees in use; a few hundred thousand "
+        "characters, e.g. 64 windows of 128 tokens)",
+        name);
+  const std::map<std::string, QuantSpec> plan = quantization_plan(*model, opt);
+  const bool any_static = std::any_of(plan.begin(), plan.end(), [](const auto& p) { return p.second.static_act; });
+  if (!awq &&
+      std::none_of(plan.begin(), plan.end(), [](const auto& p) { return p.second.scheme == WeightScheme::W8A8; }))
+    fail(
+        "--method smoothquant prepares W8A8 activations, but no layer is w8a8 (scheme {}); use --scheme w8a8 or "
+        "w8a8-static",
+        opt.scheme.name());
+  const CalibSet set = read_calib_set(opt.calib, model->require_tokenizer(), opt.calib_samples, opt.calib_seq_len);
+  QuantizeOptions rest = opt;
+  AwqReport awq_rep;
+  SmoothQuantReport smooth_rep;
+  TensorMap edits;
+  if (awq) {
+    edits = awq_search(*model, set, plan, opt.awq, &awq_rep);
+    rest.method = opt.awq_then_gptq ? QuantMethod::Gptq : QuantMethod::Rtn;
+  } else {
+    edits = smoothquant_search(*model, set, plan, opt.smooth, &smooth_rep);
+    rest.method = any_static ? QuantMethod::Static : QuantMethod::Rtn;
+  }
+  const double search_ms = timer.elapsed_ms();
+  model = rebuild_model(*model, edits);
+  QuantizeReport report = quantize_model(*model, rest);
+  report.awq = std::move(awq_rep);
+  report.smooth = std::move(smooth_rep);
+  report.calib_ms += search_ms;
+  report.time_ms = timer.elapsed_ms();
   return report;
 }
 

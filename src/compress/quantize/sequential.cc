@@ -17,18 +17,18 @@ namespace {
 // Thrown by a capturing Linear once it has seen its input, to end a block pass whose remaining work is not needed.
 struct StopPass {};
 
-// Feeds every input it sees into a Hessian; with `stop`, throws StopPass instead of computing the output.
+// Feeds every input it sees into a sink; with `stop`, throws StopPass instead of computing the output.
 // forward_rows stays false: fused callers then call forward() on their own thread, outside any parallel region,
 // so the throw unwinds only through the model's plain code.
 class CapturingLinear final : public Linear {
  public:
-  CapturingLinear(std::unique_ptr<Linear> inner, HessianAccumulator* acc, bool stop)
-      : inner_(std::move(inner)), acc_(acc), stop_(stop) {
+  CapturingLinear(std::unique_ptr<Linear> inner, RowSink sink, bool stop)
+      : inner_(std::move(inner)), sink_(std::move(sink)), stop_(stop) {
     in_ = inner_->in_features();
     out_ = inner_->out_features();
   }
   void forward(const float* x, int64_t m, float* y) const override {
-    acc_->add(x, m);
+    sink_(x, m);
     if (stop_) throw StopPass{};
     inner_->forward(x, m, y);
   }
@@ -39,7 +39,7 @@ class CapturingLinear final : public Linear {
 
  private:
   std::unique_ptr<Linear> inner_;
-  HessianAccumulator* acc_;
+  RowSink sink_;
   bool stop_;
 };
 
@@ -50,11 +50,17 @@ class CaptureScope {
   CaptureScope(const CaptureScope&) = delete;
   CaptureScope& operator=(const CaptureScope&) = delete;
   ~CaptureScope() { restore(); }
+  void wrap(LinearSlot* s, RowSink sink, bool stop) {
+    s->impl = std::make_unique<CapturingLinear>(std::move(s->impl), std::move(sink), stop);
+    slots_.push_back(s);
+  }
+  // A Hessian fed by the slot's inputs, owned by the scope.
   HessianAccumulator* wrap(LinearSlot* s, bool stop) {
     accs_.push_back(std::make_unique<HessianAccumulator>(s->impl->in_features()));
-    s->impl = std::make_unique<CapturingLinear>(std::move(s->impl), accs_.back().get(), stop);
-    slots_.push_back(s);
-    return accs_.back().get();
+    HessianAccumulator* acc = accs_.back().get();
+    wrap(
+        s, [acc](const float* x, int64_t m) { acc->add(x, m); }, stop);
+    return acc;
   }
   void restore() {
     for (LinearSlot* s : slots_) s->impl = static_cast<CapturingLinear*>(s->impl.get())->release();
@@ -90,8 +96,9 @@ std::vector<int64_t> lengths_of(const CalibSet& set, int64_t max_len) {
   return len;
 }
 
-GptqReport gptq_decoder(DecoderModel& model, const CalibSet& set, const std::map<std::string, QuantSpec>& plan,
-                        const GptqOptions& opt) {
+}  // namespace
+
+GptqReport walk_decoder_blocks(DecoderModel& model, const CalibSet& set, const GroupVisitor& visit) {
   Timer total;
   GptqReport rep;
   const int64_t d = model.config().hidden_size;
@@ -99,6 +106,7 @@ GptqReport gptq_decoder(DecoderModel& model, const CalibSet& set, const std::map
   for (const auto& s : set.sequences)
     if (!s.empty()) seqs.push_back(&s);
   const std::vector<int64_t> len = lengths_of(set, model.max_context());
+  check(!len.empty(), "calibration: the calibration set holds no tokens; pass --calib FILE with text the model sees");
   std::vector<int64_t> off(len.size() + 1, 0);
   for (size_t i = 0; i < len.size(); ++i) off[i + 1] = off[i] + len[i];
   rep.calib_rows = off.back();
@@ -129,62 +137,85 @@ GptqReport gptq_decoder(DecoderModel& model, const CalibSet& set, const std::map
     GptqBlockReport br;
     br.block = b;
     for (const std::vector<LinearSlot*>& group : model.block_linears(b)) {
-      std::vector<LinearSlot*> targets;
-      for (LinearSlot* s : group)
-        if (plan.count(s->name)) targets.push_back(s);
-      if (targets.empty()) continue;
+      RowSink sink = visit.capture(b, group);
+      if (!sink) continue;
       CaptureScope scope;
-      // The group's linears read one input: one Hessian, captured by the first of them.
-      HessianAccumulator* acc = scope.wrap(group.front(), true);
+      // The group's linears read one input: captured by the first of them.
+      scope.wrap(group.front(), std::move(sink), true);
       Timer ft;
       pass(b, false);
       br.forward_ms += ft.elapsed_ms();
       scope.restore();
       Timer gt;
-      for (LinearSlot* s : targets) quantize_slot(s, *acc, plan.at(s->name), opt, &rep);
+      if (visit.captured) visit.captured(b, group);
       br.gptq_ms += gt.elapsed_ms();
     }
     Timer ft;
-    pass(b, true);  // the quantized block gives the next block its input
+    pass(b, true);  // the (quantized) block gives the next block its input
     br.forward_ms += ft.elapsed_ms();
     br.time_ms = bt.elapsed_ms();
     br.peak_rss_bytes = peak_rss_bytes();
     rep.blocks.push_back(br);
   }
 
-  // Layers outside the blocks: lm_head from the final hidden states.
-  std::vector<LinearSlot*> rest;
-  for (LinearSlot& s : model.linears())
-    if (plan.count(s.name) && s.name == "lm_head") rest.push_back(&s);
-  if (!rest.empty()) {
-    Timer bt;
-    GptqBlockReport br;
-    CaptureScope scope;
-    HessianAccumulator* acc = scope.wrap(rest.front(), true);
-    Timer ft;
-    std::vector<float> logits(static_cast<size_t>(longest * model.config().vocab_size));
-    for (size_t s = 0; s < len.size(); ++s) {
-      try {
-        model.head(hidden.data() + off[s] * d, len[s], logits.data());
-      } catch (const StopPass&) {
+  // lm_head from the final hidden states.
+  if (LinearSlot* head = model.find_linear("lm_head")) {
+    const std::vector<LinearSlot*> group{head};
+    if (RowSink sink = visit.capture(-1, group)) {
+      Timer bt;
+      GptqBlockReport br;
+      CaptureScope scope;
+      scope.wrap(head, std::move(sink), true);
+      Timer ft;
+      std::vector<float> logits(static_cast<size_t>(longest * model.config().vocab_size));
+      for (size_t s = 0; s < len.size(); ++s) {
+        try {
+          model.head(hidden.data() + off[s] * d, len[s], logits.data());
+        } catch (const StopPass&) {
+        }
       }
+      br.forward_ms = ft.elapsed_ms();
+      scope.restore();
+      Timer gt;
+      if (visit.captured) visit.captured(-1, group);
+      br.gptq_ms = gt.elapsed_ms();
+      br.time_ms = bt.elapsed_ms();
+      br.peak_rss_bytes = peak_rss_bytes();
+      rep.blocks.push_back(br);
     }
-    br.forward_ms = ft.elapsed_ms();
-    scope.restore();
-    Timer gt;
-    quantize_slot(rest.front(), *acc, plan.at(rest.front()->name), opt, &rep);
-    br.gptq_ms = gt.elapsed_ms();
-    br.time_ms = bt.elapsed_ms();
-    br.peak_rss_bytes = peak_rss_bytes();
-    rep.blocks.push_back(br);
   }
+  rep.time_ms = total.elapsed_ms();
+  return rep;
+}
+
+namespace {
+
+GptqReport gptq_decoder(DecoderModel& model, const CalibSet& set, const std::map<std::string, QuantSpec>& plan,
+                        const GptqOptions& opt) {
+  std::vector<GptqLayerReport> layers;
+  std::unique_ptr<HessianAccumulator> acc;
+  GroupVisitor visit;
+  visit.capture = [&](int /*block*/, const std::vector<LinearSlot*>& group) -> RowSink {
+    if (std::none_of(group.begin(), group.end(), [&](const LinearSlot* s) { return plan.count(s->name) != 0; }))
+      return {};
+    // The group's linears read one input: one Hessian.
+    acc = std::make_unique<HessianAccumulator>(group.front()->impl->in_features());
+    return [a = acc.get()](const float* x, int64_t m) { a->add(x, m); };
+  };
+  visit.captured = [&](int /*block*/, const std::vector<LinearSlot*>& group) {
+    GptqReport r;
+    for (LinearSlot* s : group)
+      if (plan.count(s->name)) quantize_slot(s, *acc, plan.at(s->name), opt, &r);
+    layers.insert(layers.end(), r.layers.begin(), r.layers.end());
+  };
+  GptqReport rep = walk_decoder_blocks(model, set, visit);
+  rep.layers = std::move(layers);
   // Every planned slot must have been reached (a name outside the block lists would be silently left dense).
   for (const auto& [name, spec] : plan) {
     const bool done = std::any_of(rep.layers.begin(), rep.layers.end(), [&](const auto& l) { return l.name == name; });
     check(done, "GPTQ: layer '{}' is not part of any block of this {} model; --skip it or use --method rtn", name,
           model.config().architecture);
   }
-  rep.time_ms = total.elapsed_ms();
   return rep;
 }
 

@@ -1,0 +1,212 @@
+// Automatic mixed precision (include/shrink/compress/mixed.h): single-layer sensitivities, the greedy choice by
+// KLD per byte (or microsecond) saved, and the held-out verification with back-off.
+#include <shrink/compress/mixed.h>
+#include <shrink/core/error.h>
+#include <shrink/core/timer.h>
+#include <shrink/eval/compare.h>
+
+#include <algorithm>
+#include <chrono>
+#include <limits>
+#include <random>
+
+namespace shrink {
+
+namespace {
+
+// Swaps slot implementations for the duration; the originals come back on destruction (also on error).
+class SlotSwap {
+ public:
+  explicit SlotSwap(std::vector<LinearSlot*> slots) : slots_(std::move(slots)) {
+    for (LinearSlot* s : slots_) originals_.push_back(std::move(s->impl));
+    for (size_t i = 0; i < slots_.size(); ++i) slots_[i]->impl = make_dense_linear(slots_[i]->weight, bias(i));
+  }
+  SlotSwap(const SlotSwap&) = delete;
+  SlotSwap& operator=(const SlotSwap&) = delete;
+  ~SlotSwap() {
+    for (size_t i = 0; i < slots_.size(); ++i) slots_[i]->impl = std::move(originals_[i]);
+  }
+  // Slot i in scheme `spec` (f32: its original implementation's weights, dense).
+  void set(size_t i, const QuantSpec& spec) {
+    LinearSlot* s = slots_[i];
+    s->impl = spec.scheme == WeightScheme::F32 ? make_dense_linear(s->weight, bias(i))
+                                               : make_quantized_linear(s->weight, bias(i), spec);
+  }
+  const Linear& impl(size_t i) const { return *slots_[i]->impl; }
+  size_t original_bytes(size_t i) const { return originals_[i]->weight_bytes(); }
+
+ private:
+  const Tensor* bias(size_t i) const {
+    const LinearSlot* s = slots_[i];
+    return s->bias.defined() && s->bias.numel() > 0 ? &s->bias : nullptr;
+  }
+  std::vector<LinearSlot*> slots_;
+  std::vector<std::unique_ptr<Linear>> originals_;
+};
+
+double median_latency_us(const Linear& l) {
+  std::vector<float> x(static_cast<size_t>(l.in_features())), y(static_cast<size_t>(l.out_features()));
+  std::mt19937 rng(7);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  for (float& v : x) v = nd(rng);
+  l.forward(x.data(), 1, y.data());  // warm
+  std::vector<double> t;
+  for (int r = 0; r < 15; ++r) {
+    Timer tm;
+    for (int k = 0; k < 4; ++k) l.forward(x.data(), 1, y.data());
+    t.push_back(tm.elapsed_ms() * 1000.0 / 4);
+  }
+  std::nth_element(t.begin(), t.begin() + t.size() / 2, t.end());
+  return t[t.size() / 2];
+}
+
+}  // namespace
+
+std::vector<std::pair<std::string, QuantSpec>> MixedReport::overrides() const {
+  std::vector<std::pair<std::string, QuantSpec>> out;
+  for (const auto& l : layers) {
+    const QuantSpec spec = parse_quant_spec(candidates.at(static_cast<size_t>(l.chosen)));
+    if (spec.scheme != WeightScheme::F32) out.emplace_back("^" + l.name + "$", spec);
+  }
+  return out;
+}
+
+double mean_kld(const std::vector<float>& base, const std::vector<float>& cand, int64_t width) {
+  check(base.size() == cand.size() && width > 0 && base.size() % static_cast<size_t>(width) == 0,
+        "mean_kld: {} and {} logits of width {}", base.size(), cand.size(), width);
+  const int64_t rows = static_cast<int64_t>(base.size()) / width;
+  double sum = 0;
+  for (int64_t r = 0; r < rows; ++r)
+    sum += kl_divergence_logits(base.data() + r * width, cand.data() + r * width, width);
+  return rows > 0 ? sum / static_cast<double>(rows) : 0.0;
+}
+
+std::vector<float> output_logits(const Model& model, const CalibSet& set, int64_t max_rows, int64_t* width) {
+  const auto* dec = dynamic_cast<const DecoderModel*>(&model);
+  check(dec != nullptr,
+        "{}: mixed-precision search scores next-token distributions; {} is not a decoder (encoders are not "
+        "supported yet): choose per-layer schemes with --layer REGEX=SCHEME",
+        model.source().string(), model.config().architecture);
+  const int64_t vocab = dec->config().vocab_size;
+  *width = vocab;
+  std::vector<float> out;
+  int64_t rows = 0;
+  for (const auto& seq : set.sequences) {
+    const int64_t n = std::min({static_cast<int64_t>(seq.size()), dec->max_context(), max_rows - rows});
+    if (n <= 0) break;
+    KvCache cache = dec->new_cache(n, KvCacheType::F32);
+    const size_t at = out.size();
+    out.resize(at + static_cast<size_t>(n * vocab));
+    dec->forward(cache, seq.data(), n, out.data() + at, true);
+    rows += n;
+  }
+  check(rows > 0, "mixed precision: the calibration set holds no tokens; pass --calib FILE with text");
+  return out;
+}
+
+MixedReport choose_mixed_precision(Model& model, const std::vector<std::string>& slots, const CalibSet& calib,
+                                   const CalibSet& heldout, const MixedOptions& opt) {
+  Timer timer;
+  check(opt.budget_kld > 0, "mixed precision: the KLD budget {} must be positive, e.g. --budget kld=0.01",
+        opt.budget_kld);
+  MixedReport rep;
+  rep.budget_kld = opt.budget_kld;
+  rep.candidates = opt.candidates;
+  if (std::find(rep.candidates.begin(), rep.candidates.end(), "f32") == rep.candidates.end())
+    rep.candidates.push_back("f32");  // the starting point of the greedy
+  std::vector<QuantSpec> specs;
+  for (const auto& c : rep.candidates) specs.push_back(parse_quant_spec(c));
+  for (const QuantSpec& s : specs)
+    check(!s.static_act, "mixed precision: candidate {} needs calibrated activations; use w8a8 (dynamic)", s.name());
+  const size_t f32 =
+      static_cast<size_t>(std::find(rep.candidates.begin(), rep.candidates.end(), "f32") - rep.candidates.begin());
+
+  std::vector<LinearSlot*> ptrs;
+  for (const auto& name : slots) {
+    LinearSlot* s = model.find_linear(name);
+    check(s != nullptr && s->weight.defined() && s->weight.numel() > 0,
+          "mixed precision: layer '{}' is missing or has no dense source weight; quantize the original model", name);
+    ptrs.push_back(s);
+  }
+  int64_t width = 0;
+  const std::vector<float> base = output_logits(model, calib, opt.max_rows, &width);
+  const std::vector<float> base_held = output_logits(model, heldout, opt.max_rows, &width);
+  SlotSwap swap(ptrs);
+
+  // Sensitivities: one layer at a time in each candidate scheme, every other layer fp32.
+  for (size_t i = 0; i < ptrs.size(); ++i) {
+    LayerSensitivity l;
+    l.name = ptrs[i]->name;
+    for (size_t c = 0; c < specs.size(); ++c) {
+      swap.set(i, specs[c]);
+      l.bytes.push_back(c == f32 ? swap.original_bytes(i) : swap.impl(i).weight_bytes());
+      l.latency_us.push_back(median_latency_us(swap.impl(i)));
+      l.kld.push_back(c == f32 ? 0.0 : mean_kld(base, output_logits(model, calib, opt.max_rows, &width), width));
+    }
+    swap.set(i, specs[f32]);
+    l.chosen = static_cast<int>(f32);
+    rep.layers.push_back(std::move(l));
+  }
+  auto cost = [&](const LayerSensitivity& l, size_t c) {
+    return opt.objective == MixedObjective::Size ? static_cast<double>(l.bytes[c]) : l.latency_us[c];
+  };
+
+  // Greedy: the move with the least KLD added per unit of cost saved that keeps the additive estimate in budget.
+  double est = 0;
+  for (;;) {
+    double best_ratio = std::numeric_limits<double>::infinity();
+    size_t best_l = 0, best_c = 0;
+    for (size_t i = 0; i < rep.layers.size(); ++i) {
+      const LayerSensitivity& l = rep.layers[i];
+      const size_t cur = static_cast<size_t>(l.chosen);
+      for (size_t c = 0; c < specs.size(); ++c) {
+        const double saved = cost(l, cur) - cost(l, c);
+        const double added = l.kld[c] - l.kld[cur];
+        if (saved <= 0 || est + added > opt.budget_kld) continue;
+        const double ratio = added / saved;
+        if (ratio < best_ratio) best_ratio = ratio, best_l = i, best_c = c;
+      }
+    }
+    if (!std::isfinite(best_ratio)) break;
+    LayerSensitivity& l = rep.layers[best_l];
+    est += l.kld[best_c] - l.kld[static_cast<size_t>(l.chosen)];
+    l.chosen = static_cast<int>(best_c);
+  }
+  rep.estimated_kld = est;
+
+  // Verification on held-out windows; back off the layer with the largest single-layer KLD until the budget holds.
+  for (size_t i = 0; i < rep.layers.size(); ++i) swap.set(i, specs[static_cast<size_t>(rep.layers[i].chosen)]);
+  for (;;) {
+    rep.measured_kld = mean_kld(base_held, output_logits(model, heldout, opt.max_rows, &width), width);
+    rep.met = rep.measured_kld <= opt.budget_kld;
+    if (rep.met) break;
+    size_t worst = rep.layers.size();
+    for (size_t i = 0; i < rep.layers.size(); ++i) {
+      const LayerSensitivity& l = rep.layers[i];
+      if (l.kld[static_cast<size_t>(l.chosen)] <= 0) continue;
+      if (worst == rep.layers.size() ||
+          l.kld[static_cast<size_t>(l.chosen)] > rep.layers[worst].kld[static_cast<size_t>(rep.layers[worst].chosen)])
+        worst = i;
+    }
+    if (worst == rep.layers.size()) break;  // everything is exact already
+    // The cheapest candidate of that layer with a smaller single-layer KLD.
+    LayerSensitivity& l = rep.layers[worst];
+    const size_t cur = static_cast<size_t>(l.chosen);
+    size_t next = f32;
+    for (size_t c = 0; c < specs.size(); ++c)
+      if (l.kld[c] < l.kld[cur] && cost(l, c) < cost(l, next)) next = c;
+    l.chosen = static_cast<int>(next);
+    swap.set(worst, specs[next]);
+    ++rep.backoffs;
+  }
+  rep.estimated_kld = 0;
+  for (const auto& l : rep.layers) {
+    rep.estimated_kld += l.kld[static_cast<size_t>(l.chosen)];
+    rep.bytes_before += l.bytes[f32];
+    rep.bytes_after += l.bytes[static_cast<size_t>(l.chosen)];
+  }
+  rep.time_ms = timer.elapsed_ms();
+  return rep;
+}
+
+}  // namespace shrink

@@ -1,0 +1,231 @@
+// AWQ: lower layer-output error than round-to-nearest on a layer with outlier input channels (errors measured with
+// the packed Linear kernels, not the search's own fake quantization), clipping, the fake quantizer against the
+// packed kernels, exact folding on LLaMA and GPT-2 synth models, and the whole pass on stories260K.
+#include <gtest/gtest.h>
+#include <shrink/compress/awq.h>
+#include <shrink/compress/quantize.h>
+#include <shrink/core/error.h>
+#include <shrink/eval/compare.h>
+#include <shrink/kernels/quant.h>
+#include <shrink/models/synth.h>
+#include <shrink/ops/qlinear.h>
+
+#include <cmath>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <vector>
+
+#include "unit/test_util.h"
+
+namespace shrink {
+namespace {
+
+constexpr int64_t kRows = 512, kIn = 128, kOut = 64;
+
+// Inputs whose channels 5, 40 and 97 are 100x larger than the rest (the activation outliers AWQ is for).
+std::vector<float> outlier_inputs(uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  std::vector<float> x(static_cast<size_t>(kRows * kIn));
+  for (int64_t r = 0; r < kRows; ++r)
+    for (int64_t c = 0; c < kIn; ++c) x[r * kIn + c] = nd(rng) * ((c == 5 || c == 40 || c == 97) ? 100.f : 1.f);
+  return x;
+}
+
+Tensor random_weight(int64_t out, int64_t in, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> nd(0.f, 0.05f);
+  std::vector<float> w(static_cast<size_t>(out * in));
+  for (auto& v : w) v = nd(rng);
+  return Tensor::from_f32(w, {out, in});
+}
+
+// sum ||y_candidate - y_reference||^2 of two Linears on x (the engine's kernels).
+double linear_sq_error(const Linear& cand, const float* xc, const Linear& ref, const float* x) {
+  std::vector<float> a(static_cast<size_t>(kRows * kOut)), b(a.size());
+  cand.forward(xc, kRows, a.data());
+  ref.forward(x, kRows, b.data());
+  double e = 0;
+  for (size_t i = 0; i < a.size(); ++i) e += (static_cast<double>(a[i]) - b[i]) * (static_cast<double>(a[i]) - b[i]);
+  return e;
+}
+
+std::vector<float> mean_abs_of(const std::vector<float>& x) {
+  std::vector<float> m(static_cast<size_t>(kIn), 0.f);
+  for (int64_t r = 0; r < kRows; ++r)
+    for (int64_t c = 0; c < kIn; ++c) m[c] += std::fabs(x[r * kIn + c]) / kRows;
+  return m;
+}
+
+TEST(Awq, ScalesBeatRoundToNearestOnOutlierChannels) {
+  const std::vector<float> x = outlier_inputs(1);
+  const Tensor w = random_weight(kOut, kIn, 2);
+  const auto dense = make_dense_linear(w);
+  for (const char* scheme : {"w4a16-g32", "w4a16-g128-asym", "w8a16"}) {
+    const QuantSpec spec = parse_quant_spec(scheme);
+    const double rtn = linear_sq_error(*make_quantized_linear(w, nullptr, spec), x.data(), *dense, x.data());
+    std::vector<float> s;
+    const double alpha = awq_search_alpha(x.data(), kRows, mean_abs_of(x), {&w}, {spec}, 20, &s);
+    EXPECT_GT(alpha, 0.0) << scheme;
+    // The scaled layer as the engine runs it: packed W diag(s) on x / s.
+    Tensor ws = w.clone();
+    std::vector<float> xs = x;
+    for (int64_t r = 0; r < kOut; ++r)
+      for (int64_t c = 0; c < kIn; ++c) ws.data<float>()[r * kIn + c] *= s[c];
+    for (int64_t r = 0; r < kRows; ++r)
+      for (int64_t c = 0; c < kIn; ++c) xs[r * kIn + c] /= s[c];
+    const double awq = linear_sq_error(*make_quantized_linear(ws, nullptr, spec), xs.data(), *dense, x.data());
+    EXPECT_LT(awq, 0.7 * rtn) << scheme << ": awq " << awq << " rtn " << rtn << " alpha " << alpha;
+    // Normalized as llm-awq does: sqrt(max * min) = 1.
+    const auto [lo, hi] = std::minmax_element(s.begin(), s.end());
+    EXPECT_NEAR(std::sqrt(*lo * *hi), 1.0, 1e-4) << scheme;
+  }
+}
+
+TEST(Awq, ClipDoesNotIncreaseGroupError) {
+  std::mt19937 rng(3);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  std::vector<float> x(static_cast<size_t>(kRows * kIn));
+  for (auto& v : x) v = nd(rng);
+  Tensor w = random_weight(kOut, kIn, 4);
+  for (int64_t r = 0; r < kOut; r += 3) w.data<float>()[r * kIn + (r % kIn)] = 0.6f;  // weight outliers
+  const auto dense = make_dense_linear(w);
+  const QuantSpec spec = parse_quant_spec("w4a16-g32");
+  const double before = linear_sq_error(*make_quantized_linear(w, nullptr, spec), x.data(), *dense, x.data());
+  Tensor clipped = w.clone();
+  AwqOptions opt;
+  opt.clip_rows = kRows;
+  const int64_t n = awq_clip(clipped, spec, x.data(), kRows, opt);
+  const double after = linear_sq_error(*make_quantized_linear(clipped, nullptr, spec), x.data(), *dense, x.data());
+  EXPECT_GT(n, 0);
+  EXPECT_LT(after, before) << "clipped groups " << n;
+  // Clipping only shrinks magnitudes.
+  for (int64_t i = 0; i < w.numel(); ++i)
+    ASSERT_LE(std::fabs(clipped.data<float>()[i]), std::fabs(w.data<float>()[i]) + 1e-7f);
+}
+
+// The searches' fake quantizer gives what the packed kernels compute.
+TEST(Awq, FakeQuantizeMatchesPackedKernels) {
+  const std::vector<float> x = outlier_inputs(5);
+  const Tensor w = random_weight(kOut, kIn, 6);
+  for (const char* scheme : {"w4a16-g32", "w4a16-g64-asym", "w8a16", "bf16"}) {
+    const QuantSpec spec = parse_quant_spec(scheme);
+    const auto packed = make_quantized_linear(w, nullptr, spec);
+    const auto fake = make_dense_linear(fake_quantize_weights(w, spec));
+    std::vector<float> a(static_cast<size_t>(kRows * kOut)), b(a.size());
+    packed->forward(x.data(), kRows, a.data());
+    fake->forward(x.data(), kRows, b.data());
+    EXPECT_LT(kernels::nmse(b.data(), a.data(), kRows * kOut), 1e-9) << scheme;
+  }
+}
+
+std::vector<float> logits_of(const Model& m, const std::vector<int32_t>& toks) {
+  const auto& d = dynamic_cast<const DecoderModel&>(m);
+  const int64_t n = static_cast<int64_t>(toks.size());
+  std::vector<float> y(static_cast<size_t>(n * d.config().vocab_size));
+  KvCache c = d.new_cache(n);
+  d.forward(c, toks.data(), n, y.data(), true);
+  return y;
+}
+
+CalibSet small_calib(const Model& m) {
+  std::ifstream f(testing::fixture("text/tinyshakespeare.txt"));
+  std::stringstream ss;
+  ss << f.rdbuf();
+  const std::string text = ss.str().substr(0, 60000);
+  const auto path = testing::temp_dir("awq_calib") / "calib.txt";
+  testing::write_bytes(path, text);
+  return read_calib_set(path, m.require_tokenizer(), 8, 64);
+}
+
+// Folding the found scales into norms and preceding linears leaves the fp32 model's function unchanged.
+TEST(Awq, FoldingKeepsFp32Outputs) {
+  for (const char* preset : {"llama-tiny", "gpt2-tiny"}) {
+    const auto dir = testing::temp_dir(std::string("awq_fold_") + preset);
+    synth_model(find_synth_preset(preset), dir, 9);
+    auto model = load_model(dir);
+    const std::vector<int32_t> toks = {1, 17, 250, 3, 999, 42, 7, 8, 600, 11, 5, 90};
+    const std::vector<float> before = logits_of(*model, toks);
+    std::map<std::string, QuantSpec> plan;
+    for (const auto& s : model->linears())
+      if (s.name != "lm_head") plan.emplace(s.name, parse_quant_spec("w4a16-g32"));
+    AwqOptions opt;
+    opt.clip = false;
+    AwqReport rep;
+    const TensorMap edits = awq_search(*model, small_calib(*model), plan, opt, &rep);
+    EXPECT_EQ(rep.groups.size(), static_cast<size_t>(4 * model->config().num_layers)) << preset;
+    int scaled = 0;
+    for (const auto& g : rep.groups) scaled += g.producer != "none" && g.alpha > 0;
+    EXPECT_GT(scaled, 0) << preset;
+    auto folded = rebuild_model(*model, edits);
+    ASSERT_NE(folded->tokenizer(), nullptr);
+    const std::vector<float> after = logits_of(*folded, toks);
+    double max_ref = 0, max_diff = 0;
+    for (size_t i = 0; i < before.size(); ++i) {
+      max_ref = std::max(max_ref, std::fabs(static_cast<double>(before[i])));
+      max_diff = std::max(max_diff, std::fabs(static_cast<double>(after[i]) - before[i]));
+    }
+    EXPECT_LT(max_diff, 1e-5 * std::max(1.0, max_ref)) << preset << " max |logit| " << max_ref;
+  }
+}
+
+// The whole pass on the real stories260K model: AWQ W4 g32 is closer to fp32 than RTN on text outside the
+// calibration windows (KLD by eval/compare), and the written model loads.
+TEST(Awq, Stories260kBeatsRoundToNearest) {
+  const auto bin = testing::fixture("stories260K/stories260K.bin");
+  const auto tok = testing::fixture("stories260K/tok512.bin");
+  LoadOptions lo;
+  lo.tokenizer = tok;
+  auto base = load_model(bin, lo);
+  std::ifstream f(testing::fixture("text/tinyshakespeare.txt"));
+  std::stringstream ss;
+  ss << f.rdbuf();
+  const std::string text = ss.str();
+  const auto calib = testing::temp_dir("awq_260k") / "calib.txt";
+  testing::write_bytes(calib, text.substr(0, text.size() / 2));
+  std::vector<int32_t> eval = base->require_tokenizer().encode(text.substr(text.size() / 2, 20000), true);
+  eval.resize(2048);
+
+  QuantizeOptions opt;
+  opt.scheme = parse_quant_spec("w4a16-g32");
+  auto rtn = load_model(bin, lo);
+  quantize_model(rtn, opt);
+  opt.method = QuantMethod::Awq;
+  opt.calib = calib;
+  opt.calib_samples = 32;
+  opt.calib_seq_len = 128;
+  auto awq = load_model(bin, lo);
+  const QuantizeReport rep = quantize_model(awq, opt);
+  EXPECT_EQ(rep.awq.groups.size(), 20u);
+  for (const auto& l : rep.layers) {
+    if (l.name != "lm_head") {
+      EXPECT_EQ(l.scheme, "w4a16-g32") << l.name;
+    }
+  }
+  const auto& b = dynamic_cast<const DecoderModel&>(*base);
+  const double k_rtn = compare_decoders(b, dynamic_cast<const DecoderModel&>(*rtn), eval, 256).kld;
+  const double k_awq = compare_decoders(b, dynamic_cast<const DecoderModel&>(*awq), eval, 256).kld;
+  EXPECT_LT(k_awq, 0.9 * k_rtn) << "awq " << k_awq << " rtn " << k_rtn;
+}
+
+TEST(Awq, NeedsCalibrationAndADecoder) {
+  const auto dir = testing::temp_dir("awq_errors");
+  synth_model(find_synth_preset("llama-tiny"), dir, 5);
+  auto model = load_model(dir);
+  QuantizeOptions opt;
+  opt.scheme = parse_quant_spec("w4a16-g32");
+  opt.method = QuantMethod::Awq;
+  try {
+    quantize_model(model, opt);
+    FAIL() << "no error without --calib";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--calib"), std::string::npos) << e.what();
+  }
+  for (const auto& s : model->linears()) EXPECT_EQ(s.impl->scheme(), "f32") << s.name;
+  // The Model& form cannot replace the model.
+  EXPECT_THROW(quantize_model(*model, opt), Error);
+}
+
+}  // namespace
+}  // namespace shrink
