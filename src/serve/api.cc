@@ -129,7 +129,8 @@ void parse_generation(const json& body, ServeRequest& r, const ApiLimits& limits
 
 void check_fields(const json& body, Route route, std::initializer_list<const char*> known,
                   std::initializer_list<const char*> ignored = {}) {
-  for (const auto& [name, value] : body.items()) {
+  for (const auto& item : body.items()) {
+    const std::string& name = item.key();  // not a structured binding: clang cannot capture those
     auto is = [&](const char* k) { return name == k; };
     if (std::any_of(known.begin(), known.end(), is) || std::any_of(ignored.begin(), ignored.end(), is)) continue;
     std::string list;

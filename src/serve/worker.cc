@@ -105,6 +105,11 @@ void ModelWorker::run() {
     cv_.wait(lock, [&] { return stop_ || !classify_queue_.empty() || !generate_queue_.empty() || !running_.empty(); });
     const bool idle = classify_queue_.empty() && generate_queue_.empty() && running_.empty();
     if (idle && stop_) return;
+    if (options_.step_hook) {
+      lock.unlock();
+      options_.step_hook();
+      lock.lock();
+    }
     if (!classify_queue_.empty()) run_encoder_batch(lock);
     if (!generate_queue_.empty() || !running_.empty()) run_decoder_step(lock);
   }

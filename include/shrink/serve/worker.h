@@ -32,6 +32,9 @@ struct WorkerOptions {
   int max_queue = 64;  // waiting requests (not yet started); more are refused (429)
   size_t kv_budget_bytes = 1ull << 30;
   int max_length = 128;  // classify: tokens per text (special tokens included)
+  // Tests only: runs on the worker thread (no lock held) before each encoder batch or decoder step, so a test can
+  // hold the worker still and fill its queue deterministically.
+  std::function<void()> step_hook;
 };
 
 struct ClassifyOutcome {
