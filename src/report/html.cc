@@ -213,10 +213,12 @@ std::string histograms(const ReportInput& in) {
     for (const char* q : {"p50", "p99"}) {
       const double v = number_or(lat ? find(*lat, q) : nullptr, 0);
       if (v < lo || v > hi) continue;
+      const bool left = sx(v) > W - 70;  // near the right edge: label on the left of the line
       s += fmt::format(
           "<line class=\"marker\" x1=\"{0}\" x2=\"{0}\" y1=\"{1}\" y2=\"{2}\"/><text class=\"marker\" x=\"{3}\" "
-          "y=\"{4}\">{5} {6:.2f}</text>",
-          fnum(sx(v)), fnum(mt - 2), fnum(H - mb), fnum(sx(v) + 3), fnum(q[1] == '5' ? mt + 8 : mt + 20), q, v);
+          "y=\"{4}\" text-anchor=\"{7}\">{5} {6:.2f}</text>",
+          fnum(sx(v)), fnum(mt - 2), fnum(H - mb), fnum(sx(v) + (left ? -3 : 3)), fnum(q[1] == '5' ? mt + 8 : mt + 20),
+          q, v, left ? "end" : "start");
     }
     s += fmt::format("<text class=\"unit\" x=\"{}\" y=\"{}\" text-anchor=\"end\">ms</text></svg>", W - mr, H - 2);
   }
