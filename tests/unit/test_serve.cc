@@ -7,6 +7,7 @@
 #include <shrink/core/error.h>
 #include <shrink/core/mmap.h>
 #include <shrink/models/synth.h>
+#include <shrink/ops/qlinear.h>
 #include <shrink/serve/server.h>
 #include <signal.h>
 #include <spawn.h>
@@ -160,6 +161,31 @@ TEST(ServeRouting, VariantSpecs) {
   EXPECT_THROW(parse_variant_spec("a=/m", true), Error);
   EXPECT_THROW(validate_variants({{"a", "/m", 0.5}, {"b", "/m", 0.4}}), Error);
   EXPECT_THROW(validate_variants({{"a", "/m", 0.5}, {"a", "/m", 0.5}}), Error);
+}
+
+TEST(ServeDrift, StaticW8A8LayerCountsClippedActivations) {
+  // Scale 0.01, zero point 128: codes 0..255 cover [-1.28, 1.27]. Hand count: 4 of 32 inputs fall outside.
+  QuantSpec spec = parse_quant_spec("w8a8-static");
+  spec.act_scale = 0.01f;
+  spec.act_zero_point = 128;
+  std::vector<float> w(4 * 16, 0.02f);
+  const Tensor weight = Tensor::from_f32(w, {4, 16});
+  auto layer = make_quantized_linear(weight, nullptr, spec);
+  std::vector<float> x(32, 0.5f), y(8);
+  for (int i = 16; i < 32; ++i) x[i] = 0.1f;
+  x[16] = 2.0f, x[17] = -2.0f, x[18] = 1.5f, x[19] = -1.5f;
+  ActivationClipCount c;
+  layer->forward(x.data(), 2, y.data());
+  ASSERT_TRUE(activation_clip_count(*layer, c));
+  EXPECT_EQ(c.total, 0u);  // counting is off by default
+  set_activation_clip_counting(true);
+  layer->forward(x.data(), 2, y.data());
+  set_activation_clip_counting(false);
+  ASSERT_TRUE(activation_clip_count(*layer, c));
+  EXPECT_EQ(c.clipped, 4u);
+  EXPECT_EQ(c.total, 32u);
+  auto dense = make_quantized_linear(weight, nullptr, parse_quant_spec("w8a8"));
+  EXPECT_FALSE(activation_clip_count(*dense, c));  // dynamic activations have no calibrated range
 }
 
 // ------------------------------------------------------------------------------------------ HTTP
