@@ -13,7 +13,7 @@ namespace shrink {
 namespace {
 
 // record[k0][k1]... or nullptr when a step is missing or not an object.
-const nlohmann::json* path(const nlohmann::json& j, std::initializer_list<const char*> keys) {
+const nlohmann::json* path(const nlohmann::json& j, const std::vector<const char*>& keys) {
   const nlohmann::json* p = &j;
   for (const char* k : keys) {
     if (!p->is_object()) return nullptr;
@@ -24,7 +24,7 @@ const nlohmann::json* path(const nlohmann::json& j, std::initializer_list<const 
   return p;
 }
 
-nlohmann::json number_at(const nlohmann::json& j, std::initializer_list<const char*> keys) {
+nlohmann::json number_at(const nlohmann::json& j, const std::vector<const char*>& keys) {
   const nlohmann::json* p = path(j, keys);
   return p && p->is_number() ? *p : nlohmann::json();
 }
@@ -56,6 +56,21 @@ std::string num(const nlohmann::json& v, const char* spec) {
   return fmt::format(fmt::runtime(spec), v.get<double>());
 }
 
+// A column showing the number at `keys` of the record with the fmt `spec`.
+Column number_column(const char* key, const char* title, std::vector<const char*> keys, const char* spec) {
+  return {key, title, [keys](const ResultRow& r) { return number_at(r.record, keys); },
+          [spec](const nlohmann::json& v, const ResultRow&) { return num(v, spec); }};
+}
+
+// fold(acc, x) over the numbers stages[].`key`; null when no stage has one.
+nlohmann::json fold_stages(const nlohmann::json& rec, const char* key, double (*fold)(double, double)) {
+  nlohmann::json acc;
+  for (const auto& st : stages_of(rec))
+    if (auto x = number_at(st, {key}); x.is_number())
+      acc = acc.is_null() ? x.get<double>() : fold(acc.get<double>(), x.get<double>());
+  return acc;
+}
+
 const std::vector<Column>& columns() {
   static const std::vector<Column> cols = {
       {"name", "variant", [](const ResultRow& r) { return nlohmann::json(r.name); },
@@ -82,26 +97,14 @@ const std::vector<Column>& columns() {
       {"quality", "quality",
        [](const ResultRow& r) { return r.error.empty() ? nlohmann::json(r.quality) : nlohmann::json(); },
        [](const nlohmann::json& v, const ResultRow&) { return num(v, "{:.4f}"); }},
-      {"kld", "KLD",
-       [](const ResultRow& r) {
-         return number_at(r.record, {"eval", "kld"});
-       },
-       [](const nlohmann::json& v, const ResultRow&) { return num(v, "{:.4g}"); }},
+      number_column("kld", "KLD", {"eval", "kld"}, "{:.4g}"),
       {"top1_agreement", "agreement",
        [](const ResultRow& r) {
          return number_at(r.record, {"eval", "top1_agreement"});
        },
        [](const nlohmann::json& v, const ResultRow&) { return fmt::format("{:.2f}%", 100 * v.get<double>()); }},
-      {"p50_ms", "p50 ms",
-       [](const ResultRow& r) {
-         return number_at(r.record, {"bench", "latency_ms", "p50"});
-       },
-       [](const nlohmann::json& v, const ResultRow&) { return num(v, "{:.2f}"); }},
-      {"p99_ms", "p99 ms",
-       [](const ResultRow& r) {
-         return number_at(r.record, {"bench", "latency_ms", "p99"});
-       },
-       [](const nlohmann::json& v, const ResultRow&) { return num(v, "{:.2f}"); }},
+      number_column("p50_ms", "p50 ms", {"bench", "latency_ms", "p50"}, "{:.2f}"),
+      number_column("p99_ms", "p99 ms", {"bench", "latency_ms", "p99"}, "{:.2f}"),
       {"throughput_per_s", "throughput /s", [](const ResultRow& r) { return best_throughput(r.record); },
        [](const nlohmann::json& v, const ResultRow&) { return num(v, "{:.1f}"); }},
       {"size_bytes", "size MB",
@@ -121,26 +124,15 @@ const std::vector<Column>& columns() {
          return e && e->is_boolean() ? *e : nlohmann::json();
        },
        [](const nlohmann::json& v, const ResultRow&) { return std::string(v.get<bool>() ? "yes" : "no"); }},
-      {"usd_per_1k", "USD / 1k",
-       [](const ResultRow& r) {
-         return number_at(r.record, {"bench", "cost", "usd_per_1k"});
-       },
-       [](const nlohmann::json& v, const ResultRow&) { return num(v, "{:.6f}"); }},
+      number_column("usd_per_1k", "USD / 1k", {"bench", "cost", "usd_per_1k"}, "{:.6f}"),
       {"compress_seconds", "compress s",
-       [](const ResultRow& r) {
-         nlohmann::json sum;
-         for (const auto& st : stages_of(r.record))
-           if (auto s = number_at(st, {"seconds"}); s.is_number())
-             sum = (sum.is_null() ? 0.0 : sum.get<double>()) + s.get<double>();
-         return sum;
-       },
+       [](const ResultRow& r) { return fold_stages(r.record, "seconds", [](double a, double b) { return a + b; }); },
        [](const nlohmann::json& v, const ResultRow&) { return num(v, "{:.1f}"); }},
       {"compress_peak_rss_bytes", "compress peak MB",
        [](const ResultRow& r) {
-         nlohmann::json peak;
-         for (const auto& st : stages_of(r.record))
-           if (auto b = number_at(st, {"peak_rss_bytes"}); b.is_number()) peak = peak.is_null() ? b : std::max(peak, b);
-         return peak;
+         const nlohmann::json v =
+             fold_stages(r.record, "peak_rss_bytes", [](double a, double b) { return std::max(a, b); });
+         return v.is_null() ? v : nlohmann::json(static_cast<int64_t>(v.get<double>()));  // bytes stay an integer
        },
        [](const nlohmann::json& v, const ResultRow&) { return fmt::format("{:.0f}", v.get<double>() / 1e6); }},
       {"error", "error",

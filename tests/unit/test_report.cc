@@ -3,21 +3,21 @@
 // Chromium with the plots checked in the rendered DOM.
 #include <gtest/gtest.h>
 #include <shrink/core/error.h>
+#include <shrink/core/mmap.h>
 #include <shrink/report/pareto.h>
 #include <shrink/report/report.h>
 #include <shrink/report/results.h>
 #include <shrink/report/svg.h>
 
 #include <cstdio>
-#include <fstream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
 #include "unit/test_util.h"
 
 namespace shrink {
 namespace {
 
+using testing::error_of;
 using testing::run_cli;
 using testing::temp_dir;
 using testing::write_bytes;
@@ -59,22 +59,6 @@ std::filesystem::path write_results(const std::vector<nlohmann::json>& recs, con
   }
   write_bytes(dir / "results.jsonl", text);
   return dir;
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
-
-std::string slurp(const std::filesystem::path& p) {
-  std::ifstream in(p);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
 }
 
 size_t count(const std::string& hay, const std::string& needle) {
@@ -129,23 +113,21 @@ TEST(Results, ErrorsNameFileLineAndField) {
     write_bytes(dir / "results.jsonl", good.dump() + "\n" + second_line + "\n");
     return error_of([&] { read_results(dir / "results.jsonl"); });
   };
+  // A valid record "b" changed by `edit`, as line 2.
+  auto err_after = [&](const std::function<void(nlohmann::json&)>& edit) {
+    nlohmann::json j = record("b");
+    edit(j);
+    return err(j.dump());
+  };
   std::string e = err("{not json");
   EXPECT_NE(e.find("results.jsonl:2: not valid JSON"), std::string::npos) << e;
-  nlohmann::json j = record("b");
-  j["quality"].erase("value");
-  e = err(j.dump());
+  e = err_after([](nlohmann::json& j) { j["quality"].erase("value"); });
   EXPECT_NE(e.find(":2: field `quality.value` is missing"), std::string::npos) << e;
-  j = record("b");
-  j["size_bytes"] = "12 MB";
-  e = err(j.dump());
+  e = err_after([](nlohmann::json& j) { j["size_bytes"] = "12 MB"; });
   EXPECT_NE(e.find(":2: field `size_bytes`: expected a non-negative integer, found string"), std::string::npos) << e;
-  j = record("b");
-  j["bench"]["latency_ms"].erase("p99");
-  e = err(j.dump());
+  e = err_after([](nlohmann::json& j) { j["bench"]["latency_ms"].erase("p99"); });
   EXPECT_NE(e.find("`bench.latency_ms.p99`"), std::string::npos) << e;
-  j = record("b");
-  j["schema"] = "shrink.result/9";
-  e = err(j.dump());
+  e = err_after([](nlohmann::json& j) { j["schema"] = "shrink.result/9"; });
   EXPECT_NE(e.find("expected \"shrink.result/1\", found \"shrink.result/9\""), std::string::npos) << e;
   e = err(record("a").dump());
   EXPECT_NE(e.find(":2: field `name`: \"a\" is already used on line 1"), std::string::npos) << e;
@@ -229,7 +211,7 @@ TEST(Report, HostileNamesAreEscaped) {
   auto dir = write_results({record("baseline", 0.9, 10, 400, true), record(evil, 0.8, 5, 100, false, extra),
                             failed_record("bad<svg>", "<script>boom</script>")});
   write_report(dir);
-  const std::string html = slurp(dir / "report.html"), md = slurp(dir / "report.md");
+  const std::string html = read_text_file(dir / "report.html"), md = read_text_file(dir / "report.md");
   for (const std::string& doc : {html, md}) {
     EXPECT_EQ(doc.find("<script"), std::string::npos);
     EXPECT_EQ(doc.find("<img"), std::string::npos);
@@ -326,7 +308,7 @@ TEST(ReportCli, WritesFilesPrintsPathsAndFailsCleanly) {
   for (const char* k : {"markdown", "json", "csv", "html"})
     EXPECT_TRUE(std::filesystem::exists(j[k].get<std::string>())) << k;
   EXPECT_EQ(j["frontier"], (nlohmann::json{"baseline", "small"}));
-  const nlohmann::json rep = nlohmann::json::parse(slurp(dir / "report.json"));
+  const nlohmann::json rep = nlohmann::json::parse(read_text_file(dir / "report.json"));
   EXPECT_EQ(rep["rows"].size(), 2u);
   EXPECT_EQ(rep["table"][1]["size_bytes"], 100);
   // A broken line: one error naming the line, and no report file written.

@@ -2,6 +2,7 @@
 #include "unit/test_util.h"
 
 #include <gtest/gtest.h>
+#include <shrink/core/error.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -47,6 +48,15 @@ void write_bytes(const std::filesystem::path& path, const std::string& bytes) {
   std::ofstream out(path, std::ios::binary);
   out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
   if (!out) throw std::runtime_error("cannot write test file " + path.string());
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(no error)";
 }
 
 RunResult run_cli(const std::string& args) {

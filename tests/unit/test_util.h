@@ -2,6 +2,7 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
 #include <string>
 
 namespace shrink::testing {
@@ -12,6 +13,8 @@ std::filesystem::path fixture(const std::string& rel);
 std::filesystem::path temp_dir(const std::string& tag);
 // Writes `bytes` to `path` as they are (test inputs, including broken files).
 void write_bytes(const std::filesystem::path& path, const std::string& bytes);
+// The message of the shrink::Error that f throws, or "(no error)".
+std::string error_of(const std::function<void()>& f);
 // Runs the built `shrink` binary with args; returns exit code, captures stdout and stderr.
 struct RunResult {
   int code;
