@@ -55,7 +55,9 @@ void register_serve(CLI::App& app) {
     o.worker.kv_budget_bytes = static_cast<size_t>(kv_budget_mb * (1 << 20));
     if (!model.empty()) {
       const std::filesystem::path p(model);
-      o.variants.push_back({p.filename().empty() ? p.parent_path().filename().string() : p.stem().string(), p, 1});
+      // The variant's name: the directory's name, or a llama2.c file's name without ".bin".
+      const std::filesystem::path base = p.filename().empty() ? p.parent_path().filename() : p.filename();
+      o.variants.push_back({base.extension() == ".bin" ? base.stem().string() : base.string(), p, 1});
     }
     for (const auto& v : variants) o.variants.push_back(serve::parse_variant_spec(v, true));
     if (!shadow.empty()) o.shadow = serve::parse_variant_spec(shadow, false);

@@ -34,7 +34,8 @@ int64_t process_rss_bytes(int pid) {
 
 nlohmann::json LoadtestLevel::to_json() const {
   nlohmann::json st = nlohmann::json::object();
-  for (const auto& [code, n] : status) st[code == 0 ? "connection_error" : std::to_string(code)] = n;
+  for (const auto& [code, n] : status)
+    st[code == 0 ? "no_response" : std::to_string(code)] = n;  // timeout or connection failure
   nlohmann::json j{{"concurrency", concurrency},
                    {"seconds", seconds},
                    {"requests", requests},

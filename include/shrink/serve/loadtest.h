@@ -30,7 +30,7 @@ struct LoadtestLevel {
   double seconds = 0;
   int64_t requests = 0, ok = 0;
   LatencyHistogram latency_ms;    // requests answered 200
-  std::map<int, int64_t> status;  // 0: connection error
+  std::map<int, int64_t> status;  // 0: no response (client timeout or connection failure)
   int64_t rss_start_bytes = 0, rss_end_bytes = 0, rss_max_bytes = 0;
   nlohmann::json to_json() const;  // throughput_per_s counts 200 answers
 };
