@@ -81,7 +81,7 @@ LayerChoice choose_for(Model& model, const std::filesystem::path& calib, const s
   for (const auto& s : model.linears())
     if (s.name != "lm_head") slots.push_back(s.name);
   MixedOptions opt;
-  opt.budget_kld = 0.05;
+  opt.budget_kld = 0.3;  // loose: the unchanged model fits in 4 bits everywhere
   const MixedReport m = choose_mixed_precision(model, slots, a, b, opt);
   EXPECT_TRUE(m.met) << m.measured_kld;
   for (const auto& l : m.layers)
