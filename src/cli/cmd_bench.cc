@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <random>
 #include <vector>
@@ -67,6 +68,18 @@ nlohmann::json closed_loop_levels(const std::vector<int>& levels, double seconds
   return out;
 }
 
+// A number check whose message says what the flag wants (CLI11's own prints its range as "0 to 1.79e308").
+CLI::Validator number_at_least(double lo, bool strict, const std::string& what) {
+  return CLI::Validator(
+      [=](std::string& s) -> std::string {
+        char* end = nullptr;
+        const double v = std::strtod(s.c_str(), &end);
+        if (!s.empty() && end && *end == '\0' && (strict ? v > lo : v >= lo)) return "";
+        return fmt::format("expected {}, found '{}'", what, s);
+      },
+      what);
+}
+
 }  // namespace
 
 void register_bench(CLI::App& app) {
@@ -97,19 +110,20 @@ void register_bench(CLI::App& app) {
   sub->add_option("--concurrency", concurrency,
                   "closed-loop client counts for encoders, e.g. 1,2,4,8 (0: skip); decoders: 1 only")
       ->delimiter(',')
-      ->check(CLI::NonNegativeNumber);
+      ->check(number_at_least(0, false, "client counts >= 0 separated by commas, e.g. 1,2,4,8"));
   sub->add_option("--concurrency-seconds", concurrency_seconds, "time per concurrency level (split over --rounds)")
-      ->check(CLI::PositiveNumber);
-  sub->add_option("--rounds", rounds, "interleaved rounds over the concurrency levels")->check(CLI::PositiveNumber);
+      ->check(number_at_least(0, true, "a positive number of seconds"));
+  sub->add_option("--rounds", rounds, "interleaved rounds over the concurrency levels")
+      ->check(number_at_least(1, false, "a whole number of rounds >= 1"));
   sub->add_option("--batch-wait-ms", batch_wait_ms, "batcher: wait this long for a full batch before a partial one")
-      ->check(CLI::NonNegativeNumber);
+      ->check(number_at_least(0, false, "milliseconds >= 0"));
   sub->add_option("--watts-per-core", watts_per_core, "energy estimate when RAPL is not readable: W per busy core")
-      ->check(CLI::PositiveNumber);
+      ->check(number_at_least(0, true, "a positive power in watts, e.g. 10"));
   auto* price = sub->add_option("--price-per-hour", price_per_hour,
                                 fmt::format("instance price in USD/hour for the cost per 1,000 inferences "
                                             "(default: {})",
                                             kDefaultInstance))
-                    ->check(CLI::NonNegativeNumber);
+                    ->check(number_at_least(0, false, "a price in USD per hour >= 0, e.g. 0.0832"));
   sub->add_option("--instance", instance, "instance name printed with the cost");
   add_common_flags(sub, f);
   sub->callback([price] {
