@@ -575,7 +575,11 @@ struct Server::Impl {
       if (res.status == 413)
         return send_error(res,
                           api_error(413, "the request body exceeds the server's limit (--max-body-bytes)", "body"));
-      send_error(res, api_error(res.status, fmt::format("HTTP {} for {} {}", res.status, req.method, req.path)));
+      // httplib refused the request before routing it (e.g. a POST without Content-Length).
+      send_error(
+          res, api_error(res.status, fmt::format("HTTP {} for {} {}: the request could not be read; send a body with a "
+                                                 "Content-Length header (for example curl -d '{{}}')",
+                                                 res.status, req.method, req.path)));
     });
   }
 

@@ -249,15 +249,16 @@ void ModelWorker::run_decoder_step(std::unique_lock<std::mutex>& lock) {
     running_.push_back(std::move(s));
   }
 
-  // One token for every running sequence.
+  // One token for every running sequence. Sequences that end are answered after the metrics are updated, so a
+  // client that reads /metrics after its answer sees its tokens counted.
   const auto round_start = Clock::now();
   size_t tokens = 0;
+  std::vector<std::pair<std::unique_ptr<Sequence>, std::optional<ApiError>>> ended;
   {
     std::lock_guard engine(engine_);
     for (auto& s : running_) {
       if (s->job.cancelled && s->job.cancelled->load()) {
-        finish(*s, api_error(499, "the client closed the connection"));
-        s.reset();
+        ended.emplace_back(std::move(s), api_error(499, "the client closed the connection"));
         continue;
       }
       try {
@@ -270,13 +271,9 @@ void ModelWorker::run_decoder_step(std::unique_lock<std::mutex>& lock) {
           s->stream->feed();
           ++tokens;
         }
-        if (s->stream->finished()) {
-          finish(*s, std::nullopt);
-          s.reset();
-        }
+        if (s->stream->finished()) ended.emplace_back(std::move(s), std::nullopt);
       } catch (const std::exception& e) {
-        finish(*s, api_error(500, fmt::format("variant {}: {}", variant_, e.what())));
-        s.reset();
+        ended.emplace_back(std::move(s), api_error(500, fmt::format("variant {}: {}", variant_, e.what())));
       }
     }
   }
@@ -288,6 +285,7 @@ void ModelWorker::run_decoder_step(std::unique_lock<std::mutex>& lock) {
     metrics_.observe("shrink_batch_size", v, static_cast<double>(tokens));
     if (round_s > 0) metrics_.set("shrink_tokens_per_second", v, static_cast<double>(tokens) / round_s);
   }
+  for (auto& [s, error] : ended) finish(*s, std::move(error));
   lock.lock();
   update_gauges();
 }
