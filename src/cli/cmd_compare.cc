@@ -1,12 +1,15 @@
-// shrink compare BASE CANDIDATE --text FILE | --data FILE.tsv: perplexity or accuracy of both, KLD, top-1 agreement.
+// shrink compare BASE CANDIDATE --text FILE | --data FILE.tsv | --images [DIR]: perplexity or accuracy of both, KLD,
+// top-1 agreement.
 #include <shrink/core/error.h>
 #include <shrink/core/mmap.h>
 #include <shrink/eval/compare.h>
+#include <shrink/eval/evaluate.h>
 
 #include <cstdio>
 
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "cli/train_flags.h"
 
 namespace shrink::cli {
 
@@ -17,11 +20,17 @@ void register_compare(CLI::App& app) {
   static int64_t ctx = 0, max_tokens = 0, max_bytes = 0, offset_bytes = 0;
   static int max_length = 128, batch = 32;
   static CommonFlags f;
+  static DataFlags images;
+  static std::string split = "test";
   sub->add_option("base", base_path, "the reference model (directory or llama2.c .bin)")->required();
   sub->add_option("candidate", cand_path, "the model to judge (e.g. written by shrink quantize)")->required();
   auto* t = sub->add_option("--text", text_file, "UTF-8 text file (decoders)");
   auto* d = sub->add_option("--data", data, "TSV sentence<TAB>label with header (classifiers)");
   t->excludes(d);
+  images.add_images_to(sub)->excludes(t)->excludes(d);
+  sub->add_option("--split", split, "--images: test | train")->check(CLI::IsMember({"test", "train"}));
+  sub->add_option("--limit", images.limit, "--images: only the first N images (0 = all)")
+      ->check(CLI::NonNegativeNumber);
   sub->add_option("--ctx", ctx, "window length in tokens (default: the models' context)");
   sub->add_option("--max-tokens", max_tokens, "score only the first N tokens (0 = all)");
   sub->add_option("--offset-bytes", offset_bytes, "start reading the text at this byte (e.g. its second half)");
@@ -32,10 +41,36 @@ void register_compare(CLI::App& app) {
   add_common_flags(sub, f);
   sub->callback([] {
     apply(f);
-    if (text_file.empty() && data.empty())
-      fail("compare: give --text FILE (decoders) or --data FILE.tsv (classifiers)");
+    if (text_file.empty() && data.empty() && !images.images_given)
+      fail("compare: give --text FILE (decoders), --data FILE.tsv (classifiers) or --images [DIR] (image classifiers)");
     auto base = open_model(base_path, tokenizer);
     auto cand = open_model(cand_path, tokenizer);
+    if (images.images_given) {
+      // The eval report with the base as baseline: the same numbers `shrink eval CAND --baseline BASE` prints.
+      check_data_kind(images, cand->config(), cand_path);
+      const train::ImageSet set = load_images_for(images, split, base->config(), base_path);
+      EvalOptions opt;
+      opt.run.batch = batch;
+      Progress progress("compare", 2 * set.n, f.quiet || f.json);  // the candidate's run, then the base's
+      const EvalReport r =
+          evaluate_images(as_encoder(*cand, "compare --images"), &as_encoder(*base, "compare --images"), set, opt,
+                          [&](const std::string& stage, int64_t done, int64_t) {
+                            progress.update(done + (stage == "eval" ? 0 : set.n));
+                          });
+      progress.finish();
+      const ClassificationSummary& b = *r.baseline_summary;
+      if (f.json)
+        return print_json({{"kld", r.overall.kld},
+                           {"top1_agreement", r.overall.top1_agreement},
+                           {"n", r.overall.n},
+                           {"base", {{"accuracy", b.accuracy}, {"macro_f1", b.macro_f1}}},
+                           {"candidate", {{"accuracy", r.overall.accuracy}, {"macro_f1", r.overall.macro_f1}}}});
+      std::printf("accuracy base %.4f, candidate %.4f (macro-F1 %.4f / %.4f) over %lld images\n", b.accuracy,
+                  r.overall.accuracy, b.macro_f1, r.overall.macro_f1, static_cast<long long>(r.overall.n));
+      std::printf("KLD(base || candidate) %.6f nats, top-1 agreement %.2f%%\n", r.overall.kld,
+                  100 * r.overall.top1_agreement);
+      return;
+    }
     if (!data.empty()) {
       EncoderModel& eb = as_encoder(*base, "compare --data");
       EncoderModel& ec = as_encoder(*cand, "compare --data");

@@ -1,5 +1,6 @@
-// shrink distill --teacher DIR --student-layers N --data FILE --out DIR2: knowledge distillation of a BERT /
-// DistilBERT classifier (TSV data) or a LLaMA language model (text) into a student with fewer / narrower layers.
+// shrink distill --teacher DIR --student-layers N --data FILE | --images [DIR] --out DIR2: knowledge distillation of a
+// BERT / DistilBERT classifier (TSV data), a ViT image classifier (Fashion-MNIST IDX images) or a LLaMA language model
+// (text) into a student with fewer / narrower layers.
 #include <fmt/format.h>
 #include <shrink/core/error.h>
 #include <shrink/core/mmap.h>
@@ -14,18 +15,19 @@
 
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "cli/train_flags.h"
 
 namespace shrink::cli {
 
 namespace {
 
 struct Flags {
-  std::string teacher, data, out, baseline_out, tokenizer, layer_map, decay;
+  std::string teacher, out, baseline_out, tokenizer, layer_map, decay;
+  DataFlags data;  // --data (TSV for classifiers, text for LMs) or --images; --limit, --max-length, --val-fraction
   int student_layers = 0, student_hidden = 0, student_ff = 0;
   float temperature = 4.f, alpha = 0.4f, hidden_weight = 0.f, lr = 0.f, weight_decay = 0.01f;
-  int epochs = 3, batch = 32, accumulate = 1, max_length = 64, ctx = 128, patience = 3, eval_every = 0;
-  int64_t limit = 0;
-  double max_minutes = 0, val_fraction = 0.1, clip = 1.0, warmup = 0.06, dropout = 0.1;
+  int epochs = 3, batch = 32, accumulate = 1, ctx = 128, patience = 3, eval_every = 0;
+  double max_minutes = 0, clip = 1.0, warmup = 0.06, dropout = 0.1;
   bool baseline = false;
   uint64_t seed = 0;
   CommonFlags common;
@@ -94,21 +96,14 @@ int64_t count_params(const std::vector<train::NamedParam>& ps) {
 
 void distill_classifier(Model& tm) {
   Flags& f = F();
-  LabeledText raw = read_labeled_tsv(f.data);
-  check(!raw.texts.empty(), "{}: no examples; expected sentence<TAB>label lines after the header", f.data);
-  if (f.limit > 0 && static_cast<size_t>(f.limit) < raw.texts.size()) {
-    raw.texts.resize(f.limit);
-    raw.labels.resize(f.limit);
-  }
-  const std::filesystem::path tok_file = train::tokenizer_file_of(f.teacher, f.tokenizer);
-  auto tok = load_tokenizer(tok_file);
+  // Images carry no tokenizer; text students get the teacher's.
+  const std::filesystem::path tok_file =
+      tm.config().image_size > 0 ? std::filesystem::path() : train::tokenizer_file_of(f.teacher, f.tokenizer);
+  const auto tok = tok_file.empty() ? nullptr : load_tokenizer(tok_file);
   const train::TrainableEncoder teacher(tm.config(), tm.tensors(), f.seed);
   const ModelConfig& tc = teacher.config();
-  const auto all = train::tokenize_classify(raw, *tok, f.max_length);
-  auto [tr, va] = train::split_data(all, f.val_fraction, f.seed);
-  for (size_t i = 0; i < all.size(); ++i)
-    check(all.labels[i] >= 0 && all.labels[i] < tc.num_labels, "{}: example {} has label {}; the teacher has {} labels",
-          f.data, i, all.labels[i], tc.num_labels);
+  const ClassifySplit data = load_classify_sources(f.data, tc, f.teacher, tok.get(), f.seed);
+  const train::ClassifySource &tr = *data.train, &va = *data.val;
   const train::KdOptions kd = kd_options(tc.num_layers);
   const ModelConfig sc = train::student_config(tc, f.student_layers, f.student_hidden, f.student_ff);
   auto make_student = [&] {
@@ -190,14 +185,18 @@ void distill_classifier(Model& tm) {
 
 void distill_lm(Model& tm) {
   Flags& f = F();
-  std::string text = read_text_file(f.data);
-  check(!text.empty(), "{}: the text file is empty; distillation needs text", f.data);
-  if (f.limit > 0 && static_cast<size_t>(f.limit) < text.size()) text.resize(f.limit);
+  check(!f.data.images_given,
+        "{}: {} is a language model; --images feeds ViT image classifiers; pass --data FILE.txt (plain text)",
+        f.teacher, tm.config().architecture);
+  check(!f.data.data.empty(), "distill: a language-model teacher needs --data FILE.txt (plain text)");
+  std::string text = read_text_file(f.data.data);
+  check(!text.empty(), "{}: the text file is empty; distillation needs text", f.data.data);
+  if (f.data.limit > 0 && static_cast<size_t>(f.data.limit) < text.size()) text.resize(f.data.limit);
   const std::filesystem::path tok_file = train::tokenizer_file_of(f.teacher, f.tokenizer);
   const train::TrainableDecoder teacher(tm.config(), tm.tensors());
   const ModelConfig& tc = teacher.config();
   const std::vector<int32_t> ids = tm.require_tokenizer().encode(text, false);
-  auto [tr, va] = train::split_lm_data(ids, f.ctx, f.val_fraction);
+  auto [tr, va] = train::split_lm_data(ids, f.ctx, f.data.val_fraction);
   const train::KdOptions kd = kd_options(tc.num_layers);
   const ModelConfig sc = train::student_config(tc, f.student_layers, f.student_hidden, f.student_ff);
   auto make_student = [&] {
@@ -278,11 +277,11 @@ void distill_lm(Model& tm) {
 void register_distill(CLI::App& app) {
   auto* sub = app.add_subcommand(
       "distill",
-      "knowledge distillation of a classifier (BERT/DistilBERT, TSV data) or a LLaMA LM (text data) into a "
+      "knowledge distillation of a classifier (BERT/DistilBERT on TSV, ViT on --images) or a LLaMA LM (text) into a "
       "student with fewer and/or narrower layers");
   Flags& f = F();
   sub->add_option("--teacher", f.teacher, "teacher model (directory, or llama2.c .bin with --tokenizer)")->required();
-  sub->add_option("--data", f.data, "classifier: TSV sentence<TAB>label with a header; LM: plain text")->required();
+  f.data.add_to(sub, true, "classifier: TSV sentence<TAB>label with a header; LM: plain text");
   sub->add_option("--out", f.out, "student output directory")->required();
   sub->add_option("--student-layers", f.student_layers, "layers of the student")
       ->required()
@@ -304,8 +303,6 @@ void register_distill(CLI::App& app) {
   sub->add_flag("--baseline", f.baseline, "also train the same student without the teacher, for comparison");
   sub->add_option("--baseline-out", f.baseline_out, "save the --baseline student here");
   sub->add_option("--tokenizer", f.tokenizer, "tokenizer file (needed for a llama2.c .bin teacher)");
-  sub->add_option("--limit", f.limit, "classifier: first N examples; LM: first N bytes of text (0: all)");
-  sub->add_option("--max-length", f.max_length, "classifier: tokens per example")->check(CLI::Range(4, 512));
   sub->add_option("--ctx", f.ctx, "LM: tokens per training sequence")->check(CLI::Range(2, 8192));
   sub->add_option("--epochs", f.epochs)->check(CLI::PositiveNumber);
   sub->add_option("--batch", f.batch)->check(CLI::PositiveNumber);
@@ -317,8 +314,6 @@ void register_distill(CLI::App& app) {
   sub->add_option("--clip", f.clip, "max gradient norm (0: off)");
   sub->add_option("--dropout", f.dropout, "classifier student dropout")->check(CLI::Range(0.0, 0.9));
   sub->add_option("--max-minutes", f.max_minutes, "time budget per trained student (0: none)");
-  sub->add_option("--val-fraction", f.val_fraction, "held-out share (use the teacher's, so it stays unseen)")
-      ->check(CLI::Range(0.0, 0.9));
   sub->add_option("--eval-every", f.eval_every, "updates between validation runs (0: each epoch)");
   sub->add_option("--patience", f.patience, "validation runs without improvement before stopping (0: never)");
   sub->add_option("--seed", f.seed);

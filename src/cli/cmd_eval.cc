@@ -1,5 +1,6 @@
-// shrink eval MODEL --data FILE.tsv | --text FILE [--baseline BASE]: the full evaluation report of a classifier
-// (metrics, segments, stress) or the perplexity of a decoder (with KLD/agreement against a baseline).
+// shrink eval MODEL --data FILE.tsv | --images [DIR] | --text FILE [--baseline BASE]: the full evaluation report of
+// a text or image classifier (metrics, segments, stress) or the perplexity of a decoder (with KLD/agreement against a
+// baseline).
 #include <shrink/core/error.h>
 #include <shrink/core/mmap.h>
 #include <shrink/eval/compare.h>
@@ -10,13 +11,15 @@
 
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "cli/train_flags.h"
 
 namespace shrink::cli {
 
 namespace {
 
 struct EvalFlags {
-  std::string model, baseline, data, text, tokenizer, length_buckets;
+  std::string model, baseline, data, text, tokenizer, length_buckets, split = "test";
+  DataFlags images;  // --images [DIR] (its --limit is `limit`)
   std::vector<std::string> segment_by;
   bool stress = false, no_sort = false;
   uint64_t seed = StressOptions{}.seed;
@@ -53,15 +56,18 @@ struct StagedProgress {
   }
 };
 
-void eval_classifier(const EvalFlags& f, Model& m) {
+// The classifier under evaluation and its baseline (null without --baseline); `flag` names the data flag in errors.
+std::pair<EncoderModel*, EncoderModel*> classifiers(const EvalFlags& f, Model& m, std::unique_ptr<Model>& base,
+                                                    const char* flag) {
   auto* enc = dynamic_cast<EncoderModel*>(&m);
   if (!enc)
-    fail("{}: {} is a decoder; `shrink eval --data` evaluates classifiers; use `--text FILE` for its perplexity",
-         f.model, m.config().architecture);
+    fail("{}: {} is a decoder; `shrink eval {}` evaluates classifiers; use `--text FILE` for its perplexity", f.model,
+         m.config().architecture, flag);
   if (!enc->has_classifier())
-    fail("{}: {} has no classification head; `shrink eval --data` needs a ...ForSequenceClassification model", f.model,
-         m.config().architecture);
-  std::unique_ptr<Model> base;
+    fail(
+        "{}: {} has no classification head; `shrink eval {}` needs a classifier (...ForSequenceClassification or "
+        "ViTForImageClassification)",
+        f.model, m.config().architecture, flag);
   EncoderModel* benc = nullptr;
   if (!f.baseline.empty()) {
     base = open_model(f.baseline, f.tokenizer);
@@ -70,6 +76,43 @@ void eval_classifier(const EvalFlags& f, Model& m) {
       fail("{}: the baseline is {} without a classification head; give the classifier the model was compressed from",
            f.baseline, base->config().architecture);
   }
+  return {enc, benc};
+}
+
+void print_report(const EvalFlags& f, const EvalReport& r, nlohmann::json source) {
+  if (f.common.json) {
+    nlohmann::json j = to_json(r);
+    j.update(source);
+    return print_json(j);
+  }
+  const std::string s = render_tables(r);
+  std::fwrite(s.data(), 1, s.size(), stdout);
+}
+
+void eval_images(const EvalFlags& f, Model& m) {
+  DataFlags d = f.images;
+  d.limit = f.limit;
+  check_data_kind(d, m.config(), f.model);
+  std::unique_ptr<Model> base;
+  auto [enc, benc] = classifiers(f, m, base, "--images");
+  const train::ImageSet set = load_images_for(d, f.split, enc->config(), f.model);
+  if (benc) check_data_kind(d, benc->config(), f.baseline);
+  EvalOptions opt;
+  opt.run.batch = f.batch;
+  opt.segment_by = f.segment_by;
+  opt.stress = f.stress;
+  StagedProgress progress{f.common.quiet || f.common.json, {}, {}};
+  const EvalReport r = evaluate_images(*enc, benc, set, opt, std::ref(progress));
+  progress.finish();
+  print_report(f, r, {{"images", images_dir(d).string()}, {"split", f.split}});
+}
+
+void eval_classifier(const EvalFlags& f, Model& m) {
+  DataFlags d;
+  d.data = f.data;
+  check_data_kind(d, m.config(), f.model);
+  std::unique_ptr<Model> base;
+  auto [enc, benc] = classifiers(f, m, base, "--data");
   LabeledTable table = read_labeled_table(f.data, enc->config().id2label, enc->config().num_labels);
   keep_first(table, f.limit);
   EvalOptions opt;
@@ -87,13 +130,7 @@ void eval_classifier(const EvalFlags& f, Model& m) {
   StagedProgress progress{f.common.quiet || f.common.json, {}, {}};
   const EvalReport r = evaluate_classifier(*enc, benc, table, opt, std::ref(progress));
   progress.finish();
-  if (f.common.json) {
-    nlohmann::json j = to_json(r);
-    j["data"] = f.data;
-    return print_json(j);
-  }
-  const std::string s = render_tables(r);
-  std::fwrite(s.data(), 1, s.size(), stdout);
+  print_report(f, r, {{"data", f.data}});
 }
 
 void eval_decoder(const EvalFlags& f, Model& m) {
@@ -159,6 +196,10 @@ void register_eval(CLI::App& app) {
   auto* d = sub->add_option("--data", f.data, "TSV with a header: sentence<TAB>label[<TAB>more columns] (classifiers)");
   auto* t = sub->add_option("--text", f.text, "UTF-8 text file (decoders: perplexity)");
   d->excludes(t);
+  auto* im = f.images.add_images_to(sub);
+  im->excludes(d)->excludes(t);
+  sub->add_option("--split", f.split, "--images: test (10,000 images) | train (60,000)")
+      ->check(CLI::IsMember({"test", "train"}));
   sub->add_option("--baseline", f.baseline, "the model this one was compressed from: adds KLD and top-1 agreement");
   sub->add_option("--segment-by", f.segment_by, "break the metrics down by length, label or a TSV column (repeatable)");
   sub->add_option("--length-buckets", f.length_buckets,
@@ -178,10 +219,15 @@ void register_eval(CLI::App& app) {
   add_common_flags(sub, f.common);
   sub->callback([] {
     apply(f.common);
-    if (f.data.empty() == f.text.empty()) fail("eval: give --data FILE.tsv (classifiers) or --text FILE (decoders)");
+    const int kinds = !f.data.empty() + !f.text.empty() + f.images.images_given;
+    if (kinds != 1)
+      fail(
+          "eval: give one of --data FILE.tsv (text classifiers), --images [DIR] (image classifiers) or --text FILE "
+          "(decoders)");
     if (!f.text.empty() && (!f.segment_by.empty() || f.stress))
       fail("eval: --segment-by and --stress apply to classifiers (--data FILE.tsv), not to --text");
     auto model = open_model(f.model, f.tokenizer);
+    if (f.images.images_given) return eval_images(f, *model);
     if (!f.data.empty()) return eval_classifier(f, *model);
     eval_decoder(f, *model);
   });

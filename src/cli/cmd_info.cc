@@ -1,6 +1,7 @@
 // shrink info MODEL: architecture, parameters, per-layer scheme and bytes, size on disk vs the unquantized original.
 #include <fmt/format.h>
 #include <shrink/compress/lowrank.h>
+#include <shrink/compress/prune.h>
 #include <shrink/compress/quantize.h>
 #include <shrink/core/build_info.h>
 #include <shrink/ops/qlinear.h>
@@ -24,6 +25,21 @@ DType source_dtype(const ModelConfig& c) {
       if (auto d = dtype_from_name(qc["shrink"]["source_dtype"].get<std::string>())) return *d;
   }
   return DType::F32;
+}
+
+// Per-layer heads and FFN widths of a structurally pruned encoder (empty when nothing was removed or the model is not
+// a bert / distilbert / vit encoder).
+nlohmann::json pruned_layers(const ModelConfig& c) {
+  nlohmann::json out = nlohmann::json::array();
+  if (c.model_type != "bert" && c.model_type != "distilbert" && c.model_type != "vit") return out;
+  const prune::EncoderShape s = prune::encoder_shape(c);
+  bool pruned = false;
+  for (int l = 0; l < c.num_layers; ++l)
+    pruned |= static_cast<int>(s.heads[l].size()) != c.num_heads || s.ffn[l] != c.intermediate_size;
+  if (!pruned) return out;
+  for (int l = 0; l < c.num_layers; ++l)
+    out.push_back({{"layer", l}, {"heads", s.heads[l].size()}, {"head_ids", s.heads[l]}, {"ffn", s.ffn[l]}});
+  return out;
 }
 
 }  // namespace
@@ -107,6 +123,9 @@ void register_info(CLI::App& app) {
                         {"tokenizer", model->tokenizer() != nullptr},
                         {"layers", layers}};
     if (c.num_labels > 0) j["num_labels"] = c.num_labels;
+    if (c.image_size > 0) j.update({{"image_size", c.image_size}, {"patch_size", c.patch_size}});
+    const nlohmann::json pruned = pruned_layers(c);
+    if (!pruned.empty()) j["pruned_layers"] = pruned;
     if (f.json) return print_json(j);
     std::printf("%s  (%s)\n", path.c_str(), c.architecture.c_str());
     std::printf("  parameters      %.2f M\n", model->parameters() / 1e6);
@@ -116,6 +135,12 @@ void register_info(CLI::App& app) {
     std::printf("  layers x hidden %d x %d, heads %d (kv %d), ffn %d, vocab %d, context %d\n", c.num_layers,
                 c.hidden_size, c.num_heads, c.num_kv_heads, c.intermediate_size, c.vocab_size,
                 c.max_position_embeddings);
+    if (c.image_size > 0)
+      std::printf("  images          %dx%d, %d channel(s), patch %d\n", c.image_size, c.image_size, c.num_channels,
+                  c.patch_size);
+    for (const auto& l : pruned)
+      std::printf("  pruned layer %-2d heads %zu/%d, ffn %lld/%d\n", l["layer"].get<int>(), l["heads"].get<size_t>(),
+                  c.num_heads, static_cast<long long>(l["ffn"].get<int64_t>()), c.intermediate_size);
     std::printf("  tokenizer       %s\n", model->tokenizer() ? "yes" : "none found");
     std::printf("  %-44s %-16s %12s %12s  %s\n", "linear", "scheme", "file bytes", "original", "note");
     for (const auto& r : rows)

@@ -1,5 +1,6 @@
 // shrink lowrank MODEL --rank R | --energy E [--layers REGEX] --out DIR: truncated-SVD factorization of chosen
-// linears, with optional recovery fine-tuning of an encoder classifier (factors trained through linear_hook).
+// linears, with optional recovery fine-tuning of an encoder classifier, text (--data) or ViT (--images) (factors
+// trained through linear_hook).
 #include <fmt/format.h>
 #include <shrink/compress/lowrank.h>
 #include <shrink/core/error.h>
@@ -21,10 +22,11 @@ namespace shrink::cli {
 namespace {
 
 struct Flags {
-  std::string model, tokenizer, out, layers, data;
-  int64_t rank = 0, limit = 0;
-  double energy = 0, val_fraction = 0.1, dropout = 0.1, max_minutes = 0;
-  int epochs = 0, batch = 32, max_length = 64;
+  std::string model, tokenizer, out, layers;
+  DataFlags data;
+  int64_t rank = 0;
+  double energy = 0, dropout = 0.1, max_minutes = 0;
+  int epochs = 0, batch = 32;
   float lr = 2e-4f;
   uint64_t seed = 0;
   CommonFlags common;
@@ -37,7 +39,7 @@ Flags& F() {
 
 // Recovery: the classifier's weights on the tape with every factored slot computed as B (A x) + b, A and B trained
 // as extra parameters; then the engine model is rebuilt from the trained weights with the trained factors.
-std::unique_ptr<Model> recover(const Model& factored, const train::ClassifyData& tr, const train::ClassifyData& va,
+std::unique_ptr<Model> recover(const Model& factored, const train::ClassifySource& tr, const train::ClassifySource& va,
                                nlohmann::json& info) {
   const Flags& f = F();
   train::TrainableEncoder enc(factored.config(), factored.tensors(), f.seed);
@@ -79,21 +81,24 @@ std::unique_ptr<Model> recover(const Model& factored, const train::ClassifyData&
 void run() {
   Flags& f = F();
   if ((f.rank > 0) == (f.energy > 0)) fail("lowrank: give exactly one of --rank R or --energy E (e.g. --energy 0.9)");
-  if (f.epochs > 0 && f.data.empty()) fail("lowrank: --epochs (recovery fine-tuning) needs --data FILE.tsv");
+  if (f.epochs > 0 && !f.data.given())
+    fail("lowrank: --epochs (recovery fine-tuning) needs --data FILE.tsv or --images [DIR]");
   const bool quiet = f.common.quiet || f.common.json;
   auto model = open_model(f.model, f.tokenizer);
 
-  // Validation rows (and training rows for recovery) from --data, split as shrink train splits them.
-  train::ClassifyData tr, va;
+  // Validation rows (and training rows for recovery) from --data / --images, split as shrink train splits them.
+  ClassifySplit data;
   EncoderModel* em = nullptr;
   double acc_before = -1;
-  if (!f.data.empty()) {
-    em = &as_encoder(*model, "lowrank --data");
-    std::tie(tr, va) = load_classify_split(DataFlags{f.data, f.max_length, f.limit, f.val_fraction},
-                                           model->require_tokenizer(), f.seed);
-    check(va.size() > 0, "lowrank: the validation split of {} is empty; raise --val-fraction", f.data);
-    acc_before = train::engine_accuracy(*em, va);
+  if (f.data.given()) {
+    em = &as_encoder(*model, f.data.images_given ? "lowrank --images" : "lowrank --data");
+    data = load_classify_sources(f.data, model->config(), f.model,
+                                 em->takes_images() ? nullptr : &model->require_tokenizer(), f.seed);
+    check(data.val->size() > 0, "lowrank: the validation split of {} is empty; raise --val-fraction",
+          f.data.describe());
+    acc_before = train::engine_accuracy(*em, *data.val);
   }
+  const train::ClassifySource* va = data.val.get();
 
   LowRankOptions opt;
   opt.rank = f.rank;
@@ -106,14 +111,15 @@ void run() {
 
   nlohmann::json j;
   double acc_factored = -1, acc_recovered = -1;
-  if (em) acc_factored = train::engine_accuracy(*em, va);
+  if (em) acc_factored = train::engine_accuracy(*em, *va);
   if (f.epochs > 0 && rep.factored > 0) {
     if (!quiet)
-      std::fprintf(stderr, "recovery: fine-tuning the factors for %d epochs on %zu rows\n", f.epochs, tr.size());
+      std::fprintf(stderr, "recovery: fine-tuning the factors for %d epochs on %zu rows\n", f.epochs,
+                   data.train->size());
     nlohmann::json tj;
-    model = recover(*model, tr, va, tj);
+    model = recover(*model, *data.train, *va, tj);
     j["recovery"] = tj;
-    acc_recovered = train::engine_accuracy(as_encoder(*model, "lowrank"), va);
+    acc_recovered = train::engine_accuracy(as_encoder(*model, "lowrank"), *va);
   }
 
   SaveOptions so;
@@ -142,7 +148,7 @@ void run() {
             {"size_bytes", saved.size_bytes},
             {"layers", layers}});
   if (em) {
-    j["val_examples"] = va.size();
+    j["val_examples"] = va->size();
     j["accuracy_before"] = acc_before;
     j["accuracy_factored"] = acc_factored;
     if (acc_recovered >= 0) j["accuracy_recovered"] = acc_recovered;
@@ -160,7 +166,7 @@ void run() {
       std::printf("  %-50s %5lld x %-5lld rank %-5lld energy %.3f  %s\n", l.name.c_str(), static_cast<long long>(l.out),
                   static_cast<long long>(l.in), static_cast<long long>(l.rank), l.energy_kept, l.note.c_str());
   if (em) {
-    std::printf("  accuracy on %zu validation rows: before %.2f%%, factored %.2f%%", va.size(), 100 * acc_before,
+    std::printf("  accuracy on %zu validation rows: before %.2f%%, factored %.2f%%", va->size(), 100 * acc_before,
                 100 * acc_factored);
     if (acc_recovered >= 0) std::printf(", after recovery %.2f%%", 100 * acc_recovered);
     std::printf("\n");
@@ -179,12 +185,9 @@ void register_lowrank(CLI::App& app) {
   sub->add_option("--layers", f.layers, "regex of slots to factor (default: every encoder/decoder block Linear)");
   sub->add_option("--out", f.out, "output directory")->required();
   sub->add_option("--tokenizer", f.tokenizer, "tokenizer file (llama2.c models); copied into the output");
-  sub->add_option("--data", f.data, "TSV sentence<TAB>label: report accuracy before/after on its validation split");
-  sub->add_option("--epochs", f.epochs, "recovery fine-tuning epochs on the training split of --data (encoders)");
-  sub->add_option("--limit", f.limit, "use only the first N rows of --data");
-  sub->add_option("--val-fraction", f.val_fraction, "held-out share of --data (as shrink train)")
-      ->check(CLI::Range(0.0, 0.9));
-  sub->add_option("--max-length", f.max_length, "tokens per example")->check(CLI::Range(4, 512));
+  f.data.add_to(sub, false, "TSV sentence<TAB>label: report accuracy before/after on its validation split");
+  sub->add_option("--epochs", f.epochs,
+                  "recovery fine-tuning epochs on the training split of --data / --images (encoders)");
   sub->add_option("--batch", f.batch)->check(CLI::PositiveNumber);
   sub->add_option("--lr", f.lr, "recovery learning rate");
   sub->add_option("--max-minutes", f.max_minutes, "recovery time budget (0: none)");

@@ -1,5 +1,6 @@
-// shrink prune DIR --method magnitude|structured --sparsity S [--data FILE.tsv] --out DIR2: one-shot or gradual
-// pruning (cubic ramp, recovery fine-tuning, early stop on a validation budget); prints a table per step.
+// shrink prune DIR --method magnitude|structured --sparsity S [--data FILE.tsv | --images [DIR]] --out DIR2: one-shot
+// or gradual pruning (cubic ramp, recovery fine-tuning, early stop on a validation budget) of BERT / DistilBERT / ViT
+// classifiers; prints a table per step.
 #include <fmt/format.h>
 #include <shrink/compress/prune.h>
 #include <shrink/core/error.h>
@@ -20,10 +21,10 @@ namespace shrink::cli {
 namespace {
 
 struct Flags {
-  std::string model, method = "structured", data, out, importance = "norm", scope = "layer";
-  double sparsity = 0.5, max_drop = 0.5, val_fraction = 0.1;
-  int steps = 1, epochs = 1, batch = 32, max_length = 64, calib_batches = 8;
-  int64_t limit = 0;
+  std::string model, method = "structured", out, importance = "norm", scope = "layer";
+  DataFlags data;
+  double sparsity = 0.5, max_drop = 0.5;
+  int steps = 1, epochs = 1, batch = 32, calib_batches = 8;
   float lr = 2e-4f;
   double max_minutes = 0;
   bool heads_only = false, ffn_only = false;
@@ -84,16 +85,17 @@ void run() {
   opt.train.patience = 0;
   if (opt.train.epochs == 0) opt.train.epochs = 1;  // unused: recover is off
 
-  const bool encoder = cfg.model_type == "bert" || cfg.model_type == "distilbert";
+  const bool encoder = cfg.model_type == "bert" || cfg.model_type == "distilbert" || cfg.model_type == "vit";
   prune::PruneResult res;
   Timer timer;
-  if (!f.data.empty()) {
+  if (f.data.given()) {
     check(encoder && cfg.num_labels > 0,
-          "{}: --data prunes a classifier with validation and recovery; this is a {} ({}) without a classification "
-          "head. Drop --data for one-shot magnitude pruning",
-          f.model, cfg.architecture, cfg.model_type);
-    const auto tok = load_tokenizer(f.model);
-    auto [tr, va] = load_classify_split(DataFlags{f.data, f.max_length, f.limit, f.val_fraction}, *tok, f.seed);
+          "{}: {} prunes a classifier with validation and recovery; this is a {} ({}) without a classification "
+          "head. Drop it for one-shot magnitude pruning",
+          f.model, f.data.images_given ? "--images" : "--data", cfg.architecture, cfg.model_type);
+    const auto tok = cfg.image_size > 0 ? nullptr : load_tokenizer(f.model);
+    const ClassifySplit data = load_classify_sources(f.data, cfg, f.model, tok.get(), f.seed);
+    const train::ClassifySource &tr = *data.train, &va = *data.val;
     if (!quiet)
       std::fprintf(stderr, "pruning %s (%s, %s) on %zu training / %zu validation examples, %d step(s)\n",
                    f.model.c_str(), f.method.c_str(), f.importance.c_str(), tr.size(), va.size(), f.steps);
@@ -113,8 +115,9 @@ void run() {
   } else {
     // One-shot, no data: magnitude on any model's block matrices, or structured by weight norms.
     check(method == prune::Method::Magnitude || importance == prune::Importance::Norm,
-          "--importance taylor needs gradients from labelled data; pass --data FILE.tsv");
-    check(f.steps == 1, "--steps {} needs --data (each step fine-tunes and validates); drop --steps for one-shot",
+          "--importance taylor needs gradients from labelled data; pass --data FILE.tsv or --images [DIR]");
+    check(f.steps == 1,
+          "--steps {} needs --data or --images (each step fine-tunes and validates); drop --steps for one-shot",
           f.steps);
     res.config = cfg;
     res.tensors = prune::own_f32(tensors);
@@ -131,7 +134,7 @@ void run() {
       prune::apply_masks(res.tensors, prune::magnitude_masks(res.tensors, weights, f.sparsity, opt.global));
       s.achieved = prune::zero_fraction(res.tensors, weights);
     } else {
-      check(encoder, "{}: structured pruning supports bert and distilbert encoders; this is {} ({})", f.model,
+      check(encoder, "{}: structured pruning supports bert, distilbert and vit encoders; this is {} ({})", f.model,
             cfg.architecture, cfg.model_type);
       const auto r = prune::plan_removal(res.config, prune::norm_scores(res.config, res.tensors),
                                          opt.heads ? f.sparsity : 0.0, opt.ffn ? f.sparsity : 0.0, opt.global);
@@ -201,8 +204,7 @@ void register_prune(CLI::App& app) {
   sub->add_option("--method", f.method, "magnitude (unstructured zeros) | structured (removes heads / FFN neurons)");
   sub->add_option("--sparsity", f.sparsity,
                   "final share removed in [0, 1): of the block weights (magnitude) or of heads and FFN neurons");
-  sub->add_option("--data", f.data,
-                  "TSV sentence<TAB>label: validation, recovery fine-tuning and Taylor gradients (classifiers)");
+  f.data.add_to(sub, false, "TSV sentence<TAB>label: validation, recovery fine-tuning and Taylor gradients");
   sub->add_option("--out", f.out, "output model directory")->required();
   sub->add_flag("--heads-only", f.heads_only, "structured: remove attention heads only");
   sub->add_flag("--ffn-only", f.ffn_only, "structured: remove FFN neurons only");
@@ -217,10 +219,6 @@ void register_prune(CLI::App& app) {
   sub->add_option("--max-minutes", f.max_minutes, "time budget of each recovery (0: none)");
   sub->add_option("--calib-batches", f.calib_batches, "Taylor importance: batches of --batch examples")
       ->check(CLI::PositiveNumber);
-  sub->add_option("--limit", f.limit, "use only the first N rows of --data (as `shrink train --limit`)");
-  sub->add_option("--val-fraction", f.val_fraction, "validation share of --data (as `shrink train`)")
-      ->check(CLI::Range(0.0, 0.9));
-  sub->add_option("--max-length", f.max_length, "tokens per example (as `shrink train`)")->check(CLI::Range(4, 512));
   sub->add_option("--seed", f.seed, "split and training seed (as `shrink train`, so the validation rows match)");
   add_common_flags(sub, f.common);
   sub->callback([] {

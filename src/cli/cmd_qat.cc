@@ -1,5 +1,6 @@
-// shrink qat DIR --scheme S --data FILE.tsv --out DIR2: quantization-aware fine-tuning of a text classifier, then
-// the packed model; reports fp32, post-training RTN and QAT accuracy on the same validation rows.
+// shrink qat DIR --scheme S --data FILE.tsv | --images [DIR] --out DIR2: quantization-aware fine-tuning of a text or
+// image (ViT) classifier, then the packed model; reports fp32, post-training RTN and QAT accuracy on the same
+// validation rows.
 #include <fmt/format.h>
 #include <shrink/core/error.h>
 #include <shrink/formats/config.h>
@@ -45,13 +46,17 @@ void run() {
   QuantSpec spec = parse_quant_spec(f.scheme);
   const ModelConfig cfg = read_config(dir / "config.json");
   check(cfg.num_labels > 0, "{}: config.json has no num_labels; qat trains a sequence classifier", f.model);
-  const fs::path tok_file = dir / "tokenizer.json";
-  check(fs::exists(tok_file), "{}: no tokenizer.json beside the model; qat tokenizes --data with it", f.model);
-  const auto tok = load_tokenizer(dir);
+  check_data_kind(f.data, cfg, f.model);
+  const bool images = cfg.image_size > 0;
+  const fs::path tok_file = images ? fs::path() : dir / "tokenizer.json";
+  check(images || fs::exists(tok_file), "{}: no tokenizer.json beside the model; qat tokenizes --data with it",
+        f.model);
+  const auto tok = images ? nullptr : load_tokenizer(dir);
 
   // The same split as `shrink train` with the same --limit/--val-fraction/--seed/--max-length: the validation rows
   // are ones the model was not trained on.
-  auto [tr, va] = load_classify_split(f.data, *tok, f.train.seed);
+  const ClassifySplit data = load_classify_sources(f.data, cfg, f.model, tok.get(), f.train.seed);
+  const train::ClassifySource &tr = *data.train, &va = *data.val;
   check(va.size() > 0, "qat: the validation split is empty; raise --val-fraction or --limit");
 
   train::TrainableEncoder model(cfg, read_safetensors_model(dir).tensors, f.train.seed);
@@ -117,7 +122,7 @@ void run() {
                {"scheme", spec.name()},
                {"epochs", f.train.epochs},
                {"lr", f.train.lr},
-               {"data", f.data.data}};
+               {"data", f.data.describe()}};
   const SaveResult saved = save_model(*packed, f.out, so);
 
   nlohmann::json layers = nlohmann::json::array();
@@ -159,7 +164,8 @@ void run() {
 
 void register_qat(CLI::App& app) {
   auto* sub = app.add_subcommand(
-      "qat", "quantization-aware fine-tuning of a classifier (fake-quant W8A8 or W4), saved as the packed model");
+      "qat",
+      "quantization-aware fine-tuning of a text or ViT classifier (fake-quant W8A8 or W4), saved as the packed model");
   Flags& f = F();
   sub->add_option("model", f.model, "trained classifier directory (shrink train output)")->required();
   sub->add_option("--scheme", f.scheme,

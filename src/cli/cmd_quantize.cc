@@ -9,6 +9,7 @@
 
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "cli/train_flags.h"
 
 namespace shrink::cli {
 
@@ -25,6 +26,7 @@ void register_quantize(CLI::App& app) {
   static bool awq_gptq = false;
   static std::string alpha = "0.5", budget = "kld=0.01", objective = "size";
   static CommonFlags f;
+  static DataFlags calib_images;
   sub->add_option("model", path, "model directory or llama2.c .bin")->required();
   sub->add_option("--scheme", scheme,
                   "w8a8 | w8a8-static | w8a16 | w4a16[-g32|-g64|-g128][-asym] | bf16 | auto (per layer, --budget)")
@@ -34,7 +36,12 @@ void register_quantize(CLI::App& app) {
                   "by GPTQ, sequential over the blocks) | awq (activation-aware channel scales, then rounding) | "
                   "smoothquant (w8a8[-static] with outliers migrated into the weights)");
   sub->add_option("--calib", calib, "calibration text (plain text or TSV) for --method static|gptq|awq|smoothquant");
-  sub->add_option("--calib-samples", calib_samples, "calibration windows")->check(CLI::PositiveNumber);
+  calib_images.add_images_to(sub, "--calib-images,--images")
+      ->description(
+          "image models (ViT), --method static: calibrate on the first --calib-samples training images of this "
+          "Fashion-MNIST-style IDX directory (without DIR: the dataset-fashion-mnist package)")
+      ->excludes("--calib");
+  sub->add_option("--calib-samples", calib_samples, "calibration windows (images: images)")->check(CLI::PositiveNumber);
   sub->add_option("--calib-seq-len,--calib-len", calib_seq_len, "tokens per calibration window")
       ->check(CLI::PositiveNumber);
   sub->add_option("--observer", observer, "static: minmax | percentile | mse | kl | auto (per layer by output error)");
@@ -110,6 +117,8 @@ void register_quantize(CLI::App& app) {
     Timer load_timer;
     auto model = open_model(path, tokenizer);
     const double load_ms = load_timer.elapsed_ms();
+    if (calib_images.images_given)
+      opt.calib_images = image_pixels(load_images_for(calib_images, "train", model->config(), path), calib_samples);
     QuantizeReport rep = quantize_model(model, opt);
     SaveOptions so;
     so.max_shard_bytes = max_shard_bytes;
@@ -124,6 +133,8 @@ void register_quantize(CLI::App& app) {
                            {"calib", calib},
                            {"calib_samples", calib_samples},
                            {"calib_seq_len", calib_seq_len}};
+    if (calib_images.images_given)
+      so.recipe["calib_images"] = {{"dir", images_dir(calib_images).string()}, {"samples", calib_samples}};
     if (opt.method == QuantMethod::Awq)
       so.recipe["awq"] = {{"grid", awq.grid},
                           {"clip", awq.clip},

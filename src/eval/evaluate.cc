@@ -149,35 +149,51 @@ nlohmann::json to_json(const SegmentReport& r) {
   return a;
 }
 
-EvalReport evaluate_classifier(const EncoderModel& model, const EncoderModel* baseline, const LabeledTable& data,
-                               const EvalOptions& opt,
-                               const std::function<void(const std::string&, int64_t, int64_t)>& on_progress) {
-  const ModelConfig& c = model.config();
-  const int k = c.num_labels;
-  auto progress = [&](const std::string& stage) {
-    return [&on_progress, stage](int64_t done, int64_t total) {
-      if (on_progress) on_progress(stage, done, total);
-    };
+namespace {
+
+using StageProgress = std::function<void(const std::string&, int64_t, int64_t)>;
+
+std::function<void(int64_t, int64_t)> stage(const StageProgress& on_progress, const std::string& name) {
+  return [&on_progress, name](int64_t done, int64_t total) {
+    if (on_progress) on_progress(name, done, total);
   };
+}
+
+// The report's header fields, after checking that model and baseline classify into the same labels.
+EvalReport new_report(const EncoderModel& model, const EncoderModel* baseline, const EvalOptions& opt) {
+  const int k = model.config().num_labels;
   if (baseline && baseline->config().num_labels != k)
     fail("eval: the model has {} labels and the baseline {} ({}); compare models of one task", k,
          baseline->config().num_labels, baseline->source().string());
   EvalReport r;
   r.model = model.source().string();
-  r.label_names = label_names_of(c);
+  r.label_names = label_names_of(model.config());
   r.batch = opt.run.batch;
-  const std::vector<int>& labels = data.data.labels;
-  const ClassifierRun run = run_classifier(model, data.data.texts, opt.run, progress("eval"));
+  if (baseline) r.baseline = baseline->source().string();
+  return r;
+}
+
+// Overall (and baseline) summaries and timing of the runs.
+void summarize_runs(EvalReport& r, const ClassifierRun& run, const ClassifierRun* base, const std::vector<int>& labels,
+                    int k) {
   r.seconds = run.seconds;
   r.examples_per_s = run.seconds > 0 ? static_cast<double>(labels.size()) / run.seconds : 0;
+  if (base) r.baseline_summary = summarize_classification(base->logits, labels, k);
+  r.overall = summarize_classification(run.logits, labels, k, {}, base ? &base->logits : nullptr);
+}
+
+}  // namespace
+
+EvalReport evaluate_classifier(const EncoderModel& model, const EncoderModel* baseline, const LabeledTable& data,
+                               const EvalOptions& opt, const StageProgress& on_progress) {
+  const int k = model.config().num_labels;
+  EvalReport r = new_report(model, baseline, opt);
+  const std::vector<int>& labels = data.data.labels;
+  const ClassifierRun run = run_classifier(model, data.data.texts, opt.run, stage(on_progress, "eval"));
   std::optional<ClassifierRun> base_run;
-  if (baseline) {
-    r.baseline = baseline->source().string();
-    base_run = run_classifier(*baseline, data.data.texts, opt.run, progress("baseline"));
-    r.baseline_summary = summarize_classification(base_run->logits, labels, k);
-  }
+  if (baseline) base_run = run_classifier(*baseline, data.data.texts, opt.run, stage(on_progress, "baseline"));
   const std::vector<float>* bl = base_run ? &base_run->logits : nullptr;
-  r.overall = summarize_classification(run.logits, labels, k, {}, bl);
+  summarize_runs(r, run, base_run ? &*base_run : nullptr, labels, k);
   const LengthBuckets buckets =
       opt.length_buckets ? *opt.length_buckets
                          : length_buckets_from_quantiles(std::vector<int64_t>(run.lengths.begin(), run.lengths.end()));
@@ -188,7 +204,97 @@ EvalReport evaluate_classifier(const EncoderModel& model, const EncoderModel* ba
   }
   if (opt.stress) {
     r.stress_options = opt.stress_options;
-    r.stress = run_stress(model, data.data.texts, labels, run.logits, opt.stress_options, opt.run, progress("stress"));
+    r.stress = run_stress(model, data.data.texts, labels, run.logits, opt.stress_options, opt.run,
+                          stage(on_progress, "stress"));
+  }
+  return r;
+}
+
+ClassifierRun run_classifier(const EncoderModel& model, const train::ClassifySource& data, int batch,
+                             const std::function<void(int64_t, int64_t)>& on_progress) {
+  const ModelConfig& c = model.config();
+  if (!model.has_classifier())
+    fail("{}: {} has no classification head; evaluation needs a classifier", model.source().string(), c.architecture);
+  check(batch > 0, "evaluation: batch must be positive, got {}", batch);
+  Timer timer;
+  ClassifierRun run;
+  run.num_labels = c.num_labels;
+  const int64_t n = static_cast<int64_t>(data.size()), k = c.num_labels;
+  run.logits.assign(static_cast<size_t>(n * k), 0.f);
+  for (int64_t s = 0; s < n; s += batch) {
+    std::vector<int64_t> idx;
+    for (int64_t i = s; i < std::min<int64_t>(n, s + batch); ++i) idx.push_back(i);
+    const train::EncoderBatch b = data.batch(idx);
+    EncoderOutput out;
+    if (!b.patches.empty()) {
+      check(model.takes_images(),
+            "{}: {} is a text classifier; it cannot run images (give it tokenized text, e.g. --data FILE.tsv)",
+            model.source().string(), c.architecture);
+      const int64_t side = c.image_size, p = c.patch_size;
+      check(c.num_channels == 1 && static_cast<int64_t>(b.patches.size()) == b.batch * side * side,
+            "{}: {} pixel values for {} images; the model takes {}x{}x{}", model.source().string(), b.patches.size(),
+            b.batch, c.num_channels, side, side);
+      // EncoderBatch rows are patch-major (train/data.h image_patches); the engine takes whole images.
+      std::vector<float> pixels(b.patches.size());
+      for (int64_t r = 0; r < b.batch; ++r)
+        train::patches_to_image(b.patches.data() + r * side * side, side, side, static_cast<int>(p),
+                                pixels.data() + r * side * side);
+      out = model.forward_images(pixels.data(), b.batch);
+      run.lengths.insert(run.lengths.end(), static_cast<size_t>(b.batch), static_cast<int32_t>(b.seq));
+    } else {
+      BatchEncoding be;
+      be.batch = b.batch;
+      be.seq = b.seq;
+      be.ids = b.ids;
+      be.type_ids = b.type_ids.empty() ? std::vector<int32_t>(b.ids.size(), 0) : b.type_ids;
+      be.attention_mask = b.mask;
+      for (int64_t r = 0; r < b.batch; ++r) {
+        int32_t len = 0;
+        for (int64_t t = 0; t < b.seq; ++t) len += b.mask[r * b.seq + t] != 0;
+        be.lengths.push_back(len);
+      }
+      run.lengths.insert(run.lengths.end(), be.lengths.begin(), be.lengths.end());
+      out = model.forward(be);
+    }
+    std::copy_n(out.logits.data<float>(), b.batch * k, run.logits.begin() + s * k);
+    if (on_progress) on_progress(s + b.batch, n);
+  }
+  run.seconds = timer.elapsed_ms() / 1000;
+  return run;
+}
+
+EvalReport evaluate_images(const EncoderModel& model, const EncoderModel* baseline, const train::ImageSet& images,
+                           const EvalOptions& opt, const StageProgress& on_progress) {
+  if (!model.takes_images())
+    fail("{}: {} is a text classifier; evaluate it on --data FILE.tsv, not on images", model.source().string(),
+         model.config().architecture);
+  if (baseline && !baseline->takes_images())
+    fail("{}: the baseline {} is a text classifier; give the image classifier the model was compressed from",
+         baseline->source().string(), baseline->config().architecture);
+  check(!opt.stress, "eval: --stress perturbs text (typos, casing, OOV words); it does not apply to images");
+  for (const std::string& by : opt.segment_by)
+    check(by == "label", "eval: --segment-by {} does not apply to images; images can be segmented by label", by);
+  const int k = model.config().num_labels;
+  EvalReport r = new_report(model, baseline, opt);
+  train::ImageData data;
+  data.set = &images;
+  data.patch = model.config().patch_size;
+  const std::vector<int> labels(images.labels.begin(), images.labels.end());
+  const ClassifierRun run = run_classifier(model, data, opt.run.batch, stage(on_progress, "eval"));
+  std::optional<ClassifierRun> base_run;
+  if (baseline) {
+    train::ImageData bdata = data;
+    bdata.patch = baseline->config().patch_size;
+    base_run = run_classifier(*baseline, bdata, opt.run.batch, stage(on_progress, "baseline"));
+  }
+  summarize_runs(r, run, base_run ? &*base_run : nullptr, labels, k);
+  if (!opt.segment_by.empty()) {
+    LabeledTable table;  // labels only: what segment_values reads for "label"
+    table.data.labels = labels;
+    std::vector<std::string> order;
+    const auto values = segment_values("label", table, run.lengths, r.label_names, LengthBuckets{}, &order);
+    r.segments.push_back(
+        segment_report("label", values, order, run.logits, labels, k, base_run ? &base_run->logits : nullptr));
   }
   return r;
 }

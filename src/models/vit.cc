@@ -1,6 +1,8 @@
 // ViT image classifiers (Hugging Face ViTForImageClassification): patch projection (a convolution with stride =
 // kernel = patch, i.e. a Linear over flattened [channel][row][col] patches), [CLS] token, learned positions,
-// pre-LayerNorm blocks, final LayerNorm, classifier on [CLS]. What src/train/encoder.cc trains.
+// pre-LayerNorm blocks, final LayerNorm, classifier on [CLS]. What src/train/encoder.cc trains. Blocks may be
+// structurally pruned: each layer runs the heads and FFN width config.json records (pruned_heads, shrink_pruning).
+#include <shrink/compress/prune.h>
 #include <shrink/core/error.h>
 #include <shrink/ops/ops.h>
 
@@ -17,7 +19,16 @@ class Vit final : public EncoderModel {
   struct Layer {
     LinearSlot *q, *k, *v, *o, *ffn_in, *ffn_out;
     const float *ln1_w, *ln1_b, *ln2_w, *ln2_b;
+    int heads = 0;    // attention heads present (0: the attention sublayer adds only o's bias)
+    int64_t ffn = 0;  // FFN width (0: the FFN sublayer adds only ffn_out's bias)
   };
+
+  // x[r] += the bias of `s` for every row: the output of a Linear whose inputs were all pruned.
+  static void add_bias_rows(const LinearSlot& s, int64_t rows, int64_t d, float* x) {
+    if (!s.bias.defined() || s.bias.numel() != d) return;
+    const Tensor b = s.bias.to_f32();
+    for (int64_t r = 0; r < rows; ++r) ops::add(x + r * d, b.data<float>(), d);
+  }
 
   void init() override {
     const ModelConfig& c = config_;
@@ -34,18 +45,28 @@ class Vit final : public EncoderModel {
     patch_weight_ = tensors_.at(pw).reshape({d, ch * p * p});
     patch_ = add_linear(p_ + "embeddings.patch_embeddings.projection", true, false, &patch_weight_);
     expect_linear(*patch_, ch * p * p, d);
+    prune::EncoderShape shape;
+    try {
+      shape = prune::encoder_shape(c);
+    } catch (const Error& e) {
+      fail("{}: {}", source_.string(), e.what());
+    }
     for (int i = 0; i < c.num_layers; ++i) {
       const std::string l = p_ + "encoder.layer." + std::to_string(i) + ".";
       Layer y{};
+      y.heads = static_cast<int>(shape.heads[i].size());
+      y.ffn = shape.ffn[i];
       y.q = add_linear(l + "attention.attention.query", true);
       y.k = add_linear(l + "attention.attention.key", true);
       y.v = add_linear(l + "attention.attention.value", true);
       y.o = add_linear(l + "attention.output.dense", true);
       y.ffn_in = add_linear(l + "intermediate.dense", true);
       y.ffn_out = add_linear(l + "output.dense", true);
-      for (LinearSlot* s : {y.q, y.k, y.v, y.o}) expect_linear(*s, d, d);
-      expect_linear(*y.ffn_in, d, c.intermediate_size);
-      expect_linear(*y.ffn_out, c.intermediate_size, d);
+      const int64_t a = int64_t{y.heads} * c.head_dim;
+      for (LinearSlot* s : {y.q, y.k, y.v}) expect_linear(*s, d, a);
+      expect_linear(*y.o, a, d);
+      expect_linear(*y.ffn_in, d, y.ffn);
+      expect_linear(*y.ffn_out, y.ffn, d);
       y.ln1_w = f32(l + "layernorm_before.weight", {d});
       y.ln1_b = f32(l + "layernorm_before.bias", {d});
       y.ln2_w = f32(l + "layernorm_after.weight", {d});
@@ -103,25 +124,32 @@ class Vit final : public EncoderModel {
           *h = att + rows * d;
     const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
     for (const Layer& l : layers_) {
-      ops::layernorm(x, l.ln1_w, l.ln1_b, c.norm_eps, rows, d, a);
-      l.q->impl->forward(a, rows, q);
-      l.k->impl->forward(a, rows, k);
-      l.v->impl->forward(a, rows, v);
-      for (int64_t b = 0; b < B; ++b)
-        ops::attention_masked(q + b * T * d, k + b * T * d, v + b * T * d, d, T, nullptr, c.num_heads, c.head_dim,
-                              scale, att + b * T * d);
-      l.o->impl->forward(att, rows, a);
-      ops::add(a, x, rows * d);  // a = x + attention
-      std::memcpy(x, a, static_cast<size_t>(rows * d) * sizeof(float));
-      ops::layernorm(x, l.ln2_w, l.ln2_b, c.norm_eps, rows, d, a);
-      l.ffn_in->impl->forward(a, rows, h);
-      if (gelu_tanh_)
-        ops::gelu_tanh(h, rows * ff);
-      else
-        ops::gelu_erf(h, rows * ff);
-      l.ffn_out->impl->forward(h, rows, a);
-      ops::add(a, x, rows * d);
-      std::memcpy(x, a, static_cast<size_t>(rows * d) * sizeof(float));
+      const int64_t aw = int64_t{l.heads} * c.head_dim;  // attention width of this (possibly pruned) layer
+      if (l.heads > 0) {
+        ops::layernorm(x, l.ln1_w, l.ln1_b, c.norm_eps, rows, d, a);
+        l.q->impl->forward(a, rows, q);
+        l.k->impl->forward(a, rows, k);
+        l.v->impl->forward(a, rows, v);
+        for (int64_t b = 0; b < B; ++b)
+          ops::attention_masked(q + b * T * aw, k + b * T * aw, v + b * T * aw, aw, T, nullptr, l.heads, c.head_dim,
+                                scale, att + b * T * aw);
+        l.o->impl->forward(att, rows, a);
+        ops::add(x, a, rows * d);
+      } else {
+        add_bias_rows(*l.o, rows, d, x);
+      }
+      if (l.ffn > 0) {
+        ops::layernorm(x, l.ln2_w, l.ln2_b, c.norm_eps, rows, d, a);
+        l.ffn_in->impl->forward(a, rows, h);
+        if (gelu_tanh_)
+          ops::gelu_tanh(h, rows * l.ffn);
+        else
+          ops::gelu_erf(h, rows * l.ffn);
+        l.ffn_out->impl->forward(h, rows, a);
+        ops::add(x, a, rows * d);
+      } else {
+        add_bias_rows(*l.ffn_out, rows, d, x);
+      }
     }
     if (classifier_) {
       std::vector<float> cls(static_cast<size_t>(B * d));

@@ -101,4 +101,12 @@ void image_patches(const ImageSet& s, int64_t i, int p, float* out) {
         for (int x = 0; x < p; ++x) *out++ = img[(a * p + y) * s.cols + b * p + x] / 255.f;
 }
 
+void patches_to_image(const float* patches, int64_t rows, int64_t cols, int p, float* pixels) {
+  check(p > 0 && rows % p == 0 && cols % p == 0, "patch size {} does not divide the {}x{} images", p, rows, cols);
+  for (int64_t a = 0; a < rows / p; ++a)
+    for (int64_t b = 0; b < cols / p; ++b)
+      for (int y = 0; y < p; ++y)
+        for (int x = 0; x < p; ++x) pixels[(a * p + y) * cols + b * p + x] = *patches++;
+}
+
 }  // namespace shrink::train

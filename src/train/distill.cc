@@ -59,6 +59,8 @@ ModelConfig student_config(const ModelConfig& teacher, int layers, int hidden, i
           "distill: --student-hidden {} gives head_dim {}; RoPE needs an even head_dim", hidden, c.head_dim);
   }
   if (ff > 0) c.intermediate_size = ff;
+  // A ViT is saved from its raw config.json fields (TrainableEncoder::save): they must describe the student.
+  if (c.image_size > 0) c.raw = config_to_json(c);
   return c;
 }
 

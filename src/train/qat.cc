@@ -1,6 +1,7 @@
 // Quantization-aware training: the fake-quant linear hook (W8A8 observed-then-learned activation ranges, W4
 // group-wise weights), the conversion to packed engine layers, and engine predictions on classification data.
 #include <shrink/core/error.h>
+#include <shrink/eval/evaluate.h>
 #include <shrink/kernels/quant.h>
 #include <shrink/train/qat.h>
 
@@ -151,32 +152,7 @@ std::unique_ptr<Model> convert_qat(const TrainableEncoder& model, const Qat& qat
 
 std::vector<int> engine_predict(const EncoderModel& model, const ClassifySource& d, int batch) {
   check(batch > 0, "engine_predict: batch {} must be > 0", batch);
-  check(model.has_classifier(), "{}: the model has no classifier head; expected a ...ForSequenceClassification",
-        model.source().string());
-  std::vector<int> out;
-  const int64_t labels = model.config().num_labels;
-  for (size_t s = 0; s < d.size(); s += static_cast<size_t>(batch)) {
-    std::vector<int64_t> idx;
-    for (size_t i = s; i < std::min(d.size(), s + batch); ++i) idx.push_back(static_cast<int64_t>(i));
-    const EncoderBatch b = d.batch(idx);
-    BatchEncoding be;
-    be.batch = b.batch;
-    be.seq = b.seq;
-    be.ids = b.ids;
-    be.type_ids = b.type_ids.empty() ? std::vector<int32_t>(b.ids.size(), 0) : b.type_ids;
-    be.attention_mask = b.mask;
-    for (int64_t r = 0; r < b.batch; ++r) {
-      int32_t n = 0;
-      for (int64_t t = 0; t < b.seq; ++t) n += b.mask[r * b.seq + t] != 0;
-      be.lengths.push_back(n);
-    }
-    const EncoderOutput o = model.forward(be);
-    for (int64_t r = 0; r < b.batch; ++r) {
-      const float* l = o.logits.data<float>() + r * labels;
-      out.push_back(static_cast<int>(std::max_element(l, l + labels) - l));
-    }
-  }
-  return out;
+  return run_classifier(model, d, batch).predictions();
 }
 
 double engine_accuracy(const EncoderModel& model, const ClassifySource& d, int batch) {

@@ -19,6 +19,10 @@ namespace shrink {
 
 struct CalibSet {
   std::vector<std::vector<int32_t>> sequences;  // token ids, for decoders and encoders
+  // Image classifiers (ViT): pixel values [n][channels][image_size][image_size] as EncoderModel::forward_images takes
+  // them; used instead of `sequences` for models that take images.
+  std::vector<float> images;
+  bool empty() const { return sequences.empty() && images.empty(); }
 };
 
 // Plain text: tokenized and split into `samples` non-overlapping windows of `seq_len` tokens spread evenly over
@@ -43,9 +47,10 @@ struct ActRange {
 // Linear decorator for the duration and restored after, also on error: no model code changes) and returns, per
 // slot name, activation quantization parameters for u8 static activations. Decoders run DecoderModel::forward on
 // each sequence (a new cache per sequence, truncated to the model's context); encoders run EncoderModel::forward
-// on one unpadded sequence at a time. Memory is bounded: histograms, not activations, except for "auto", which
-// keeps <= 256 sampled input rows per layer (fewer for big models: all samples within 256 MiB) and picks per layer the
-// observer whose W8A8-static output (RTN W8 weights) has the lowest nmse against the fp32 output on those rows.
+// on one unpadded sequence at a time, image encoders forward_images on set.images. Memory is bounded: histograms, not
+// activations, except for "auto", which keeps <= 256 sampled input rows per layer (fewer for big models: all samples
+// within 256 MiB) and picks per layer the observer whose W8A8-static output (RTN W8 weights) has the lowest nmse
+// against the fp32 output on those rows.
 std::map<std::string, ActRange> calibrate_activations(Model& model, const CalibSet& set, const ObserverOptions& opt);
 
 // W8 weights ([out, in], any float dtype) with an observer-chosen symmetric clipping range: per output row when

@@ -14,7 +14,7 @@
 
 namespace shrink::prune {
 
-// ---- the shape of a structurally pruned encoder (BERT / DistilBERT) ----
+// ---- the shape of a structurally pruned encoder (BERT / DistilBERT / ViT) ----
 
 // Per layer: the original ids of the heads still present, and the FFN width. config.json records them as Hugging
 // Face's `pruned_heads` ({"layer": [head ids]}, what BertModel.prune_heads removed) and shrink's
@@ -33,7 +33,7 @@ void record_encoder_shape(ModelConfig& c, const EncoderShape& s);
 struct BlockLinears {
   std::string q, k, v, o, ffn_in, ffn_out;
 };
-// Every block of a bert / distilbert checkpoint (prefix "bert." / "distilbert." or none, as in `t`).
+// Every block of a bert / distilbert / vit checkpoint (prefix "bert." / "distilbert." / "vit." or none, as in `t`).
 std::vector<BlockLinears> encoder_blocks(const ModelConfig& c, const TensorMap& t);
 
 // ---- schedule ----
@@ -126,9 +126,9 @@ struct PruneResult {
   bool stopped_early = false;
 };
 
-// Runs the schedule on a classifier (bert / distilbert): dense validation accuracy, then for each step prune to the
-// step's target, fine-tune (masks kept for magnitude), evaluate; stops when accuracy falls more than max_drop points
-// below the dense model and returns the last model within the budget.
+// Runs the schedule on a classifier (bert / distilbert / vit): dense validation accuracy, then for each step prune to
+// the step's target, fine-tune (masks kept for magnitude), evaluate; stops when accuracy falls more than max_drop
+// points below the dense model and returns the last model within the budget.
 PruneResult prune_classifier(const ModelConfig& config, const TensorMap& tensors, const train::ClassifySource& train,
                              const train::ClassifySource& val, const PruneOptions& opt,
                              const std::function<void(const PruneStep&)>& on_step = {});

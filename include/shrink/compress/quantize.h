@@ -32,7 +32,8 @@ struct QuantizeOptions {
   // The first matching override wins, e.g. {"mlp\\.down_proj", w8a16} keeps down_proj at 8 bits in a W4 model.
   std::vector<std::pair<std::string, QuantSpec>> overrides;
   std::vector<std::string> skip;  // slots left as they are (in addition to the defaults)
-  // Defaults: the classifier heads of encoders (^classifier$, ^pre_classifier$) and the lm_head of decoders are
+  // Defaults: the classifier heads of encoders (^classifier$, ^pre_classifier$), a ViT's patch projection (a conv
+  // kernel in the checkpoint) and the lm_head of decoders are
   // left in the checkpoint's precision (the stories260K measurements in docs/quantization.md say why).
   bool default_skips = true;
   bool quantize_lm_head = false;  // quantize lm_head even with default_skips
@@ -40,6 +41,8 @@ struct QuantizeOptions {
   // observer that turns each layer's input histogram into a u8 range (minmax | percentile | mse | kl | auto).
   // Weights stay round-to-nearest per channel.
   std::filesystem::path calib;
+  // Image classifiers: the calibration images themselves (CalibSet::images), used instead of reading `calib`.
+  std::vector<float> calib_images;
   int calib_samples = 64;
   int calib_seq_len = 128;
   ObserverOptions observer;

@@ -1,12 +1,13 @@
-// Evaluating a classifier on labelled data: batched, length-sorted runs of EncoderModel::forward, and the report
-// (accuracy, macro-F1, per-class, confusion, ECE, NLL; KLD/agreement with a baseline; per-segment) that
-// `shrink eval`, `shrink classify --data`, recipes and sweeps share.
+// Evaluating a classifier on labelled data: batched, length-sorted runs of EncoderModel::forward (text) or
+// EncoderModel::forward_images (ViT), and the report (accuracy, macro-F1, per-class, confusion, ECE, NLL;
+// KLD/agreement with a baseline; per-segment) that `shrink eval`, `shrink classify --data`, recipes and sweeps share.
 #pragma once
 
 #include <shrink/eval/classification.h>
 #include <shrink/eval/metrics.h>
 #include <shrink/eval/stress.h>
 #include <shrink/models/model.h>
+#include <shrink/train/trainer.h>
 
 #include <cstdint>
 #include <functional>
@@ -81,6 +82,18 @@ struct EvalReport {
 EvalReport evaluate_classifier(const EncoderModel& model, const EncoderModel* baseline, const LabeledTable& data,
                                const EvalOptions& opt,
                                const std::function<void(const std::string&, int64_t, int64_t)>& on_progress = {});
+
+// The engine's logits for every example of `data` in order, `batch` at a time: tokenized rows through forward, image
+// rows (EncoderBatch::patches) through forward_images. Throws naming the model when it has no classification head or
+// takes the other kind of input. `lengths` holds the rows' token counts (images: patches + 1).
+ClassifierRun run_classifier(const EncoderModel& model, const train::ClassifySource& data, int batch,
+                             const std::function<void(int64_t, int64_t)>& on_progress = {});
+
+// The evaluation of an image classifier (ViT) on `images` (all of them): the same report as evaluate_classifier.
+// Segments: "label" only (images have no length or columns); stress perturbations are text-only (both throw).
+EvalReport evaluate_images(const EncoderModel& model, const EncoderModel* baseline, const train::ImageSet& images,
+                           const EvalOptions& opt,
+                           const std::function<void(const std::string&, int64_t, int64_t)>& on_progress = {});
 
 // One object: the fields of DESIGN.md's eval contract (accuracy, macro_f1, n) and everything else of the report.
 nlohmann::json to_json(const EvalReport& r);

@@ -29,6 +29,8 @@ ImageSet load_fashion_mnist(const std::string& split, const std::filesystem::pat
 // Image i as (rows/p)*(cols/p) patches of p*p pixels scaled to [0, 1] (row-major patches, row-major pixels inside):
 // out gets patches * p * p floats.
 void image_patches(const ImageSet& s, int64_t i, int p, float* out);
+// The inverse for one image: `patches` as image_patches lays them out -> rows x cols pixels, row-major.
+void patches_to_image(const float* patches, int64_t rows, int64_t cols, int p, float* pixels);
 
 // Whole file (gunzipped when it starts with the gzip magic).
 std::string read_maybe_gzip(const std::filesystem::path& path);

@@ -85,16 +85,21 @@ void record_encoder_shape(ModelConfig& c, const EncoderShape& s) {
 }
 
 std::vector<BlockLinears> encoder_blocks(const ModelConfig& c, const TensorMap& t) {
-  const bool bert = c.model_type == "bert";
-  check(bert || c.model_type == "distilbert",
-        "pruning heads and FFN neurons: model_type '{}' is not supported; expected bert or distilbert", c.model_type);
-  std::string pre = bert ? "bert." : "distilbert.";
-  if (!t.count(pre + "embeddings.word_embeddings.weight") && t.count("embeddings.word_embeddings.weight")) pre = "";
+  const bool bert = c.model_type == "bert", vit = c.model_type == "vit";
+  check(bert || vit || c.model_type == "distilbert",
+        "pruning heads and FFN neurons: model_type '{}' is not supported; expected bert, distilbert or vit",
+        c.model_type);
+  std::string pre = bert ? "bert." : vit ? "vit." : "distilbert.";
+  const std::string probe = vit ? "embeddings.cls_token" : "embeddings.word_embeddings.weight";
+  if (!t.count(pre + probe) && t.count(probe)) pre = "";
   std::vector<BlockLinears> v;
   for (int i = 0; i < c.num_layers; ++i) {
-    const std::string l = pre + (bert ? "encoder.layer." : "transformer.layer.") + std::to_string(i) + ".";
+    const std::string l = pre + (bert || vit ? "encoder.layer." : "transformer.layer.") + std::to_string(i) + ".";
     if (bert)
       v.push_back({l + "attention.self.query", l + "attention.self.key", l + "attention.self.value",
+                   l + "attention.output.dense", l + "intermediate.dense", l + "output.dense"});
+    else if (vit)
+      v.push_back({l + "attention.attention.query", l + "attention.attention.key", l + "attention.attention.value",
                    l + "attention.output.dense", l + "intermediate.dense", l + "output.dense"});
     else
       v.push_back({l + "attention.q_lin", l + "attention.k_lin", l + "attention.v_lin", l + "attention.out_lin",

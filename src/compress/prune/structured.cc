@@ -14,7 +14,8 @@ namespace {
 
 const Tensor& tensor_of(const TensorMap& t, const std::string& name) {
   auto it = t.find(name);
-  check(it != t.end(), "structured pruning: tensor '{}' is missing; expected a bert / distilbert checkpoint", name);
+  check(it != t.end(), "structured pruning: tensor '{}' is missing; expected a bert / distilbert / vit checkpoint",
+        name);
   check(it->second.dtype() == DType::F32, "structured pruning: tensor '{}' is {}; expected F32 (convert first)", name,
         dtype_name(it->second.dtype()));
   return it->second;

@@ -229,6 +229,19 @@ void run_model(Model& model, const CalibSet& set) {
   }
   auto* enc = dynamic_cast<EncoderModel*>(&model);
   check(enc != nullptr, "calibration: the model is neither a decoder nor an encoder");
+  if (enc->takes_images()) {
+    const ModelConfig& c = enc->config();
+    const int64_t per = int64_t{c.num_channels} * c.image_size * c.image_size,
+                  n = static_cast<int64_t>(set.images.size()) / per;
+    check(n > 0 && static_cast<int64_t>(set.images.size()) == n * per,
+          "calibration: {} pixel values; {} takes images of {}x{}x{} (pass calibration images, e.g. --calib-images)",
+          set.images.size(), c.architecture, c.num_channels, c.image_size, c.image_size);
+    constexpr int64_t kBatch = 16;  // no padding in images: batching changes nothing the observers see
+    for (int64_t i = 0; i < n; i += kBatch) enc->forward_images(set.images.data() + i * per, std::min(kBatch, n - i));
+    return;
+  }
+  check(!set.sequences.empty(), "calibration: {} reads text; the calibration set holds images",
+        enc->config().architecture);
   const int64_t max_len = enc->config().max_position_embeddings;
   for (const auto& seq : set.sequences) {
     const int64_t n =
@@ -314,7 +327,7 @@ std::map<std::string, ActRange> calibrate_activations(Model& model, const CalibS
   check_observer_name(opt.observer);
   check(opt.percentile > 0 && opt.percentile <= 100,
         "calibration: percentile {} is outside (0, 100]; 99.99 is the usual choice", opt.percentile);
-  check(!set.sequences.empty(), "calibration: the calibration set is empty; read one with read_calib_set (--calib)");
+  check(!set.empty(), "calibration: the calibration set is empty; read one with read_calib_set (--calib)");
   const bool is_auto = opt.observer == "auto";
   std::map<std::string, ActRange> result;
   ObserveScope scope(model, opt, is_auto);

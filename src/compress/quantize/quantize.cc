@@ -139,7 +139,9 @@ QuantMethod parse_quant_method(const std::string& text) {
 }
 
 std::vector<std::string> default_skip_patterns(const Model& model, bool quantize_lm_head) {
-  if (model.kind() == ModelKind::Encoder) return {"^classifier$", "^pre_classifier$"};
+  // A ViT's patch projection is a convolution kernel in the checkpoint ([hidden, channels, p, p]): it stays a dense
+  // tensor Hugging Face can read, and at p * p inputs it is a negligible share of the bytes.
+  if (model.kind() == ModelKind::Encoder) return {"^classifier$", "^pre_classifier$", "patch_embeddings\\.projection$"};
   if (!quantize_lm_head) return {"^lm_head$"};
   return {};
 }
@@ -165,13 +167,17 @@ QuantizeReport quantize_model(Model& model, const QuantizeOptions& opt) {
   QuantizeReport report;
   if (any_static) {
     check_observer_name(opt.observer.observer);
-    if (opt.calib.empty())
+    if (opt.calib.empty() && opt.calib_images.empty())
       fail(
           "w8a8-static needs calibration data: pass --calib FILE (text the model sees in use, a few thousand "
-          "tokens) or use --scheme w8a8 (dynamic per-token activations)");
+          "tokens; image models: --calib-images [DIR]) or use --scheme w8a8 (dynamic per-token activations)");
     // Ranges are observed on the unquantized model (every slot still dense), one pass over the set.
     Timer calib_timer;
-    const CalibSet set = read_calib_set(opt.calib, model.require_tokenizer(), opt.calib_samples, opt.calib_seq_len);
+    CalibSet set;
+    if (!opt.calib_images.empty())
+      set.images = opt.calib_images;
+    else
+      set = read_calib_set(opt.calib, model.require_tokenizer(), opt.calib_samples, opt.calib_seq_len);
     const std::map<std::string, ActRange> ranges = calibrate_activations(model, set, opt.observer);
     for (auto& p : plan) {
       if (!p.quantize || !p.spec.static_act) continue;
@@ -180,7 +186,7 @@ QuantizeReport quantize_model(Model& model, const QuantizeOptions& opt) {
         fail(
             "{}: calibration saw no input for layer '{}' (the calibration set never reached it); use --scheme w8a8 "
             "(dynamic) or --skip it",
-            opt.calib.string(), p.slot->name);
+            opt.calib_images.empty() ? opt.calib.string() : "calibration images", p.slot->name);
       p.spec.act_scale = it->second.scale;
       p.spec.act_zero_point = it->second.zero_point;
       p.note += fmt::format("{}{} input range [{:.4g}, {:.4g}]", p.note.empty() ? "" : "; ", it->second.observer,
@@ -193,6 +199,8 @@ QuantizeReport quantize_model(Model& model, const QuantizeOptions& opt) {
   std::vector<size_t> before(plan.size());
   for (size_t i = 0; i < plan.size(); ++i) before[i] = plan[i].slot->impl->weight_bytes();
   if (opt.method == QuantMethod::Gptq) {
+    check(opt.calib_images.empty(),
+          "--method gptq calibrates on text sequences; image models take --method rtn or static (w8a8-static)");
     if (opt.calib.empty())
       fail(
           "--method gptq needs calibration data: pass --calib FILE (text the model sees in use; a few hundred "
