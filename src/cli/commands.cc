@@ -32,6 +32,8 @@ void register_prune(CLI::App&);
 void register_report(CLI::App&);
 void register_serve(CLI::App&);
 void register_loadtest(CLI::App&);
+void register_compress(CLI::App&);
+void register_sweep(CLI::App&);
 
 void register_all(CLI::App& app) {
   register_info(app);
@@ -52,6 +54,8 @@ void register_all(CLI::App& app) {
   register_report(app);
   register_serve(app);
   register_loadtest(app);
+  register_compress(app);
+  register_sweep(app);
 }
 
 }  // namespace shrink::cli

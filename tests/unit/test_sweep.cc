@@ -1,0 +1,102 @@
+// `shrink sweep`: a 4-configuration space on the stories260K model (quantization only, so each configuration takes
+// seconds) under `mpirun -n 2` (every id exactly once in the merged file, baseline first, rank files gone), then
+// single-rank resume (nothing rerun) and a failing configuration recorded as an error row while the others finish.
+#include <gtest/gtest.h>
+#include <shrink/compress/pipeline.h>
+#include <shrink/core/mmap.h>
+
+#include <cstdlib>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "unit/test_util.h"
+
+namespace shrink {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::fixture;
+using testing::run_cli;
+using testing::temp_dir;
+
+#define EXPECT_HAS(haystack, needle) EXPECT_NE((haystack).find(needle), std::string::npos) << (haystack)
+
+std::string space(const std::string& extra_config = "") {
+  return "base:\n"
+         "  task: lm\n"
+         "  eval: {max-bytes: 4096, max-tokens: 512, ctx: 256}\n"
+         "  bench: {prompt-len: 8, gen: 8, iters: 3, warmup: 1}\n"
+         "configs:\n" +
+         extra_config +
+         "  - id: bf16\n"
+         "    stages: [{kind: quantize, scheme: bf16}]\n"
+         "grids:\n"
+         "  - stages: [{kind: quantize}]\n"
+         "    vary:\n"
+         "      quantize.scheme: [w8a16, w8a8, w4a16-g32]\n";
+}
+
+std::string sweep_args(const fs::path& space_file, const fs::path& out) {
+  return "sweep " + fixture("stories260K/stories260K.bin").string() + " --tokenizer " +
+         fixture("stories260K/tok512.bin").string() + " --text " + fixture("text/tinyshakespeare.txt").string() +
+         " --space " + space_file.string() + " --out " + out.string();
+}
+
+std::vector<std::string> names(const std::vector<nlohmann::json>& rows) {
+  std::vector<std::string> n;
+  for (const auto& r : rows) n.push_back(r["name"].get<std::string>());
+  return n;
+}
+
+TEST(Sweep, MpirunTwoRanksMergesEveryIdOnce) {
+  const fs::path dir = temp_dir("sweep-mpi"), space_file = dir / "space.yaml", out = dir / "out";
+  testing::write_bytes(space_file, space());
+  const std::string cmd = "mpirun --allow-run-as-root --oversubscribe -n 2 " + std::string(SHRINK_CLI_PATH) + " " +
+                          sweep_args(space_file, out) + " 2>" + (dir / "err.txt").string();
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << read_text_file(dir / "err.txt");
+  const auto rows = read_jsonl(out / "results.jsonl");
+  const auto n = names(rows);
+  ASSERT_EQ(n.size(), 5u) << read_text_file(dir / "err.txt");
+  EXPECT_EQ(n[0], "baseline");
+  EXPECT_EQ(std::set<std::string>(n.begin(), n.end()),
+            (std::set<std::string>{"baseline", "bf16", "quantize-w8a16", "quantize-w8a8", "quantize-w4a16-g32"}));
+  EXPECT_FALSE(fs::exists(out / "results-rank-0.jsonl"));
+  EXPECT_FALSE(fs::exists(out / "results-rank-1.jsonl"));
+  // Both ranks worked: rank r ran configurations i % 2 == r (bf16 is 0, quantize-w8a16 is 1).
+  const std::string err = read_text_file(dir / "err.txt");
+  EXPECT_HAS(err, "[shrink sweep rank 0] bf16 (1/4): running");
+  EXPECT_HAS(err, "[shrink sweep rank 1] quantize-w8a16 (2/4): running");
+  for (const auto& r : rows) {
+    EXPECT_FALSE(r.contains("error")) << r["name"] << ": " << r.value("error", "");
+    EXPECT_EQ(r["quality"]["name"], "ppl");
+    EXPECT_GT(r["quality"]["value"].get<double>(), 1.0);
+  }
+  // Against the baseline, 4-bit weights disagree more than 8-bit ones.
+  std::map<std::string, double> kld;
+  for (const auto& r : rows)
+    if (r["name"] != "baseline") kld[r["name"]] = r["eval"]["kld"].get<double>();
+  EXPECT_GT(kld["quantize-w4a16-g32"], kld["quantize-w8a16"]);
+}
+
+TEST(Sweep, SingleRankResumesAndRecordsFailures) {
+  const fs::path dir = temp_dir("sweep-one"), space_file = dir / "space.yaml", out = dir / "out";
+  testing::write_bytes(space_file, space("  - id: broken\n    stages: [{kind: quantize, scheme: w3a99}]\n"));
+  const auto r1 = run_cli(sweep_args(space_file, out) + " --json");
+  ASSERT_EQ(r1.code, 0) << r1.err;
+  auto rows = read_jsonl(out / "results.jsonl");
+  ASSERT_EQ(rows.size(), 6u);
+  EXPECT_EQ(names(rows), (std::vector<std::string>{"baseline", "broken", "bf16", "quantize-w8a16", "quantize-w8a8",
+                                                   "quantize-w4a16-g32"}));
+  EXPECT_HAS(rows[1].value("error", std::string()), "w3a99");
+  EXPECT_FALSE(rows[2].contains("error"));
+  // A restart skips every id already written and leaves the file as it was.
+  const std::string before = read_text_file(out / "results.jsonl");
+  const auto r2 = run_cli(sweep_args(space_file, out));
+  ASSERT_EQ(r2.code, 0) << r2.err;
+  EXPECT_HAS(r2.err, "quantize-w4a16-g32 (5/5): skipped, already in the results");
+  EXPECT_EQ(r2.err.find(": running"), std::string::npos) << r2.err;
+  EXPECT_EQ(read_text_file(out / "results.jsonl"), before);
+}
+
+}  // namespace
+}  // namespace shrink
