@@ -34,6 +34,7 @@ void register_serve(CLI::App&);
 void register_loadtest(CLI::App&);
 void register_compress(CLI::App&);
 void register_sweep(CLI::App&);
+void register_demo(CLI::App&);
 
 void register_all(CLI::App& app) {
   register_info(app);
@@ -56,6 +57,7 @@ void register_all(CLI::App& app) {
   register_loadtest(app);
   register_compress(app);
   register_sweep(app);
+  register_demo(app);
 }
 
 }  // namespace shrink::cli

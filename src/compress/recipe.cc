@@ -269,14 +269,16 @@ nlohmann::json resolved_stage_params(const Recipe& r, const RecipeStage& st, con
   give("text", r.in.text);
   // Commands that read their training text or images through --data (distill, train, prune on LMs / ViTs).
   if (r.in.task == "lm") give("data", r.in.text);
-  if (r.in.task == "image") give("data", r.in.images);
+  // (Commands that take --images get the images there only: --data and --images exclude each other.)
+  if (r.in.task == "image" && !p.contains("images")) give("data", r.in.images);
   // Calibrated quantization reads the evaluation inputs unless the stage names its own calibration set.
   if (st.kind == "quantize") {
     const std::string method = p.value("method", std::string());
     const std::string scheme = p.value("scheme", std::string());
     if (method == "static" || method == "gptq" || method == "smoothquant" || method == "awq" ||
         scheme.find("static") != std::string::npos)
-      give("calib", recipe_eval_input(r.in));
+      // Image models calibrate from --images (quantize's alias of --calib-images).
+      if (!(r.in.task == "image" && p.contains("images"))) give("calib", recipe_eval_input(r.in));
   }
   return p;
 }

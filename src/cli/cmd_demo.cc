@@ -1,0 +1,192 @@
+// shrink demo: the whole story on the built-in default. Trains (or takes from the cache) a ViT teacher on
+// Fashion-MNIST from the Debian package, then runs distillation, structured pruning and quantization alone and
+// chained as a sweep (every variant its own resumable recipe run, measured the same way), prints one table and
+// writes the HTML report.
+#include <fmt/format.h>
+#include <shrink/compress/pipeline.h>
+#include <shrink/compress/recipe.h>
+#include <shrink/core/build_info.h>
+#include <shrink/core/error.h>
+#include <shrink/core/parallel.h>
+#include <shrink/core/subprocess.h>
+#include <shrink/core/timer.h>
+#include <shrink/report/report.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "cli/commands.h"
+#include "cli/common.h"
+#include "cli/recipe_cli.h"
+
+namespace shrink::cli {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// The teacher: a 4-layer ViT on 7x7 patches (16 patches + [CLS]); ~88-89% test accuracy in about 3 minutes on
+// 2 cores (docs/training.md). Changing these changes the cache key below.
+const std::vector<std::string> kTeacherArgs = {
+    "train", "--task",  "image", "--patch", "7",    "--hidden", "64",     "--layers",  "4", "--heads", "4", "--ff",
+    "128",   "--batch", "64",    "--lr",    "1e-3", "--decay",  "cosine", "--dropout", "0", "--seed",  "1"};
+constexpr const char* kTeacherKey = "demo-vit-fashion-mnist-v1";
+
+// The variants: each technique alone, then chained. Keys are the commands' own flags (docs/recipes.md). `limit`
+// (0: all) caps the training images of the stages that train and the test images evaluated (--quick).
+std::string demo_space(int64_t limit) {
+  const std::string lim = limit > 0 ? fmt::format(", limit: {}", limit) : "";
+  const std::string distill = "{kind: distill, student-layers: 2, epochs: 2, seed: 1" + lim + "}";
+  // max-drop 100: show what 50% pruning costs after recovery instead of falling back to the dense model.
+  const std::string prune =
+      "{kind: prune, method: structured, sparsity: 0.5, epochs: " + std::string(limit > 0 ? "1" : "2") +
+      ", max-drop: 100, seed: 1" + lim + "}";
+  std::string y =
+      "description: shrink demo - a Fashion-MNIST ViT distilled, pruned and quantized\n"
+      "base:\n  task: image\n  bench:\n    batch: 1\n";
+  if (limit > 0)  // --quick: fewer test images, shorter timing loops
+    y += fmt::format("    seconds: 1\n    concurrency-seconds: 0.25\n    rounds: 1\n  eval:\n    limit: {}\n", limit);
+  y += "configs:\n";
+  y += "  - id: distill-2-layers\n    stages:\n      - " + distill + "\n";
+  y += "  - id: prune-50\n    stages:\n      - " + prune + "\n";
+  y += "  - id: quantize-w8a8\n    stages:\n      - {kind: quantize, scheme: w8a8}\n";
+  y += "  - id: quantize-w4a16-g32\n    stages:\n      - {kind: quantize, scheme: w4a16-g32}\n";
+  y += "  - id: distill+prune+w8a8\n    stages:\n      - " + distill + "\n      - " + prune +
+       "\n      - {kind: quantize, scheme: w8a8}\n";
+  return y;
+}
+
+fs::path default_cache_dir() {
+  if (const char* d = std::getenv("SHRINK_CACHE_DIR"); d && *d) return d;
+  if (const char* d = std::getenv("XDG_CACHE_HOME"); d && *d) return fs::path(d) / "shrink";
+  if (const char* d = std::getenv("HOME"); d && *d) return fs::path(d) / ".cache" / "shrink";
+  return fs::path(".cache") / "shrink";
+}
+
+bool is_model_dir(const fs::path& d) {
+  return fs::exists(d / "config.json") && fs::exists(d / "model.safetensors");
+}
+
+// Trains the teacher into a temporary directory beside `dir` and renames it into place, so an interrupted run never
+// leaves a half-written teacher in the cache.
+void train_teacher(const fs::path& dir, const std::string& images, int threads, double max_minutes, int64_t limit) {
+  const fs::path tmp = dir.string() + ".tmp";
+  std::error_code ec;
+  fs::remove_all(tmp, ec);
+  fs::create_directories(dir.parent_path());
+  ProcessOptions p;
+  p.args = kTeacherArgs;
+  p.args.insert(p.args.end(), {"--out", tmp.string()});
+  if (!images.empty()) p.args.insert(p.args.end(), {"--data", images});  // train --task image: the IDX directory
+  p.args.insert(p.args.end(), {"--epochs", limit > 0 ? "2" : "10"});
+  if (limit > 0) p.args.insert(p.args.end(), {"--limit", std::to_string(limit)});
+  if (max_minutes > 0) p.args.insert(p.args.end(), {"--max-minutes", fmt::format("{}", max_minutes)});
+  if (threads > 0) p.args.insert(p.args.end(), {"--threads", std::to_string(threads)});
+  std::fprintf(stderr, "demo: training the teacher (first run only; cached in %s)\n  %s\n", dir.c_str(),
+               format_command("shrink", p.args).c_str());
+  const ProcessResult r = run_process(p);
+  if (!r.ok()) fail("demo: training the teacher failed: {}", r.describe_failure());
+  fs::rename(tmp, dir);
+  std::fprintf(stderr, "demo: teacher trained in %.0f s (peak RSS %.0f MB)\n", r.wall_s, r.peak_rss_bytes / 1e6);
+}
+
+// The console table: one row per variant, the columns a reader decides on.
+void print_table(const ReportInput& in) {
+  const std::vector<std::string> want = {
+      "name",       "quality",         "top1_agreement", "p50_ms", "p99_ms", "size_bytes", "joules_per_inference",
+      "usd_per_1k", "compress_seconds"};
+  const std::vector<std::string> cols = report_columns();
+  const std::vector<std::string> titles = report_column_titles();
+  std::vector<size_t> idx;
+  for (const auto& w : want)
+    for (size_t c = 0; c < cols.size(); ++c)
+      if (cols[c] == w) idx.push_back(c);
+  std::vector<std::vector<std::string>> cells;
+  cells.emplace_back();
+  for (size_t c : idx) cells.back().push_back(titles[c]);
+  for (const ResultRow& row : in.rows) {
+    const std::vector<std::string> v = display_values(row);
+    cells.emplace_back();
+    for (size_t c : idx) cells.back().push_back(c < v.size() ? v[c] : "");
+    if (row.pareto) cells.back()[0] += " *";
+  }
+  std::vector<size_t> width(idx.size(), 0);
+  for (const auto& r : cells)
+    for (size_t c = 0; c < r.size(); ++c) width[c] = std::max(width[c], r[c].size());
+  for (size_t r = 0; r < cells.size(); ++r) {
+    std::string line;
+    for (size_t c = 0; c < cells[r].size(); ++c) {
+      const std::string& s = cells[r][c];
+      const std::string pad(width[c] - s.size(), ' ');
+      line += c == 0 ? s + pad : "  " + pad + s;
+    }
+    std::printf("%s\n", line.c_str());
+    if (r == 0) std::printf("%s\n", std::string(line.size(), '-').c_str());
+  }
+  std::printf("(* on the Pareto frontier of accuracy, p99 latency and size)\n");
+}
+
+}  // namespace
+
+void register_demo(CLI::App& app) {
+  auto* sub = app.add_subcommand(
+      "demo", "the whole story: train a Fashion-MNIST ViT teacher (cached), distill, prune, quantize, report");
+  static std::string out = "out/demo", cache, images;
+  static bool fresh = false, quick = false;
+  static double teacher_minutes = 4;
+  static CommonFlags f;
+  sub->add_option("--out", out, "output directory: the variants, results.jsonl and report.html")->capture_default_str();
+  sub->add_option("--cache", cache,
+                  "where the trained teacher is kept (default $SHRINK_CACHE_DIR, else ~/.cache/shrink)");
+  sub->add_option("--images", images, "Fashion-MNIST IDX directory (default: the dataset-fashion-mnist package)");
+  sub->add_option("--teacher-minutes", teacher_minutes, "time budget of the teacher's training (0: none)")
+      ->capture_default_str();
+  sub->add_flag("--fresh", fresh, "redo every variant (the cached teacher is kept; delete the cache to retrain it)");
+  sub->add_flag("--quick", quick,
+                "a fast check of the whole flow: 2,000 training and test images, a 2-epoch teacher (cached apart)");
+  add_common_flags(sub, f);
+  sub->callback([sub] {
+    apply(f);
+    Timer total;
+    std::fprintf(stderr, "shrink demo  commit %s  threads %d  %s\n", commit(), num_threads(),
+                 machine_json()["cpu"].get<std::string>().c_str());
+    const std::string img = images.empty() ? "fashion-mnist" : images;  // the recipes' --images
+    const int64_t limit = quick ? 2000 : 0;
+    const fs::path teacher =
+        (cache.empty() ? default_cache_dir() : fs::path(cache)) / (std::string(kTeacherKey) + (quick ? "-quick" : ""));
+    if (!is_model_dir(teacher))
+      train_teacher(teacher, images, f.threads, quick ? 0 : teacher_minutes, limit);
+    else
+      std::fprintf(stderr, "demo: teacher from the cache: %s\n", teacher.c_str());
+
+    SweepOptions so;
+    so.pipeline = pipeline_options(sub, teacher.string(), out, f);
+    std::error_code ec;
+    if (fresh) fs::remove_all(so.pipeline.out, ec);
+    RecipeInputs in;
+    in.images = img;
+    const std::vector<SweepConfig> configs =
+        parse_sweep_space(demo_space(limit), "(built-in demo space)", so.pipeline.commands, in);
+    run_sweep_rank(configs, so);
+    merge_sweep_results(so.pipeline.out, configs, 1);
+    const ReportPaths paths = write_report(so.pipeline.out);
+    const ReportInput rep = load_report_input(so.pipeline.out / "results.jsonl");
+    if (f.json) {
+      nlohmann::json j = render_json(rep);
+      j["html"] = paths.html.string();
+      j["seconds"] = total.elapsed_ms() / 1000;
+      return print_json(j);
+    }
+    std::printf("\nFashion-MNIST ViT teacher (%s) and its compressed variants, test set; latency at batch 1:\n\n",
+                teacher.c_str());
+    print_table(rep);
+    std::printf("\nreport: %s\n        %s\n", fs::absolute(paths.html).c_str(), fs::absolute(paths.markdown).c_str());
+    std::printf("demo done in %.0f s\n", total.elapsed_ms() / 1000);
+  });
+}
+
+}  // namespace shrink::cli
