@@ -103,14 +103,7 @@ TEST(CompareDecoders, EachSideIsThePerplexityProtocolAndAgreementCountsArgmaxes)
   EXPECT_LT(r.top1_agreement, 1.0);
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using testing::error_of;
 
 TEST(CompareDecoders, Errors) {
   auto a = load_stories();

@@ -213,14 +213,7 @@ TEST(QuantizePass, PackedWeightsAreTheReferenceQuantizationOfTheCheckpoint) {
   }
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using testing::error_of;
 
 TEST(QuantizePassErrors, ClearMessagesAndModelUnchanged) {
   auto m = load_stories();
