@@ -211,7 +211,8 @@ GptqReport gptq_decoder(DecoderModel& model, const CalibSet& set, const std::map
   GptqReport rep = walk_decoder_blocks(model, set, visit);
   rep.layers = std::move(layers);
   // Every planned slot must have been reached (a name outside the block lists would be silently left dense).
-  for (const auto& [name, spec] : plan) {
+  for (const auto& entry : plan) {
+    const std::string& name = entry.first;  // (clang 14 cannot capture a structured binding)
     const bool done = std::any_of(rep.layers.begin(), rep.layers.end(), [&](const auto& l) { return l.name == name; });
     check(done, "GPTQ: layer '{}' is not part of any block of this {} model; --skip it or use --method rtn", name,
           model.config().architecture);
