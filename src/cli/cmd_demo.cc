@@ -94,41 +94,10 @@ void train_teacher(const fs::path& dir, const std::string& images, int threads, 
   std::fprintf(stderr, "demo: teacher trained in %.0f s (peak RSS %.0f MB)\n", r.wall_s, r.peak_rss_bytes / 1e6);
 }
 
-// The console table: one row per variant, the columns a reader decides on.
-void print_table(const ReportInput& in) {
-  const std::vector<std::string> want = {
-      "name",       "quality",         "top1_agreement", "p50_ms", "p99_ms", "size_bytes", "joules_per_inference",
-      "usd_per_1k", "compress_seconds"};
-  const std::vector<std::string> cols = report_columns();
-  const std::vector<std::string> titles = report_column_titles();
-  std::vector<size_t> idx;
-  for (const auto& w : want)
-    for (size_t c = 0; c < cols.size(); ++c)
-      if (cols[c] == w) idx.push_back(c);
-  std::vector<std::vector<std::string>> cells;
-  cells.emplace_back();
-  for (size_t c : idx) cells.back().push_back(titles[c]);
-  for (const ResultRow& row : in.rows) {
-    const std::vector<std::string> v = display_values(row);
-    cells.emplace_back();
-    for (size_t c : idx) cells.back().push_back(c < v.size() ? v[c] : "");
-    if (row.pareto) cells.back()[0] += " *";
-  }
-  std::vector<size_t> width(idx.size(), 0);
-  for (const auto& r : cells)
-    for (size_t c = 0; c < r.size(); ++c) width[c] = std::max(width[c], r[c].size());
-  for (size_t r = 0; r < cells.size(); ++r) {
-    std::string line;
-    for (size_t c = 0; c < cells[r].size(); ++c) {
-      const std::string& s = cells[r][c];
-      const std::string pad(width[c] - s.size(), ' ');
-      line += c == 0 ? s + pad : "  " + pad + s;
-    }
-    std::printf("%s\n", line.c_str());
-    if (r == 0) std::printf("%s\n", std::string(line.size(), '-').c_str());
-  }
-  std::printf("(* on the Pareto frontier of accuracy, p99 latency and size)\n");
-}
+// The console table's columns: the ones a reader decides on.
+const std::vector<std::string> kTableColumns = {
+    "name",       "quality",         "top1_agreement", "p50_ms", "p99_ms", "size_bytes", "joules_per_inference",
+    "usd_per_1k", "compress_seconds"};
 
 }  // namespace
 
@@ -183,7 +152,8 @@ void register_demo(CLI::App& app) {
     }
     std::printf("\nFashion-MNIST ViT teacher (%s) and its compressed variants, test set; latency at batch 1:\n\n",
                 teacher.c_str());
-    print_table(rep);
+    std::printf("%s(* on the Pareto frontier of accuracy, p99 latency and size)\n",
+                render_console_table(rep, kTableColumns).c_str());
     std::printf("\nreport: %s\n        %s\n", fs::absolute(paths.html).c_str(), fs::absolute(paths.markdown).c_str());
     std::printf("demo done in %.0f s\n", total.elapsed_ms() / 1000);
   });

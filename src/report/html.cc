@@ -102,7 +102,8 @@ std::string scatter(const ReportInput& in) {
       "<svg id=\"pareto-scatter\" class=\"plot\" viewBox=\"0 0 {} {}\" role=\"img\" aria-label=\"Pareto scatter: "
       "quality against p99 latency, point area by size\">",
       W, H);
-  s += x_axis(sx, ax.ticks, ax.decimals, mt, H - mb) + y_axis(sy, ay, ml, W - mr);
+  s += x_axis(sx, ax.ticks, ax.decimals, mt, H - mb) +
+       y_axis(sy, ay, ml, W - mr, is_fraction_metric(pts.front()->quality_name));
   const bool up = pts.front()->higher_is_better;
   s += fmt::format(
       "<text class=\"title\" x=\"{}\" y=\"{}\" text-anchor=\"middle\">p99 latency (ms), lower is better "
@@ -130,10 +131,11 @@ std::string scatter(const ReportInput& in) {
     const double rad = std::max(3.5, 20 * std::sqrt(static_cast<double>(r->size_bytes) / smax));
     s += fmt::format(
         "<circle class=\"point{}\" cx=\"{}\" cy=\"{}\" r=\"{}\" fill=\"{}\" fill-opacity=\"{}\" stroke=\"#fff\">"
-        "<title>{}: {} {:.4f}, p99 {:.2f} ms, {:.2f} MB{}</title></circle>",
+        "<title>{}: {} {}, p99 {:.2f} ms, {:.2f} MB{}</title></circle>",
         r->pareto ? " frontier" : "", fnum(cx), fnum(cy), fnum(rad), r->pareto ? kFrontier : "#6b7b8c",
-        r->pareto ? "0.85" : "0.45", html_escape(r->name), html_escape(r->quality_name), r->quality, r->p99_ms,
-        r->size_bytes / 1e6, r->pareto ? " (Pareto frontier)" : "");
+        r->pareto ? "0.85" : "0.45", html_escape(r->name), html_escape(r->quality_name),
+        format_quality(r->quality_name, r->quality), r->p99_ms, r->size_bytes / 1e6,
+        r->pareto ? " (Pareto frontier)" : "");
   }
   for (const ResultRow* r : pts) {
     const double rad = std::max(3.5, 20 * std::sqrt(static_cast<double>(r->size_bytes) / smax));
@@ -271,7 +273,7 @@ std::string segments(const ReportInput& in) {
                      fnum(W), H, html_escape(metric), html_escape(by));
     s += fmt::format("<text class=\"title\" x=\"{}\" y=\"18\">{} by {}</text>", ml, html_escape(metric),
                      html_escape(by));
-    s += y_axis(sy, ay, ml, W - mr, metric == "accuracy" || metric == "top1_agreement");
+    s += y_axis(sy, ay, ml, W - mr, is_fraction_metric(metric));
     const double group = (W - ml - mr) / segs.size();
     const double bw = std::min(22.0, (group - 12) / std::max<size_t>(1, rows.size()));
     for (size_t g = 0; g < segs.size(); ++g) {

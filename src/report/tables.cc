@@ -8,6 +8,8 @@
 #include <algorithm>
 #include <functional>
 
+#include "tokenizers/unicode.h"
+
 namespace shrink {
 
 namespace {
@@ -96,13 +98,13 @@ const std::vector<Column>& columns() {
        [](const nlohmann::json& v, const ResultRow&) { return v.get<std::string>(); }},
       {"quality", "quality",
        [](const ResultRow& r) { return r.error.empty() ? nlohmann::json(r.quality) : nlohmann::json(); },
-       [](const nlohmann::json& v, const ResultRow&) { return num(v, "{:.4f}"); }},
+       [](const nlohmann::json& v, const ResultRow& r) { return format_quality(r.quality_name, v.get<double>()); }},
       number_column("kld", "KLD", {"eval", "kld"}, "{:.4g}"),
       {"top1_agreement", "agreement",
        [](const ResultRow& r) {
          return number_at(r.record, {"eval", "top1_agreement"});
        },
-       [](const nlohmann::json& v, const ResultRow&) { return fmt::format("{:.2f}%", 100 * v.get<double>()); }},
+       [](const nlohmann::json& v, const ResultRow&) { return format_quality("top1_agreement", v.get<double>()); }},
       number_column("p50_ms", "p50 ms", {"bench", "latency_ms", "p50"}, "{:.2f}"),
       number_column("p99_ms", "p99 ms", {"bench", "latency_ms", "p99"}, "{:.2f}"),
       {"throughput_per_s", "throughput /s", [](const ResultRow& r) { return best_throughput(r.record); },
@@ -201,6 +203,14 @@ std::vector<std::vector<std::string>> stage_cost_rows(const ReportInput& in) {
   return rows;
 }
 
+bool is_fraction_metric(const std::string& name) {
+  return name == "accuracy" || name == "macro_f1" || name == "top1_agreement";
+}
+
+std::string format_quality(const std::string& name, double value) {
+  return is_fraction_metric(name) ? fmt::format("{:.2f}%", 100 * value) : fmt::format("{:.4f}", value);
+}
+
 std::vector<std::string> report_columns() {
   std::vector<std::string> k;
   for (const Column& c : columns()) k.push_back(c.key);
@@ -245,6 +255,45 @@ ReportInput load_report_input(const std::filesystem::path& results_jsonl) {
     break;
   }
   return in;
+}
+
+std::string render_text_table(const std::vector<std::vector<std::string>>& cells) {
+  std::vector<size_t> width;
+  for (const auto& r : cells) {
+    width.resize(std::max(width.size(), r.size()), 0);
+    for (size_t c = 0; c < r.size(); ++c) width[c] = std::max(width[c], unicode::count_cps(r[c]));
+  }
+  std::string out;
+  for (size_t r = 0; r < cells.size(); ++r) {
+    std::string line;
+    for (size_t c = 0; c < cells[r].size(); ++c) {
+      const std::string& s = cells[r][c];
+      const std::string pad(width[c] - unicode::count_cps(s), ' ');
+      line += c == 0 ? s + pad : "  " + pad + s;
+    }
+    out += line + "\n";
+    if (r == 0) out += std::string(unicode::count_cps(line), '-') + "\n";
+  }
+  return out;
+}
+
+std::string render_console_table(const ReportInput& in, const std::vector<std::string>& columns) {
+  const std::vector<std::string> keys = report_columns(), titles = report_column_titles();
+  std::vector<size_t> idx;
+  for (const std::string& w : columns) {
+    const auto it = std::find(keys.begin(), keys.end(), w);
+    if (it == keys.end()) fail("report: no column `{}` (the columns are those of report.csv)", w);
+    idx.push_back(static_cast<size_t>(it - keys.begin()));
+  }
+  std::vector<std::vector<std::string>> cells(1);
+  for (size_t c : idx) cells[0].push_back(titles[c]);
+  for (const ResultRow& row : in.rows) {
+    const std::vector<std::string> v = display_values(row);
+    cells.emplace_back();
+    for (size_t c : idx) cells.back().push_back(v[c]);
+    if (row.pareto && !idx.empty() && keys[idx[0]] == "name") cells.back()[0] += " *";
+  }
+  return render_text_table(cells);
 }
 
 std::string render_csv(const ReportInput& in) {
@@ -299,8 +348,8 @@ std::string render_markdown(const ReportInput& in) {
   out += "## Pareto frontier\n\n";
   for (const ResultRow& r : in.rows)
     if (r.pareto)
-      out += fmt::format("- **{}**: {} {:.4f}, p99 {:.2f} ms, {:.2f} MB\n", md_cell(r.name), md_cell(r.quality_name),
-                         r.quality, r.p99_ms, r.size_bytes / 1e6);
+      out += fmt::format("- **{}**: {} {}, p99 {:.2f} ms, {:.2f} MB\n", md_cell(r.name), md_cell(r.quality_name),
+                         format_quality(r.quality_name, r.quality), r.p99_ms, r.size_bytes / 1e6);
   out += "\n## All variants\n\n|";
   for (const std::string& t : report_column_titles()) out += fmt::format(" {} |", md_cell(t));
   out += "\n|";

@@ -1,8 +1,11 @@
 // `shrink demo --quick`: the whole flow on a small slice of Fashion-MNIST (Debian package dataset-fashion-mnist):
 // teacher trained and cached, five variants compressed, evaluated and benchmarked, results.jsonl and the report.
 // The assertions come from outside the demo: sizes and parameter counts against what each technique must do to the
-// teacher's shape, the Pareto marks recomputed here from the rows, and a rerun that must redo nothing.
+// teacher's shape, the Pareto marks recomputed here from the rows, and a rerun that must redo nothing. The console
+// table: column alignment measured here in code points with an em-dash cell, accuracy shown as in the report.
 #include <gtest/gtest.h>
+#include <shrink/core/error.h>
+#include <shrink/report/report.h>
 
 #include <filesystem>
 #include <fstream>
@@ -99,6 +102,80 @@ TEST(Demo, QuickRunsEveryVariantAndResumes) {
   EXPECT_NE(again.err.find("teacher from the cache"), std::string::npos) << again.err;
   EXPECT_EQ(fs::last_write_time(stage_marker), before);
   EXPECT_EQ(read_rows(dir / "out" / "results.jsonl").size(), 6u);
+}
+
+// Display columns of UTF-8 text as a terminal shows it: one per code point (bytes that are not 10xxxxxx).
+size_t columns_of(const std::string& s) {
+  size_t n = 0;
+  for (unsigned char c : s) n += (c & 0xC0) != 0x80;
+  return n;
+}
+
+std::vector<std::string> lines_of(const std::string& text) {
+  std::vector<std::string> out;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) out.push_back(line);
+  return out;
+}
+
+TEST(DemoTable, EmDashCellKeepsColumnsAligned) {
+  const std::string dash = "\xE2\x80\x94";  // U+2014, 3 bytes, 1 column
+  const std::vector<std::vector<std::string>> cells = {{"variant", "quality", "KLD", "size MB"},
+                                                       {"baseline *", "87.43%", dash, "1.20"},
+                                                       {"w4a16-g32", "85.10%", "0.0123", dash},
+                                                       {dash, "9.00%", "12", "100.50"}};
+  const std::vector<std::string> lines = lines_of(render_text_table(cells));
+  ASSERT_EQ(lines.size(), cells.size() + 1);  // the titles are underlined
+  EXPECT_EQ(lines[1], std::string(columns_of(lines[0]), '-'));
+  // Widths by hand: column 0 is "baseline *" (10), then 7 ("quality"), 6 ("0.0123"), 7 ("size MB"), each right
+  // column after two spaces: a line is 10 + 2+7 + 2+6 + 2+7 = 36 columns, and column c ends at 10, 19, 27, 36.
+  const std::vector<size_t> ends = {10, 19, 27, 36};
+  for (size_t r = 0; r < cells.size(); ++r) {
+    const std::string& line = lines[r == 0 ? 0 : r + 1];
+    EXPECT_EQ(columns_of(line), 36u) << line;
+    EXPECT_EQ(line.rfind(cells[r][0], 0), 0u) << line;  // left-aligned first column
+    // Each right-aligned cell ends at its column's end, counted in display columns from the line's start.
+    size_t from = cells[r][0].size();
+    for (size_t c = 1; c < cells[r].size(); ++c) {
+      const size_t at = line.find(cells[r][c], from);
+      ASSERT_NE(at, std::string::npos) << line;
+      from = at + cells[r][c].size();
+      EXPECT_EQ(columns_of(line.substr(0, from)), ends[c]) << "row " << r << " column " << c << ": " << line;
+    }
+  }
+}
+
+ResultRow table_row(const std::string& name, const std::string& metric, double quality, const json& eval) {
+  ResultRow r;
+  r.name = name;
+  r.quality_name = metric;
+  r.quality = quality;
+  r.higher_is_better = metric != "ppl";
+  r.record = {{"eval", eval}};
+  return r;
+}
+
+// Accuracy is a percentage in the console table and in report.md alike (a fraction in the records and the CSV);
+// perplexity stays a number; a value the record lacks is an em dash.
+TEST(DemoTable, QualityAsPercentLikeTheReport) {
+  ReportInput in;
+  in.rows = {table_row("baseline", "accuracy", 0.8743, {{"top1_agreement", 1.0}}),
+             table_row("w8a8", "accuracy", 0.86134, {{"top1_agreement", 0.9505}, {"kld", 0.0123}})};
+  in.rows[0].pareto = true;
+  const std::vector<std::string> lines =
+      lines_of(render_console_table(in, {"name", "quality", "top1_agreement", "kld"}));
+  ASSERT_EQ(lines.size(), 4u);
+  // Titles "variant", "quality", "agreement", "KLD"; widths 10 ("baseline *"), 7, 9, 6.
+  EXPECT_EQ(lines[0], "variant     quality  agreement     KLD");
+  EXPECT_EQ(lines[2], "baseline *   87.43%    100.00%       \xE2\x80\x94");
+  EXPECT_EQ(lines[3], "w8a8         86.13%     95.05%  0.0123");
+  EXPECT_EQ(format_quality("ppl", 12.345678), "12.3457");
+  EXPECT_EQ(format_quality("accuracy", 0.5), "50.00%");
+  const std::string md = render_markdown(in);
+  EXPECT_NE(md.find("- **baseline**: accuracy 87.43%,"), std::string::npos) << md;
+  EXPECT_NE(md.find("| 86.13% |"), std::string::npos) << md;
+  const std::string e = testing::error_of([&] { render_console_table(in, {"name", "accuracy"}); });
+  EXPECT_NE(e.find("no column `accuracy`"), std::string::npos) << e;
 }
 
 }  // namespace

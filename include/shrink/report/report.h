@@ -22,6 +22,11 @@ nlohmann::json column_values(const ResultRow& row);
 // What report.md and report.html show: titles with units, and the cells formatted for reading.
 std::vector<std::string> report_column_titles();
 std::vector<std::string> display_values(const ResultRow& row);
+// Metrics that are fractions in the records (accuracy, macro_f1, top1_agreement) and are shown as percentages.
+bool is_fraction_metric(const std::string& name);
+// A headline metric as every tool prints it: fractions as percentages with two decimals ("87.43%", like eval,
+// train and the agreement column), anything else (ppl) with four decimals.
+std::string format_quality(const std::string& name, double value);
 
 struct ReportInput;
 // Compression cost per stage, one row per stage of every variant: {variant, stage kind, seconds, peak RSS MB}.
@@ -39,6 +44,14 @@ struct ReportInput {
 };
 
 ReportInput load_report_input(const std::filesystem::path& results_jsonl);
+
+// A plain-text table for a terminal: cells[0] holds the titles (underlined with dashes), the first column is
+// left-aligned and the others right-aligned, two spaces apart. Widths count display columns (UTF-8 code points),
+// so an em dash ("\u2014", 3 bytes) is one column wide, as the terminal shows it.
+std::string render_text_table(const std::vector<std::vector<std::string>>& cells);
+// The console table of `columns` (keys of report_columns(), in that order) with one row per variant, the name
+// marked " *" on the Pareto frontier; cells as in report.md (display_values).
+std::string render_console_table(const ReportInput& in, const std::vector<std::string>& columns);
 
 std::string render_markdown(const ReportInput& in);
 std::string render_csv(const ReportInput& in);
