@@ -30,12 +30,25 @@ namespace fs = std::filesystem;
 namespace {
 
 // The teacher: a 4-layer ViT on 7x7 patches (16 patches + [CLS]), 6 epochs without a time budget (so a loaded
-// machine trains the same teacher, only slower): about 4 minutes on 2 quiet cores. Changing these changes the cache
-// key below.
+// machine trains the same teacher, only slower): about 4 minutes on 2 quiet cores.
 const std::vector<std::string> kTeacherArgs = {
     "train", "--task",  "image", "--patch", "7",    "--hidden", "64",     "--layers",  "4", "--heads", "4", "--ff",
     "128",   "--batch", "64",    "--lr",    "1e-3", "--decay",  "cosine", "--dropout", "0", "--seed",  "1"};
-constexpr const char* kTeacherKey = "demo-vit-fashion-mnist-v1";
+// Bump when the cached teacher's files change meaning (a new model format, a different trainer) while the
+// arguments stay the same.
+constexpr int kTeacherFormat = 2;
+
+// The whole `shrink train` command of the teacher but --out and --threads (which do not change the model): the cache
+// key is its hash, so any change of settings, data, epochs, limit or budget trains a new teacher.
+std::vector<std::string> teacher_args(const std::string& images, double max_minutes, int64_t limit) {
+  std::vector<std::string> a = kTeacherArgs;
+  if (!images.empty())  // train --task image: the IDX directory (absolute: the key must not depend on the cwd)
+    a.insert(a.end(), {"--data", fs::absolute(images).lexically_normal().string()});
+  a.insert(a.end(), {"--epochs", limit > 0 ? "2" : "6"});
+  if (limit > 0) a.insert(a.end(), {"--limit", std::to_string(limit)});
+  if (max_minutes > 0) a.insert(a.end(), {"--max-minutes", fmt::format("{}", max_minutes)});
+  return a;
+}
 
 // The variants: each technique alone, then chained. Keys are the commands' own flags (docs/recipes.md). `limit`
 // (0: all) caps the training images of the stages that train and the test images evaluated (--quick).
@@ -73,18 +86,14 @@ bool is_model_dir(const fs::path& d) {
 
 // Trains the teacher into a temporary directory beside `dir` and renames it into place, so an interrupted run never
 // leaves a half-written teacher in the cache.
-void train_teacher(const fs::path& dir, const std::string& images, int threads, double max_minutes, int64_t limit) {
+void train_teacher(const fs::path& dir, const std::vector<std::string>& args, int threads) {
   const fs::path tmp = dir.string() + ".tmp";
   std::error_code ec;
   fs::remove_all(tmp, ec);
   fs::create_directories(dir.parent_path());
   ProcessOptions p;
-  p.args = kTeacherArgs;
+  p.args = args;
   p.args.insert(p.args.end(), {"--out", tmp.string()});
-  if (!images.empty()) p.args.insert(p.args.end(), {"--data", images});  // train --task image: the IDX directory
-  p.args.insert(p.args.end(), {"--epochs", limit > 0 ? "2" : "6"});
-  if (limit > 0) p.args.insert(p.args.end(), {"--limit", std::to_string(limit)});
-  if (max_minutes > 0) p.args.insert(p.args.end(), {"--max-minutes", fmt::format("{}", max_minutes)});
   if (threads > 0) p.args.insert(p.args.end(), {"--threads", std::to_string(threads)});
   std::fprintf(stderr, "demo: training the teacher (first run only; cached in %s)\n  %s\n", dir.c_str(),
                format_command("shrink", p.args).c_str());
@@ -125,10 +134,11 @@ void register_demo(CLI::App& app) {
                  machine_json()["cpu"].get<std::string>().c_str());
     const std::string img = images.empty() ? "fashion-mnist" : images;  // the recipes' --images
     const int64_t limit = quick ? 2000 : 0;
-    const fs::path teacher =
-        (cache.empty() ? default_cache_dir() : fs::path(cache)) / (std::string(kTeacherKey) + (quick ? "-quick" : ""));
+    const std::vector<std::string> targs = teacher_args(images, quick ? 0 : teacher_minutes, limit);
+    const fs::path teacher = (cache.empty() ? default_cache_dir() : fs::path(cache)) /
+                             command_cache_key("demo-vit-fashion-mnist", kTeacherFormat, targs);
     if (!is_model_dir(teacher))
-      train_teacher(teacher, images, f.threads, quick ? 0 : teacher_minutes, limit);
+      train_teacher(teacher, targs, f.threads);
     else
       std::fprintf(stderr, "demo: teacher from the cache: %s\n", teacher.c_str());
 

@@ -195,6 +195,13 @@ void link_final(const fs::path& out, const fs::path& target) {
 
 }  // namespace
 
+std::string command_cache_key(const std::string& prefix, int version, const std::vector<std::string>& args) {
+  nlohmann::json j = nlohmann::json::object();
+  j["args"] = args;
+  j["version"] = version;
+  return prefix + "-" + hash_of(j).substr(0, 16);
+}
+
 std::string stage_dir_name(size_t index, const std::string& kind) {
   return fmt::format("{:02d}-{}", index + 1, kind);
 }

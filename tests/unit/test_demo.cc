@@ -2,8 +2,10 @@
 // teacher trained and cached, five variants compressed, evaluated and benchmarked, results.jsonl and the report.
 // The assertions come from outside the demo: sizes and parameter counts against what each technique must do to the
 // teacher's shape, the Pareto marks recomputed here from the rows, and a rerun that must redo nothing. The console
-// table: column alignment measured here in code points with an em-dash cell, accuracy shown as in the report.
+// table: column alignment measured here in code points with an em-dash cell, accuracy shown as in the report. The
+// teacher's cache key: a hash of its arguments, checked against Python's hashlib.
 #include <gtest/gtest.h>
+#include <shrink/compress/pipeline.h>
 #include <shrink/core/error.h>
 #include <shrink/report/report.h>
 
@@ -58,6 +60,12 @@ TEST(Demo, QuickRunsEveryVariantAndResumes) {
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_NE(r.out.find("report: "), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("distill+prune+w8a8"), std::string::npos) << r.out;
+  // The cached teacher is named by the hash of its command (DemoTeacherKey), with no temporary left beside it.
+  std::vector<std::string> cached;
+  for (const auto& e : fs::directory_iterator(dir / "cache")) cached.push_back(e.path().filename().string());
+  ASSERT_EQ(cached.size(), 1u);
+  EXPECT_EQ(cached[0].rfind("demo-vit-fashion-mnist-", 0), 0u) << cached[0];
+  EXPECT_EQ(cached[0].size(), std::string("demo-vit-fashion-mnist-").size() + 16) << cached[0];
 
   const std::vector<json> rows = read_rows(dir / "out" / "results.jsonl");
   std::map<std::string, json> by;
@@ -176,6 +184,27 @@ TEST(DemoTable, QualityAsPercentLikeTheReport) {
   EXPECT_NE(md.find("| 86.13% |"), std::string::npos) << md;
   const std::string e = testing::error_of([&] { render_console_table(in, {"name", "accuracy"}); });
   EXPECT_NE(e.find("no column `accuracy`"), std::string::npos) << e;
+}
+
+// The teacher's cache key follows its arguments: the same list gives the same key, any change (a value, the order,
+// one more flag, the format version) another; the digest is the one Python computes from the documented JSON.
+TEST(DemoTeacherKey, HashOfArgumentsAndVersion) {
+  const std::vector<std::string> a = {"train", "--task", "image", "--hidden", "64", "--epochs", "6"};
+  std::vector<std::string> more = a, other = a, swapped = a;
+  more.insert(more.end(), {"--limit", "2000"});
+  other[4] = "65";
+  std::swap(swapped[3], swapped[5]);
+  const std::string k = command_cache_key("demo-vit", 2, a);
+  EXPECT_EQ(k, command_cache_key("demo-vit", 2, a));
+  for (const std::string& different : {command_cache_key("demo-vit", 2, more), command_cache_key("demo-vit", 2, other),
+                                       command_cache_key("demo-vit", 2, swapped), command_cache_key("demo-vit", 3, a)})
+    EXPECT_NE(k, different);
+  const auto py = testing::run_command(
+      "/usr/bin/python3 -c 'import hashlib, json, sys; print(hashlib.sha256(json.dumps({\"args\": sys.argv[1:], "
+      "\"version\": 2}, separators=(\",\", \":\"), sort_keys=True).encode()).hexdigest()[:16])' "
+      "train --task image --hidden 64 --epochs 6");
+  ASSERT_EQ(py.code, 0) << py.err;
+  EXPECT_EQ(k, "demo-vit-" + py.out.substr(0, 16)) << py.out;
 }
 
 }  // namespace

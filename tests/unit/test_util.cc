@@ -60,9 +60,13 @@ std::string error_of(const std::function<void()>& f) {
 }
 
 RunResult run_cli(const std::string& args) {
+  return run_command(std::string(SHRINK_CLI_PATH) + " " + args);
+}
+
+RunResult run_command(const std::string& command_line) {
   auto dir = temp_dir("cli");
   const std::string out = (dir / "out").string(), err = (dir / "err").string();
-  const std::string cmd = std::string(SHRINK_CLI_PATH) + " " + args + " >" + out + " 2>" + err + " </dev/null";
+  const std::string cmd = command_line + " >" + out + " 2>" + err + " </dev/null";
   const int status = std::system(cmd.c_str());
   auto slurp = [](const std::string& p) {
     std::ifstream in(p);

@@ -21,5 +21,7 @@ struct RunResult {
   std::string out, err;
 };
 RunResult run_cli(const std::string& args);
+// Runs a shell command line (e.g. /usr/bin/python3 computing a reference); stdin is /dev/null.
+RunResult run_command(const std::string& command_line);
 
 }  // namespace shrink::testing

@@ -41,6 +41,10 @@ PipelineResult run_pipeline(const Recipe& recipe, const PipelineOptions& opt);
 // The `baseline` row of opt.model, measured into DIR/baseline/ (reused there when the settings did not change).
 nlohmann::json measure_baseline(const Recipe& recipe, const PipelineOptions& opt);
 
+// A cache name for what `shrink ARGS...` produces: "<prefix>-" + the first 16 hex digits of the SHA-256 of the compact
+// JSON {"args":[ARGS...],"version":V}, so changed arguments or a new format version never reuse an old result.
+std::string command_cache_key(const std::string& prefix, int version, const std::vector<std::string>& args);
+
 // The stage directory name: "01-prune".
 std::string stage_dir_name(size_t index, const std::string& kind);
 
