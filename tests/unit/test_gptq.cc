@@ -1,8 +1,10 @@
 // GPTQ: codes against the independent numpy reference (tests/reference/gptq.py), RTN equality on a diagonal
 // Hessian, lower layer-output error than RTN, the Hessian accumulator, and sequential calibration of a model.
 #include <gtest/gtest.h>
+#include <shrink/compress/calibration.h>
 #include <shrink/compress/gptq.h>
 #include <shrink/compress/quantize.h>
+#include <shrink/compress/sequential.h>
 #include <shrink/core/error.h>
 #include <shrink/formats/model_dir.h>
 #include <shrink/kernels/quant.h>
@@ -369,6 +371,36 @@ TEST(GptqSequential, SynthLlamaBeatsRoundToNearest) {
   save_model(*gptq, dir / "q", {});
   auto loaded = load_model(dir / "q");
   EXPECT_EQ(logits_nmse(*loaded, *gptq, eval), 0.0);
+}
+
+// The per-block bookkeeping of both paths (decoder block walk with lm_head, encoder per-layer forwards): one report
+// per block in order, each block's time covering its forward and GPTQ parts, and the peak RSS a high-water mark
+// (never decreasing from block to block).
+TEST(GptqSequential, BlockReportsAddUp) {
+  for (const char* preset : {"llama-tiny", "bert-tiny"}) {
+    const auto dir = testing::temp_dir(std::string("gptq_report_") + preset);
+    synth_model(find_synth_preset(preset), dir, 7);
+    auto model = load_model(dir);
+    std::map<std::string, QuantSpec> plan;
+    for (const auto& s : model->linears()) plan.emplace(s.name, parse_quant_spec("w4a16-g32"));
+    const CalibSet set =
+        read_calib_set(testing::fixture("text/tinyshakespeare.txt"), model->require_tokenizer(), 4, 32);
+    const GptqReport rep = gptq_model(*model, set, plan, GptqOptions{});
+    const int layers = model->config().num_layers;
+    ASSERT_EQ(rep.blocks.size(), static_cast<size_t>(layers + 1)) << preset;  // + lm_head / pooler and classifier
+    EXPECT_EQ(rep.layers.size(), plan.size()) << preset;
+    size_t rss = 0;
+    for (size_t i = 0; i < rep.blocks.size(); ++i) {
+      const GptqBlockReport& b = rep.blocks[i];
+      EXPECT_EQ(b.block, i + 1 < rep.blocks.size() ? static_cast<int>(i) : -1) << preset;
+      EXPECT_GT(b.forward_ms, 0) << preset << " block " << b.block;
+      EXPECT_GT(b.gptq_ms, 0) << preset << " block " << b.block;
+      EXPECT_GE(b.time_ms, b.forward_ms + b.gptq_ms) << preset << " block " << b.block;
+      EXPECT_GE(b.peak_rss_bytes, std::max<size_t>(rss, 1)) << preset << " block " << b.block;
+      rss = b.peak_rss_bytes;
+    }
+    EXPECT_GE(rep.time_ms, rep.blocks.back().time_ms) << preset;
+  }
 }
 
 TEST(GptqSequential, NeedsCalibration) {

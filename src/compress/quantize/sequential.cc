@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <regex>
 
@@ -96,6 +97,26 @@ std::vector<int64_t> lengths_of(const CalibSet& set, int64_t max_len) {
   return len;
 }
 
+// One capture step of a block: `forward` runs with the scope's captures in place (its time counted as the block's
+// forward time), the original slots go back, then `quantize` runs on what was captured (counted as GPTQ time).
+void capture_then_quantize(GptqBlockReport& br, CaptureScope& scope, const std::function<void()>& forward,
+                           const std::function<void()>& quantize) {
+  Timer ft;
+  forward();
+  br.forward_ms += ft.elapsed_ms();
+  scope.restore();
+  Timer gt;
+  quantize();
+  br.gptq_ms += gt.elapsed_ms();
+}
+
+// Closes a block's report: its whole time since `block_timer` started and the process's peak RSS so far.
+void finish_block(GptqBlockReport br, const Timer& block_timer, GptqReport& rep) {
+  br.time_ms = block_timer.elapsed_ms();
+  br.peak_rss_bytes = peak_rss_bytes();
+  rep.blocks.push_back(br);
+}
+
 }  // namespace
 
 GptqReport walk_decoder_blocks(DecoderModel& model, const CalibSet& set, const GroupVisitor& visit) {
@@ -142,20 +163,16 @@ GptqReport walk_decoder_blocks(DecoderModel& model, const CalibSet& set, const G
       CaptureScope scope;
       // The group's linears read one input: captured by the first of them.
       scope.wrap(group.front(), std::move(sink), true);
-      Timer ft;
-      pass(b, false);
-      br.forward_ms += ft.elapsed_ms();
-      scope.restore();
-      Timer gt;
-      if (visit.captured) visit.captured(b, group);
-      br.gptq_ms += gt.elapsed_ms();
+      capture_then_quantize(
+          br, scope, [&] { pass(b, false); },
+          [&] {
+            if (visit.captured) visit.captured(b, group);
+          });
     }
     Timer ft;
     pass(b, true);  // the (quantized) block gives the next block its input
     br.forward_ms += ft.elapsed_ms();
-    br.time_ms = bt.elapsed_ms();
-    br.peak_rss_bytes = peak_rss_bytes();
-    rep.blocks.push_back(br);
+    finish_block(br, bt, rep);
   }
 
   // lm_head from the final hidden states.
@@ -166,22 +183,21 @@ GptqReport walk_decoder_blocks(DecoderModel& model, const CalibSet& set, const G
       GptqBlockReport br;
       CaptureScope scope;
       scope.wrap(head, std::move(sink), true);
-      Timer ft;
       std::vector<float> logits(static_cast<size_t>(longest * model.config().vocab_size));
-      for (size_t s = 0; s < len.size(); ++s) {
-        try {
-          model.head(hidden.data() + off[s] * d, len[s], logits.data());
-        } catch (const StopPass&) {
-        }
-      }
-      br.forward_ms = ft.elapsed_ms();
-      scope.restore();
-      Timer gt;
-      if (visit.captured) visit.captured(-1, group);
-      br.gptq_ms = gt.elapsed_ms();
-      br.time_ms = bt.elapsed_ms();
-      br.peak_rss_bytes = peak_rss_bytes();
-      rep.blocks.push_back(br);
+      capture_then_quantize(
+          br, scope,
+          [&] {
+            for (size_t s = 0; s < len.size(); ++s) {
+              try {
+                model.head(hidden.data() + off[s] * d, len[s], logits.data());
+              } catch (const StopPass&) {
+              }
+            }
+          },
+          [&] {
+            if (visit.captured) visit.captured(-1, group);
+          });
+      finish_block(br, bt, rep);
     }
   }
   rep.time_ms = total.elapsed_ms();
@@ -270,16 +286,13 @@ GptqReport gptq_by_forward(EncoderModel& model, const CalibSet& set, const std::
     CaptureScope scope;
     std::vector<HessianAccumulator*> accs;
     for (LinearSlot* s : slots) accs.push_back(scope.wrap(s, false));
-    Timer ft;
-    run_encoder(model, set);
-    br.forward_ms = ft.elapsed_ms();
-    scope.restore();
-    Timer gt;
-    for (size_t i = 0; i < slots.size(); ++i) quantize_slot(slots[i], *accs[i], plan.at(slots[i]->name), opt, &rep);
-    br.gptq_ms = gt.elapsed_ms();
-    br.time_ms = bt.elapsed_ms();
-    br.peak_rss_bytes = peak_rss_bytes();
-    rep.blocks.push_back(br);
+    capture_then_quantize(
+        br, scope, [&] { run_encoder(model, set); },
+        [&] {
+          for (size_t i = 0; i < slots.size(); ++i)
+            quantize_slot(slots[i], *accs[i], plan.at(slots[i]->name), opt, &rep);
+        });
+    finish_block(br, bt, rep);
   }
   rep.time_ms = total.elapsed_ms();
   return rep;
