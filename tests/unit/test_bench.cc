@@ -6,7 +6,9 @@
 #include <shrink/bench/concurrency.h>
 #include <shrink/bench/cost.h>
 #include <shrink/bench/energy.h>
+#include <shrink/bench/peak.h>
 #include <shrink/core/error.h>
+#include <shrink/core/tensor.h>
 #include <shrink/core/timer.h>
 
 #include <chrono>
@@ -233,6 +235,24 @@ TEST(Energy, EstimateFromCpuTime) {
   EXPECT_EQ(j["watts_per_core"], 12.0);
   EXPECT_NEAR(j["cpu_seconds"].get<double>(), clock_s, 0.05);
   EXPECT_NEAR(j["joules_per_inference"].get<double>(), j["cpu_seconds"].get<double>() * 12 / 4, 1e-12);
+}
+
+// The read loop both peaks time: on 1000.5 KiB of ones plus a tail (not a multiple of 64 floats) it returns the
+// count, through the vector path of this CPU and the threaded split.
+TEST(Peak, StreamReadSumCountsOnes) {
+  constexpr int64_t n = 256 * 1000 + 37;
+  Tensor ones = Tensor::empty(DType::F32, {n});  // 64-byte aligned, as stream_read_sum needs
+  std::fill_n(ones.data<float>(), n, 1.0f);
+  EXPECT_EQ(stream_read_sum(ones.data<float>(), n), static_cast<float>(n));
+}
+
+// Sustained (best 512 MiB pass) and burst (best 16 MiB pass) are both positive, and a whole-buffer pass cannot be
+// much faster than the best of its parts (10% allowed for timer granularity).
+TEST(Peak, SustainedReadIsAtMostTheBurst) {
+  const StreamRead r = measure_stream_read(2);
+  EXPECT_GT(r.sustained_gbps, 0.1);
+  EXPECT_GT(r.burst_gbps, 0.1);
+  EXPECT_LE(r.sustained_gbps, r.burst_gbps * 1.1);
 }
 
 TEST(Cost, PerThousandInferences) {

@@ -3,10 +3,12 @@
 #include <gtest/gtest.h>
 #include <shrink/core/cpu.h>
 #include <shrink/core/error.h>
+#include <shrink/core/parallel.h>
 #include <shrink/kernels/elementwise.h>
 #include <shrink/ops/ops.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdio>
 #include <limits>
@@ -455,6 +457,38 @@ TEST(Ops, BadArgumentsThrowShrinkError) {
   EXPECT_THROW(ops::rope(x, 1, 3, 0, 10000.0f, true), Error);
   EXPECT_THROW(ops::softmax(x, -1), Error);
   EXPECT_THROW(ops::attention_causal(x, 1, 0, x, x, 4, 3, 2, 2, 1.0f, x), Error);
+}
+
+}  // namespace
+}  // namespace shrink
+
+// parallel_for_dynamic (the packed GEMM's panel loop): every index exactly once, in ranges of at most `chunk`,
+// for item counts that do and do not divide into chunks, and any number of threads.
+namespace shrink {
+namespace {
+
+TEST(ParallelForDynamic, VisitsEveryIndexOnceInChunks) {
+  const int saved = num_threads();
+  for (int threads : {1, 2, 3}) {
+    set_num_threads(threads);
+    for (int64_t n : {0, 1, 7, 100, 1001}) {
+      for (int64_t chunk : {0, 1, 3, 64, 5000}) {
+        std::vector<std::atomic<int>> seen(static_cast<size_t>(n));
+        std::atomic<int64_t> longest{0};
+        parallel_for_dynamic(n, chunk, [&](int64_t b, int64_t e) {
+          for (int64_t i = b; i < e; ++i) seen[static_cast<size_t>(i)].fetch_add(1);
+          int64_t cur = longest.load();
+          while (e - b > cur && !longest.compare_exchange_weak(cur, e - b)) {
+          }
+        });
+        for (int64_t i = 0; i < n; ++i) ASSERT_EQ(seen[static_cast<size_t>(i)].load(), 1) << "n " << n << " i " << i;
+        // One thread runs the whole range in one call; more threads take at most `chunk` (at least 1) at a time.
+        const int64_t expect_max = threads == 1 || n <= std::max<int64_t>(1, chunk) ? n : std::max<int64_t>(1, chunk);
+        EXPECT_EQ(longest.load(), expect_max) << "threads " << threads << " n " << n << " chunk " << chunk;
+      }
+    }
+  }
+  set_num_threads(saved);
 }
 
 }  // namespace
