@@ -6,6 +6,7 @@
 # Usage: scripts/fuzz.sh [SECONDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/phase.sh
 
 secs="${1:-30}"
 if ! [[ "$secs" =~ ^[0-9]+$ ]]; then
@@ -16,10 +17,12 @@ build=build-fuzz
 jobs="$(nproc)"
 
 # Warnings are enforced by the regular (gcc) build; clang's set differs and must not block fuzzing.
-cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSHRINK_FUZZ=ON \
+# Build type Fuzz = -O1 -g -DNDEBUG (see CMakeLists.txt); only the parsers are compiled (shrink_fuzzlib).
+cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Fuzz -DSHRINK_FUZZ=ON \
   -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
   -DSHRINK_TESTS=OFF -DSHRINK_BENCH=OFF -DSHRINK_WERROR=OFF >/dev/null
-cmake --build "$build" -j "$jobs"
+phase fuzz-build cmake --build "$build" -j "$jobs"
+fuzz_t0=$SECONDS
 
 scratch="$(mktemp -d "${TMPDIR:-/tmp}/shrink-fuzz.XXXXXX")"
 trap 'rm -rf "$scratch"' EXIT
@@ -64,6 +67,7 @@ for src in "${sources[@]}"; do
   grep -E "^stat::number_of_executed_units|^stat::peak_rss_mb" "$log" | sed "s/^/   /" || true
 done
 
+echo "time: fuzz-run $((SECONDS - fuzz_t0)) s wall"
 if [ ${#failed[@]} -gt 0 ]; then
   echo "fuzz: FAILED: ${failed[*]} (add each crashing input to tests/fuzz/corpus/<name>/ once fixed)" >&2
   exit 1

@@ -4,16 +4,17 @@
 # Usage: scripts/test.sh            (FUZZ_SECONDS=30 by default; FUZZ_SECONDS=0 replays corpora only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/install-deps.sh
-scripts/build.sh
+source scripts/phase.sh
+phase install-deps scripts/install-deps.sh
+phase build scripts/build.sh
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e
-(cd build && ctest --output-on-failure -j "$(nproc)" --timeout 900) 2>&1 | tee "$log"
+phase ctest bash -c 'cd build && ctest --output-on-failure -j "$(nproc)" --timeout 900' 2>&1 | tee "$log"
 ctest_rc=${PIPESTATUS[0]}
 set -e
 fuzz_rc=0
-scripts/fuzz.sh "${FUZZ_SECONDS:-30}" || fuzz_rc=$?
+scripts/fuzz.sh "${FUZZ_SECONDS:-30}" || fuzz_rc=$?  # prints its own build and run times
 summary=$(grep -E '^[0-9]+% tests passed' "$log" | tail -1)
 passed=$(sed -nE 's/.*tests passed, ([0-9]+) tests failed out of ([0-9]+).*/\2 \1/p' <<<"$summary")
 read -r total failed <<<"${passed:-0 0}"
