@@ -190,6 +190,16 @@ TEST_P(W4Kernels, GemvMatchesReference) {
             w4_gemv_rows(c.w, x.data(), m, ldx, bias, yr.data(), ldy, 0, n / 2, isa);
             w4_gemv_rows(c.w, x.data(), m, ldx, bias, yr.data(), ldy, n / 2, n, isa);
             expect_matches(yr, ref, m, n, ldy, kW4KernelNmse, fmt::format("gemv_rows {}", what));
+            // On AVX2 both GEMVs by name: the exact fp32 one and the q8 one (vpmaddubsw) the dispatch picks.
+            if (isa == Isa::Avx2) {
+              std::vector<float> ye(m * ldy, NAN), yq(m * ldy, NAN);
+              detail::w4_gemv_rows_avx2(c.w, x.data(), m, ldx, bias, ye.data(), ldy, 0, n);
+              expect_matches(ye, reference(c.w, x, m, ldx, bias, ldy), m, n, ldy, kW4KernelNmse,
+                             fmt::format("gemv_rows f32 {}", what));
+              detail::w4_gemv_rows_q8_avx2(c.w, x.data(), m, ldx, bias, yq.data(), ldy, 0, n);
+              expect_matches(yq, reference(c.w, round_x_q8(x, m, ldx, k), m, ldx, bias, ldy), m, n, ldy,
+                             kW4KernelNmse, fmt::format("gemv_rows q8 {}", what));
+            }
             // On AVX-512 both GEMVs by name: the exact fp32 one and the VNNI one (when the CPU has VNNI).
             if (isa == Isa::Avx512) {
               std::vector<float> ye(m * ldy, NAN);

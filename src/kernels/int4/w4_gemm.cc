@@ -25,7 +25,8 @@ const W4Kernels& w4_kernels(Isa isa) {
       {Isa::Avx512, kNrAvx512, w4_gemv_rows_avx512, false, w4_panel_avx512, "w4-f32-gemv-4x16-avx512",
        "w4-f32-gemm-dq64-f32-6x64-packed-avx512"},
   };
-  // With VNNI the decode GEMV rounds x to int8 (3x fewer vector ops, README); SHRINK_W4_GEMV=f32 keeps it exact.
+  // The decode GEMV rounds x to int8 where that is what lets it keep up with memory (README): with VNNI on AVX-512
+  // (3x fewer vector ops than fp32 FMA), and on AVX2 with vpmaddubsw. SHRINK_W4_GEMV=f32 keeps it exact.
   static const W4Kernels kVnni = [] {
     W4Kernels k = kTable[2];
     k.gemv_rows = w4_gemv_rows_avx512vnni;
@@ -33,13 +34,22 @@ const W4Kernels& w4_kernels(Isa isa) {
     k.gemv_name = "w4-q8-gemv-4x16-avx512vnni";
     return k;
   }();
-  static const bool use_vnni = [] {
+  static const W4Kernels kAvx2Q8 = [] {
+    W4Kernels k = kTable[1];
+    k.gemv_rows = w4_gemv_rows_q8_avx2;
+    k.gemv_rounds_x = true;
+    k.gemv_name = "w4-q8-gemv-4x8-avx2";
+    return k;
+  }();
+  static const bool use_q8 = [] {
     const char* env = std::getenv("SHRINK_W4_GEMV");
     check(!env || std::string_view(env) == "f32" || std::string_view(env) == "q8",
-          "SHRINK_W4_GEMV={}: expected f32 (exact fp32 GEMV) or q8 (x rounded to int8, VNNI)", env ? env : "");
-    return cpu_features().avx512vnni && !(env && std::string_view(env) == "f32");
+          "SHRINK_W4_GEMV={}: expected f32 (exact fp32 GEMV) or q8 (x rounded to int8 per 32 values)",
+          env ? env : "");
+    return !(env && std::string_view(env) == "f32");
   }();
-  if (isa == Isa::Avx512 && use_vnni) return kVnni;
+  if (isa == Isa::Avx512 && use_q8 && cpu_features().avx512vnni) return kVnni;
+  if (isa == Isa::Avx2 && use_q8) return kAvx2Q8;
   return kTable[static_cast<int>(isa)];
 }
 

@@ -39,6 +39,10 @@ void w4_panel_avx512(const W4Matrix& w, int64_t row0, float* panel);
 void w4_gemv_rows_avx512vnni(const W4Matrix& w, const float* x, int64_t m, int64_t ldx, const float* bias, float* y,
                              int64_t ldy, int64_t o0, int64_t o1);
 
+// The same rounding of x on AVX2, vpmaddubsw + vpmaddwd instead of vpdpbusd (w4_q8_avx2.cc).
+void w4_gemv_rows_q8_avx2(const W4Matrix& w, const float* x, int64_t m, int64_t ldx, const float* bias, float* y,
+                          int64_t ldy, int64_t o0, int64_t o1);
+
 const W4Kernels& w4_kernels(Isa isa);
 
 // y = x W^T + bias through the fp32 packed GEMM micro-kernel of `isa`, with each panel of nr weight rows produced
