@@ -17,6 +17,7 @@
 #include <cmath>
 #include <vector>
 
+#include "kernels/int4/w4_gemv_rows.h"
 #include "kernels/int4/w4_kernels.h"
 
 namespace shrink::kernels::detail {
@@ -172,37 +173,6 @@ void gemv_block(const W4Matrix& w, const XqView px, int64_t o, float out[NR][R])
     for (int r = 0; r < R; ++r) out[j][r] = _mm512_reduce_add_ps(acc[j][r]);
 }
 
-template <int G, int R, bool Asym>
-void gemv_rows(const W4Matrix& w, const XqView px, const float* bias, float* y, int64_t ldy, int64_t o0, int64_t o1) {
-  constexpr int NR = R <= 2 ? 4 : 2;
-  int64_t o = o0;
-  for (; o + NR <= o1; o += NR) {
-    float out[NR][R];
-    gemv_block<G, R, NR, Asym>(w, px, o, out);
-#pragma GCC unroll 4
-    for (int j = 0; j < NR; ++j)
-#pragma GCC unroll 4
-      for (int r = 0; r < R; ++r) y[r * ldy + o + j] = out[j][r] + (bias ? bias[o + j] : 0.f);
-  }
-  for (; o < o1; ++o) {
-    float out[1][R];
-    gemv_block<G, R, 1, Asym>(w, px, o, out);
-#pragma GCC unroll 4
-    for (int r = 0; r < R; ++r) y[r * ldy + o] = out[0][r] + (bias ? bias[o] : 0.f);
-  }
-}
-
-template <int G, bool Asym>
-void gemv_rows_m(const W4Matrix& w, const XqView px, int64_t m, const float* bias, float* y, int64_t ldy, int64_t o0,
-                 int64_t o1) {
-  switch (m) {
-    case 1: return gemv_rows<G, 1, Asym>(w, px, bias, y, ldy, o0, o1);
-    case 2: return gemv_rows<G, 2, Asym>(w, px, bias, y, ldy, o0, o1);
-    case 3: return gemv_rows<G, 3, Asym>(w, px, bias, y, ldy, o0, o1);
-    default: return gemv_rows<G, 4, Asym>(w, px, bias, y, ldy, o0, o1);
-  }
-}
-
 }  // namespace
 
 void w4_gemv_rows_avx512vnni(const W4Matrix& w, const float* x, int64_t m, int64_t ldx, const float* bias, float* y,
@@ -210,18 +180,12 @@ void w4_gemv_rows_avx512vnni(const W4Matrix& w, const float* x, int64_t m, int64
   thread_local PreparedXq px;
   prepare_xq(w, x, m, ldx, px);
   const XqView v{px.xe.data(), px.xo.data(), px.dx.data(), px.xsum_f.data(), px.xsum_i.data(), px.lanes};
-  const bool asym = w.zero_points != nullptr;
-  switch (w.group) {
-    case 32:
-      return asym ? gemv_rows_m<32, true>(w, v, m, bias, y, ldy, o0, o1)
-                  : gemv_rows_m<32, false>(w, v, m, bias, y, ldy, o0, o1);
-    case 64:
-      return asym ? gemv_rows_m<64, true>(w, v, m, bias, y, ldy, o0, o1)
-                  : gemv_rows_m<64, false>(w, v, m, bias, y, ldy, o0, o1);
-    default:
-      return asym ? gemv_rows_m<128, true>(w, v, m, bias, y, ldy, o0, o1)
-                  : gemv_rows_m<128, false>(w, v, m, bias, y, ldy, o0, o1);
-  }
+  w4_gemv_dispatch(w, m, [&]<int G, int R, bool Asym>() {
+    constexpr int NR = R <= 2 ? 4 : 2;
+    w4_gemv_row_blocks<R, NR>(bias, y, ldy, o0, o1, [&]<int N>(int64_t o, float out[N][R]) {
+      gemv_block<G, R, N, Asym>(w, v, o, out);
+    });
+  });
 }
 
 }  // namespace shrink::kernels::detail
