@@ -3,6 +3,7 @@
 #include <shrink/kernels/quant.h>
 
 #include <cmath>
+#include <vector>
 
 #include "kernels/int8/int8_ymm_gemm.h"
 
@@ -13,16 +14,19 @@ namespace {
 // pair reaches 64770 and saturates. llama.cpp's sign trick avoids it exactly: with s = a - 128 in [-128, 127],
 // |s| * (w * sign(s)) = s * w, and a pair is at most 2 * 128 * 127 = 32512. The tile accumulates sum (a - 128) w;
 // the raw sum is recovered with + 128 * wsum (kBias). Needs w != -128, which packing refuses.
+// |s| and s are computed once per call for all rows (prepare_sign_rows: per k group, 4 bytes of |s| then 4 of s),
+// so the tile broadcasts both from memory instead of spending an xor and an abs per row and k group (the tile is
+// bound by vector ALU ops). bench_int8 on the AVX2 VM, two interleaved runs, share of oneDNN's u8s8s32: m128 k3072
+// n768 63-66% -> 80%, k768 n768 63% -> 65-74%, k768 n3072 55-61% before and after (noise). oneDNN's AVX2 u8s8s32
+// is not exact there (vpmaddubsw saturates without the sign trick; bench_int8 reports that its results differ).
 struct DotAvx2 {
   struct A {
     __m256i abs, sgn;
   };
   static constexpr int kMr = 4;  // 8 accumulators + 2 weights + |s|, s, ones and temporaries in 16 ymm
   static constexpr int32_t kBias = 128;
-  static A prepare(__m256i a) {
-    const __m256i s = _mm256_xor_si256(a, _mm256_set1_epi8(static_cast<char>(0x80)));
-    return {_mm256_abs_epi8(s), s};
-  }
+  static constexpr int64_t kAStride = 2 * kInt8Kg;
+  static A load(const uint8_t* p) { return {_mm256_set1_epi32(load_u32(p)), _mm256_set1_epi32(load_u32(p + 4))}; }
   static __m256i dot(__m256i acc, const A& a, __m256i b) {
     const __m256i p16 = _mm256_maddubs_epi16(a.abs, _mm256_sign_epi8(b, a.sgn));
     return _mm256_add_epi32(acc, _mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
@@ -119,8 +123,43 @@ float abs_max(const float* x, int64_t k) {
 
 }  // namespace
 
+// Rows of a (u8, kpad per row) as DotAvx2 reads them: per k group of 4, |a - 128| then a - 128 (4 bytes each).
+void prepare_sign_rows(const Int8GemmArgs& g, std::vector<uint8_t>& out) {
+  const int64_t groups = g.kpad / kInt8Kg;
+  out.resize(static_cast<size_t>(g.m * groups * 2 * kInt8Kg));
+  const __m256i flip = _mm256_set1_epi8(static_cast<char>(0x80));
+  // 8 groups (32 bytes of a) at a time: unpacklo/hi_epi32 of |s| and s interleave them 4 bytes at a time per
+  // 128-bit half; the two halves then go out in order.
+  for (int64_t r = 0; r < g.m; ++r) {
+    const uint8_t* a = g.a + r * g.lda;
+    uint8_t* o = out.data() + r * groups * 2 * kInt8Kg;
+    int64_t q = 0;
+    for (; q + 8 <= groups; q += 8) {
+      const __m256i sv = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + q * kInt8Kg)), flip);
+      const __m256i av = _mm256_abs_epi8(sv);
+      const __m256i lo = _mm256_unpacklo_epi32(av, sv), hi = _mm256_unpackhi_epi32(av, sv);
+      uint8_t* dst = o + q * 2 * kInt8Kg;
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), _mm256_castsi256_si128(lo));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 16), _mm256_castsi256_si128(hi));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 32), _mm256_extracti128_si256(lo, 1));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 48), _mm256_extracti128_si256(hi, 1));
+    }
+    for (; q < groups; ++q)
+      for (int i = 0; i < kInt8Kg; ++i) {
+        const int8_t sv = static_cast<int8_t>(a[q * kInt8Kg + i] ^ 0x80);
+        o[q * 2 * kInt8Kg + i] = static_cast<uint8_t>(sv < 0 ? -sv : sv);  // |-128| = 128 fits u8
+        o[q * 2 * kInt8Kg + kInt8Kg + i] = static_cast<uint8_t>(sv);
+      }
+  }
+}
+
 void gemm_u8s8_panels_avx2(const Int8GemmArgs& g, int64_t p0, int64_t p1) {
-  ymm_gemm_panels<DotAvx2>(g, p0, p1);
+  thread_local std::vector<uint8_t> rows;
+  prepare_sign_rows(g, rows);
+  Int8GemmArgs h = g;
+  h.a = rows.data();
+  h.lda = g.kpad / kInt8Kg * 2 * kInt8Kg;
+  ymm_gemm_panels<DotAvx2>(h, p0, p1);
 }
 
 void w8a16_gemv_panels_avx2(const W8A16Args& g, int64_t p0, int64_t p1) {

@@ -8,7 +8,8 @@ struct DotAvxVnni {
   using A = __m256i;
   static constexpr int kMr = 6;  // 12 accumulators + 2 weight vectors + 1 broadcast of 16 ymm registers
   static constexpr int32_t kBias = 0;
-  static A prepare(__m256i a) { return a; }
+  static constexpr int64_t kAStride = kInt8Kg;  // the quantized activations as they are
+  static A load(const uint8_t* p) { return _mm256_set1_epi32(load_u32(p)); }
   // Inline asm: GCC 12 copies the accumulators around the intrinsic (see int8_avx512vnni.cc).
   static __m256i dot(__m256i acc, A a, __m256i b) {
     asm("%{vex%} vpdpbusd %2, %1, %0" : "+x"(acc) : "x"(a), "x"(b));

@@ -18,7 +18,8 @@ inline int32_t load_u32(const uint8_t* p) {
   return v;
 }
 
-// Dot provides kMr, kBias and dot(acc, a4, b): acc += per-lane dot of 4 u8 (a4, broadcast) with 4 s8 (b).
+// Dot provides kMr, kBias, kAStride and load(p) -> A (the activations of one k group of a row, at p + q * kAStride
+// in the row the tile gets), and dot(acc, A, b): acc += per-lane dot of 4 activations with 4 s8 (b).
 // The accumulators hold sum (a - kBias) w; the raw sum a w is acc + kBias * wsum.
 template <class Dot, int R>
 void ymm_tile(const Int8GemmArgs& g, int64_t row, const int8_t* b, int64_t groups, int64_t col, int lo, int hi) {
@@ -32,7 +33,7 @@ void ymm_tile(const Int8GemmArgs& g, int64_t row, const int8_t* b, int64_t group
     const __m256i b1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(bq + 32));
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
-      const typename Dot::A av = Dot::prepare(_mm256_set1_epi32(load_u32(a + r * g.lda + q * kInt8Kg)));
+      const typename Dot::A av = Dot::load(a + r * g.lda + q * Dot::kAStride);
       acc[r][0] = Dot::dot(acc[r][0], av, b0);
       acc[r][1] = Dot::dot(acc[r][1], av, b1);
     }
@@ -62,19 +63,23 @@ void ymm_tile(const Int8GemmArgs& g, int64_t row, const int8_t* b, int64_t group
     }
     const __m256 s = _mm256_set1_ps(g.a_scale[(row + r) * g.a_scale_stride]);
     float* dst = g.y + (row + r) * g.ldy + col;
-    alignas(32) float f[16];
+    // A partial tile takes its bias through a zero-padded copy so that full and partial tiles run the same vector
+    // code: a column slice (forward_rows) then equals the full call bit for bit, whatever the compiler contracts.
+    alignas(32) float f[16], btmp[16] = {};
+    if (g.bias && !full)
+      for (int c = lo; c < hi; ++c) btmp[c] = g.bias[col + c];
 #pragma GCC unroll 2
     for (int j = 0; j < 2; ++j) {
       const __m256 ws = _mm256_mul_ps(s, _mm256_loadu_ps(g.w_scale + col + 8 * j));
       __m256 y = _mm256_mul_ps(_mm256_cvtepi32_ps(v[j]), ws);
-      if (g.bias && full) y = _mm256_add_ps(y, _mm256_loadu_ps(g.bias + col + 8 * j));
+      if (g.bias) y = _mm256_add_ps(y, full ? _mm256_loadu_ps(g.bias + col + 8 * j) : _mm256_load_ps(btmp + 8 * j));
       if (full)
         _mm256_storeu_ps(dst + 8 * j, y);
       else
         _mm256_store_ps(f + 8 * j, y);
     }
     if (!full)
-      for (int c = lo; c < hi; ++c) dst[c] = f[c] + (g.bias ? g.bias[col + c] : 0.f);
+      for (int c = lo; c < hi; ++c) dst[c] = f[c];
   }
 }
 
