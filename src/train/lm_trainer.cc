@@ -100,7 +100,7 @@ LmReport train_lm(TrainableDecoder& model, const LmData& train, const LmData& va
   int64_t total = updates_per_epoch * opt.epochs;
   AdamW adam(model.parameters(), AdamWOptions{0.9f, 0.95f, 1e-8f, opt.weight_decay});
   LrSchedule sched{opt.lr, static_cast<int64_t>(opt.warmup_fraction * static_cast<double>(total)), total, opt.decay};
-  const TimeBudget budget{opt.max_minutes};
+  TimeBudget budget{opt.max_minutes};
   std::mt19937_64 shuf(opt.seed);
   std::vector<int64_t> order(train.size());
   std::iota(order.begin(), order.end(), 0);

@@ -3,6 +3,7 @@
 #include <shrink/core/parallel.h>
 #include <shrink/train/optim.h>
 
+#include <algorithm>
 #include <cmath>
 
 namespace shrink::train {
@@ -46,16 +47,33 @@ void AdamW::zero_grad() {
   train::zero_grad(vs);
 }
 
+double LrSchedule::progress(int64_t step) const {
+  const int64_t start = std::max(warmup, from_step);
+  if (step < start) return step < warmup ? 0.0 : from_progress;
+  const int64_t span = std::max<int64_t>(1, total - start);
+  const double f = static_cast<double>(step - start) / static_cast<double>(span);
+  return std::clamp(from_progress + (1.0 - from_progress) * f, 0.0, 1.0);
+}
+
 float LrSchedule::at(int64_t step) const {
   if (warmup > 0 && step < warmup) return base * static_cast<float>(step + 1) / static_cast<float>(warmup);
-  const int64_t span = std::max<int64_t>(1, total - warmup);
-  const double frac = std::clamp(static_cast<double>(step - warmup) / static_cast<double>(span), 0.0, 1.0);
+  const double frac = progress(step);
   switch (decay) {
     case Decay::Constant: return base;
     case Decay::Linear: return static_cast<float>(base * (1.0 - frac));
     case Decay::Cosine: return static_cast<float>(base * 0.5 * (1.0 + std::cos(M_PI * frac)));
   }
   return base;
+}
+
+void LrSchedule::retime(int64_t step, int64_t new_total) {
+  if (step < warmup) {
+    warmup = std::min(warmup, std::max(step, new_total / 2));
+  } else {
+    from_progress = progress(step);
+    from_step = step;
+  }
+  total = std::max({new_total, step + 1, warmup + 1});
 }
 
 Decay parse_decay(const std::string& s) {
@@ -86,23 +104,31 @@ double clip_grad_norm(const std::vector<NamedParam>& params, double max_norm) {
   return norm;
 }
 
-bool TimeBudget::after_update(int64_t step, double el, int64_t eval_every, int64_t& total, LrSchedule& sched) const {
-  if (minutes <= 0) return false;
-  if (step == 20 || (step > 20 && eval_every > 0 && step % eval_every == 0)) {
-    const double per_step = el / static_cast<double>(step);
-    const int64_t fit = step + static_cast<int64_t>((minutes * 60.0 - el) / per_step);
-    if (fit < total) {
-      total = std::max(step + 1, fit);
-      sched.total = total;
-      sched.warmup = std::min(sched.warmup, total / 2);
+bool TimeBudget::after_update(int64_t step, double el, int64_t eval_every, int64_t& total, LrSchedule& sched) {
+  if (minutes_ <= 0) return false;
+  const double budget_s = minutes_ * 60.0;
+  if (max_total_ < 0) max_total_ = total;
+  const bool due = fit_step_ == 0 ? step >= 20
+                                  : step >= 2 * fit_step_ || el >= fit_s_ + budget_s / 10 ||
+                                        (eval_every > 0 && step % eval_every == 0 && step > fit_step_);
+  if (due && el > fit_s_) {
+    pace_s_ = (el - fit_s_) / static_cast<double>(step - fit_step_);
+    fit_step_ = step;
+    fit_s_ = el;
+    const double left = std::max(0.0, budget_s - el) / pace_s_;
+    const int64_t fit = std::max(step + 1, std::min(max_total_, step + static_cast<int64_t>(std::min(left, 1e15))));
+    if (fit != total) {
+      sched.retime(step, fit);
+      total = sched.total;
     }
   }
-  return el > minutes * 60.0;
+  return el > budget_s;
 }
 
 double TimeBudget::eta_s(int64_t step, int64_t total, double el) const {
-  const double eta = step > 0 ? el / static_cast<double>(step) * static_cast<double>(total - step) : 0.0;
-  return minutes > 0 ? std::min(eta, minutes * 60.0 - el) : eta;
+  const double pace = pace_s_ > 0 ? pace_s_ : (step > 0 ? el / static_cast<double>(step) : 0.0);
+  const double eta = pace * static_cast<double>(total - step);
+  return minutes_ > 0 ? std::min(eta, minutes_ * 60.0 - el) : eta;
 }
 
 }  // namespace shrink::train

@@ -157,7 +157,7 @@ TrainReport train_classifier(TrainableEncoder& model, const ClassifySource& trai
   int64_t total = updates_per_epoch * opt.epochs;
   AdamW adam(model.parameters(), AdamWOptions{0.9f, 0.999f, 1e-8f, opt.weight_decay});
   LrSchedule sched{opt.lr, static_cast<int64_t>(opt.warmup_fraction * static_cast<double>(total)), total, opt.decay};
-  const TimeBudget budget{opt.max_minutes};
+  TimeBudget budget{opt.max_minutes};
   std::mt19937_64 shuf(opt.seed);
   std::mt19937 drop_rng(static_cast<uint32_t>(opt.seed + 1));
   std::vector<int64_t> order(train.size());
