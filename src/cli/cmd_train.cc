@@ -1,4 +1,4 @@
-// shrink train --task classify --data FILE.tsv | --task image | --task lm --data FILE.txt: train or fine-tune a
+// shrink train --task classify --data FILE.tsv | --images [DIR] | --task lm --data FILE.txt: train or fine-tune a
 // BERT-style text classifier, a ViT image classifier (Fashion-MNIST) or a LLaMA-style language model, with
 // validation, early stopping and a time budget.
 #include <fmt/format.h>
@@ -17,6 +17,7 @@
 
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "cli/train_flags.h"
 
 namespace shrink::cli {
 
@@ -30,6 +31,7 @@ struct Flags {
   double max_minutes = 0, val_fraction = 0.1, clip = 1.0, warmup = 0.06, dropout = 0.1;
   float lr = 5e-4f, weight_decay = 0.01f;
   uint64_t seed = 0;
+  DataFlags images;  // --images [DIR]: --task image, as every other command that takes images spells it
   CommonFlags common;
   CLI::App* sub = nullptr;
   bool given(const char* flag) const { return sub && sub->count(flag) > 0; }
@@ -270,7 +272,9 @@ void train_lm() {
 
 void train_image() {
   Flags& f = F();
-  const std::filesystem::path dir = f.data.empty() ? train::fashion_mnist_dir() : std::filesystem::path(f.data);
+  const std::filesystem::path dir = f.images.images_given ? images_dir(f.images)
+                                    : f.data.empty()      ? train::fashion_mnist_dir()
+                                                          : std::filesystem::path(f.data);
   train::ImageSet train_set = train::load_fashion_mnist("train", dir);
   const train::ImageSet test_set = train::load_fashion_mnist("test", dir);
   if (f.limit > 0 && f.limit < train_set.n) {
@@ -341,9 +345,10 @@ void register_train(CLI::App& app) {
   f.sub = sub;
   sub->add_option("--task", f.task, "classify (text, TSV) | image (Fashion-MNIST IDX, ViT) | lm (plain text, LLaMA)")
       ->check(CLI::IsMember({"classify", "image", "lm"}));
-  sub->add_option("--data", f.data,
-                  "classify: TSV sentence<TAB>label with a header; image: directory of Fashion-MNIST IDX files "
-                  "(default: the dataset-fashion-mnist package)");
+  auto* data = sub->add_option("--data", f.data,
+                               "classify: TSV sentence<TAB>label with a header; image: directory of Fashion-MNIST "
+                               "IDX files (default: the dataset-fashion-mnist package)");
+  data->excludes(f.images.add_images_to(sub));
   sub->add_option("--preset", f.preset,
                   "architecture and size when training from scratch (shrink synth; classify default bert-mini, lm "
                   "default llama-tiny)");
@@ -385,6 +390,12 @@ void register_train(CLI::App& app) {
   add_common_flags(sub, f.common);
   sub->callback([] {
     apply(F().common);
+    if (F().images.images_given) {
+      check(!F().given("--task") || F().task == "image",
+            "train: --images trains an image classifier (--task image, a ViT); --task {} reads --data FILE instead",
+            F().task);
+      F().task = "image";
+    }
     if (F().task == "image")
       train_image();
     else if (F().task == "lm")
