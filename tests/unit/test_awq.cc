@@ -5,15 +5,12 @@
 #include <shrink/compress/awq.h>
 #include <shrink/compress/quantize.h>
 #include <shrink/core/error.h>
-#include <shrink/eval/compare.h>
 #include <shrink/kernels/quant.h>
 #include <shrink/models/synth.h>
 #include <shrink/ops/qlinear.h>
 
 #include <cmath>
-#include <fstream>
 #include <random>
-#include <sstream>
 #include <vector>
 
 #include "unit/test_util.h"
@@ -69,13 +66,8 @@ TEST(Awq, ScalesBeatRoundToNearestOnOutlierChannels) {
     const double alpha = awq_search_alpha(x.data(), kRows, mean_abs_of(x), {&w}, {spec}, 20, &s);
     EXPECT_GT(alpha, 0.0) << scheme;
     // The scaled layer as the engine runs it: packed W diag(s) on x / s.
-    Tensor ws = w.clone();
-    std::vector<float> xs = x;
-    for (int64_t r = 0; r < kOut; ++r)
-      for (int64_t c = 0; c < kIn; ++c) ws.data<float>()[r * kIn + c] *= s[c];
-    for (int64_t r = 0; r < kRows; ++r)
-      for (int64_t c = 0; c < kIn; ++c) xs[r * kIn + c] /= s[c];
-    const double awq = linear_sq_error(*make_quantized_linear(ws, nullptr, spec), xs.data(), *dense, x.data());
+    const testing::ScaledLinear sc = testing::scale_channels(w, x, s);
+    const double awq = linear_sq_error(*make_quantized_linear(sc.w, nullptr, spec), sc.x.data(), *dense, x.data());
     EXPECT_LT(awq, 0.7 * rtn) << scheme << ": awq " << awq << " rtn " << rtn << " alpha " << alpha;
     // Normalized as llm-awq does: sqrt(max * min) = 1.
     const auto [lo, hi] = std::minmax_element(s.begin(), s.end());
@@ -120,92 +112,38 @@ TEST(Awq, FakeQuantizeMatchesPackedKernels) {
   }
 }
 
-std::vector<float> logits_of(const Model& m, const std::vector<int32_t>& toks) {
-  const auto& d = dynamic_cast<const DecoderModel&>(m);
-  const int64_t n = static_cast<int64_t>(toks.size());
-  std::vector<float> y(static_cast<size_t>(n * d.config().vocab_size));
-  KvCache c = d.new_cache(n);
-  d.forward(c, toks.data(), n, y.data(), true);
-  return y;
-}
-
-CalibSet small_calib(const Model& m) {
-  std::ifstream f(testing::fixture("text/tinyshakespeare.txt"));
-  std::stringstream ss;
-  ss << f.rdbuf();
-  const std::string text = ss.str().substr(0, 60000);
-  const auto path = testing::temp_dir("awq_calib") / "calib.txt";
-  testing::write_bytes(path, text);
-  return read_calib_set(path, m.require_tokenizer(), 8, 64);
-}
-
 // Folding the found scales into norms and preceding linears leaves the fp32 model's function unchanged.
 TEST(Awq, FoldingKeepsFp32Outputs) {
-  for (const char* preset : {"llama-tiny", "gpt2-tiny"}) {
-    const auto dir = testing::temp_dir(std::string("awq_fold_") + preset);
-    synth_model(find_synth_preset(preset), dir, 9);
-    auto model = load_model(dir);
-    const std::vector<int32_t> toks = {1, 17, 250, 3, 999, 42, 7, 8, 600, 11, 5, 90};
-    const std::vector<float> before = logits_of(*model, toks);
-    std::map<std::string, QuantSpec> plan;
-    for (const auto& s : model->linears())
-      if (s.name != "lm_head") plan.emplace(s.name, parse_quant_spec("w4a16-g32"));
+  const auto calib = testing::calib_file("awq_calib", 60000);
+  testing::expect_folding_keeps_outputs("w4a16-g32", 9, [&](const std::string& preset, Model& model, const auto& plan) {
     AwqOptions opt;
     opt.clip = false;
     AwqReport rep;
-    const TensorMap edits = awq_search(*model, small_calib(*model), plan, opt, &rep);
-    EXPECT_EQ(rep.groups.size(), static_cast<size_t>(4 * model->config().num_layers)) << preset;
+    const TensorMap edits = awq_search(model, read_calib_set(calib, model.require_tokenizer(), 8, 64), plan, opt, &rep);
+    EXPECT_EQ(rep.groups.size(), static_cast<size_t>(4 * model.config().num_layers)) << preset;
     int scaled = 0;
     for (const auto& g : rep.groups) scaled += g.producer != "none" && g.alpha > 0;
     EXPECT_GT(scaled, 0) << preset;
-    auto folded = rebuild_model(*model, edits);
-    ASSERT_NE(folded->tokenizer(), nullptr);
-    const std::vector<float> after = logits_of(*folded, toks);
-    double max_ref = 0, max_diff = 0;
-    for (size_t i = 0; i < before.size(); ++i) {
-      max_ref = std::max(max_ref, std::fabs(static_cast<double>(before[i])));
-      max_diff = std::max(max_diff, std::fabs(static_cast<double>(after[i]) - before[i]));
-    }
-    EXPECT_LT(max_diff, 1e-5 * std::max(1.0, max_ref)) << preset << " max |logit| " << max_ref;
-  }
+    return rebuild_model(model, edits);
+  });
 }
 
 // The whole pass on the real stories260K model: AWQ W4 g32 is closer to fp32 than RTN on text outside the
 // calibration windows (KLD by eval/compare), and the written model loads.
 TEST(Awq, Stories260kBeatsRoundToNearest) {
-  const auto bin = testing::fixture("stories260K/stories260K.bin");
-  const auto tok = testing::fixture("stories260K/tok512.bin");
-  LoadOptions lo;
-  lo.tokenizer = tok;
-  auto base = load_model(bin, lo);
-  std::ifstream f(testing::fixture("text/tinyshakespeare.txt"));
-  std::stringstream ss;
-  ss << f.rdbuf();
-  const std::string text = ss.str();
-  const auto calib = testing::temp_dir("awq_260k") / "calib.txt";
-  testing::write_bytes(calib, text.substr(0, text.size() / 2));
-  std::vector<int32_t> eval = base->require_tokenizer().encode(text.substr(text.size() / 2, 20000), true);
-  eval.resize(2048);
-
+  const testing::Stories260k s = testing::stories260k("awq_260k");
   QuantizeOptions opt;
   opt.scheme = parse_quant_spec("w4a16-g32");
-  auto rtn = load_model(bin, lo);
+  auto base = s.load(), rtn = s.load(), awq = s.load();
   quantize_model(rtn, opt);
   opt.method = QuantMethod::Awq;
-  opt.calib = calib;
+  opt.calib = s.calib;
   opt.calib_samples = 32;
   opt.calib_seq_len = 128;
-  auto awq = load_model(bin, lo);
   const QuantizeReport rep = quantize_model(awq, opt);
   EXPECT_EQ(rep.awq.groups.size(), 20u);
-  for (const auto& l : rep.layers) {
-    if (l.name != "lm_head") {
-      EXPECT_EQ(l.scheme, "w4a16-g32") << l.name;
-    }
-  }
-  const auto& b = dynamic_cast<const DecoderModel&>(*base);
-  const double k_rtn = compare_decoders(b, dynamic_cast<const DecoderModel&>(*rtn), eval, 256).kld;
-  const double k_awq = compare_decoders(b, dynamic_cast<const DecoderModel&>(*awq), eval, 256).kld;
+  testing::expect_schemes(rep, "w4a16-g32");
+  const double k_rtn = testing::kld_on(*base, *rtn, s.held_out), k_awq = testing::kld_on(*base, *awq, s.held_out);
   EXPECT_LT(k_awq, 0.9 * k_rtn) << "awq " << k_awq << " rtn " << k_rtn;
 }
 

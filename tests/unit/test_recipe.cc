@@ -52,8 +52,6 @@ std::string error_of(const std::string& yaml) {
   return "(no error)";
 }
 
-#define EXPECT_HAS(haystack, needle) EXPECT_NE((haystack).find(needle), std::string::npos) << (haystack)
-
 TEST(Recipe, ParsesStagesWithTypesAndLines) {
   const std::string yaml =
       "# comment\n"                        // 1

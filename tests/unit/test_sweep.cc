@@ -15,11 +15,6 @@ namespace shrink {
 namespace {
 
 namespace fs = std::filesystem;
-using testing::fixture;
-using testing::run_cli;
-using testing::temp_dir;
-
-#define EXPECT_HAS(haystack, needle) EXPECT_NE((haystack).find(needle), std::string::npos) << (haystack)
 
 std::string space(const std::string& extra_config = "") {
   return "base:\n"
@@ -37,9 +32,10 @@ std::string space(const std::string& extra_config = "") {
 }
 
 std::string sweep_args(const fs::path& space_file, const fs::path& out) {
-  return "sweep " + fixture("stories260K/stories260K.bin").string() + " --tokenizer " +
-         fixture("stories260K/tok512.bin").string() + " --text " + fixture("text/tinyshakespeare.txt").string() +
-         " --space " + space_file.string() + " --out " + out.string();
+  return "sweep " + testing::fixture("stories260K/stories260K.bin").string() + " --tokenizer " +
+         testing::fixture("stories260K/tok512.bin").string() + " --text " +
+         testing::fixture("text/tinyshakespeare.txt").string() + " --space " + space_file.string() + " --out " +
+         out.string();
 }
 
 std::vector<std::string> names(const std::vector<nlohmann::json>& rows) {
@@ -49,7 +45,7 @@ std::vector<std::string> names(const std::vector<nlohmann::json>& rows) {
 }
 
 TEST(Sweep, MpirunTwoRanksMergesEveryIdOnce) {
-  const fs::path dir = temp_dir("sweep-mpi"), space_file = dir / "space.yaml", out = dir / "out";
+  const fs::path dir = testing::temp_dir("sweep-mpi"), space_file = dir / "space.yaml", out = dir / "out";
   testing::write_bytes(space_file, space());
   const std::string cmd = "mpirun --allow-run-as-root --oversubscribe -n 2 " + std::string(SHRINK_CLI_PATH) + " " +
                           sweep_args(space_file, out) + " 2>" + (dir / "err.txt").string();
@@ -79,9 +75,9 @@ TEST(Sweep, MpirunTwoRanksMergesEveryIdOnce) {
 }
 
 TEST(Sweep, SingleRankResumesAndRecordsFailures) {
-  const fs::path dir = temp_dir("sweep-one"), space_file = dir / "space.yaml", out = dir / "out";
+  const fs::path dir = testing::temp_dir("sweep-one"), space_file = dir / "space.yaml", out = dir / "out";
   testing::write_bytes(space_file, space("  - id: broken\n    stages: [{kind: quantize, scheme: w3a99}]\n"));
-  const auto r1 = run_cli(sweep_args(space_file, out) + " --json");
+  const auto r1 = testing::run_cli(sweep_args(space_file, out) + " --json");
   ASSERT_EQ(r1.code, 0) << r1.err;
   auto rows = read_jsonl(out / "results.jsonl");
   ASSERT_EQ(rows.size(), 6u);
@@ -91,7 +87,7 @@ TEST(Sweep, SingleRankResumesAndRecordsFailures) {
   EXPECT_FALSE(rows[2].contains("error"));
   // A restart skips every id already written and leaves the file as it was.
   const std::string before = read_text_file(out / "results.jsonl");
-  const auto r2 = run_cli(sweep_args(space_file, out));
+  const auto r2 = testing::run_cli(sweep_args(space_file, out));
   ASSERT_EQ(r2.code, 0) << r2.err;
   EXPECT_HAS(r2.err, "quantize-w4a16-g32 (5/5): skipped, already in the results");
   EXPECT_EQ(r2.err.find(": running"), std::string::npos) << r2.err;

@@ -1,9 +1,20 @@
 // Helpers shared by unit tests: fixture paths (fail loudly when missing), temp dirs, CLI runs.
 #pragma once
 
+#include <shrink/compress/quantize.h>
+#include <shrink/models/model.h>
+#include <shrink/ops/qlinear.h>
+
+#include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <map>
+#include <memory>
 #include <string>
+#include <vector>
+
+// Expects `haystack` (a std::string) to contain `needle`, printing the haystack when it does not.
+#define EXPECT_HAS(haystack, needle) EXPECT_NE((haystack).find(needle), std::string::npos) << (haystack)
 
 namespace shrink::testing {
 
@@ -23,5 +34,41 @@ struct RunResult {
 RunResult run_cli(const std::string& args);
 // Runs a shell command line (e.g. /usr/bin/python3 computing a reference); stdin is /dev/null.
 RunResult run_command(const std::string& command_line);
+
+// The tiny Shakespeare fixture (text/tinyshakespeare.txt) as text.
+std::string shakespeare();
+// A calibration file under a fresh temp dir: the first `bytes` of tiny Shakespeare.
+std::filesystem::path calib_file(const std::string& tag, size_t bytes);
+
+// The whole-pass setting of the calibrated quantization tests: stories260K (llama2.c fixture) with its tokenizer,
+// the first half of tiny Shakespeare as the calibration file, 2,048 tokens of the second half held out.
+struct Stories260k {
+  std::filesystem::path calib;
+  std::vector<int32_t> held_out;
+  std::unique_ptr<Model> load() const;  // a fresh fp32 copy
+};
+Stories260k stories260k(const std::string& tag);
+// KLD (base -> candidate, windows of 256) of two decoders on `tokens`.
+double kld_on(const Model& base, const Model& candidate, const std::vector<int32_t>& tokens);
+// Every layer the pass reports except lm_head (left alone by default) carries `scheme`.
+void expect_schemes(const QuantizeReport& rep, const std::string& scheme);
+
+// A linear layer with input channel j scaled by s[j] (AWQ, SmoothQuant): W diag(s) for w [out, in] and
+// x / s for the rows of x [rows, in]. The product is the same up to rounding.
+struct ScaledLinear {
+  Tensor w;
+  std::vector<float> x;
+};
+ScaledLinear scale_channels(const Tensor& w, const std::vector<float>& x, const std::vector<float>& s);
+
+// Logits of a decoder model at every position of `toks` (one sequence from an empty cache).
+std::vector<float> decoder_logits(const Model& m, const std::vector<int32_t>& toks);
+
+// The folding check of the scale searches (AWQ, SmoothQuant): on llama-tiny and gpt2-tiny synth models (seed),
+// `fold` gets the preset, the loaded model and a plan of `scheme` on every linear but lm_head, and returns the
+// folded model; its logits must equal the original's within 1e-5 of the largest logit (folding changes no function).
+using FoldSearch = std::function<std::unique_ptr<Model>(const std::string& preset, Model& model,
+                                                        const std::map<std::string, QuantSpec>& plan)>;
+void expect_folding_keeps_outputs(const std::string& scheme, uint32_t seed, const FoldSearch& fold);
 
 }  // namespace shrink::testing
