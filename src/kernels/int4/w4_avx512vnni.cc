@@ -27,15 +27,6 @@ inline __mmask16 lane_mask(int64_t valid) {
   return valid >= 16 ? __mmask16(0xffff) : valid <= 0 ? __mmask16(0) : static_cast<__mmask16>((1u << valid) - 1u);
 }
 
-// Per x row: xe / xo int8 [lanes * 4] (even / odd elements), and per int32 lane its x scale and the sum of its eight
-// int8 values (times -8 for symmetric weights, folded into the integer accumulator; plain for asymmetric ones).
-struct PreparedXq {
-  std::vector<int8_t> xe, xo;
-  std::vector<float> dx, xsum_f;
-  std::vector<int32_t> xsum_i;
-  int64_t lanes = 0;  // per row, a multiple of 16 (whole 64-byte chunks)
-};
-
 void prepare_xq(const W4Matrix& w, const float* x, int64_t m, int64_t ldx, PreparedXq& p) {
   const int64_t kp = w.groups() * w.group;
   const int64_t chunks = (kp + 127) / 128;
@@ -86,15 +77,6 @@ void prepare_xq(const W4Matrix& w, const float* x, int64_t m, int64_t ldx, Prepa
     }
   }
 }
-
-// Raw pointers of a PreparedXq, passed by value so the hot loop keeps them in registers (the PreparedXq itself is
-// thread_local; through a reference GCC reloads its members from TLS on every chunk).
-struct XqView {
-  const int8_t *xe, *xo;
-  const float *dx, *xsum_f;
-  const int32_t* xsum_i;
-  int64_t lanes;
-};
 
 inline uint32_t count_mask(int64_t left, int per) {
   return left >= per ? (1u << per) - 1u : left > 0 ? (1u << left) - 1u : 0u;
@@ -178,8 +160,7 @@ void gemv_block(const W4Matrix& w, const XqView px, int64_t o, float out[NR][R])
 void w4_gemv_rows_avx512vnni(const W4Matrix& w, const float* x, int64_t m, int64_t ldx, const float* bias, float* y,
                              int64_t ldy, int64_t o0, int64_t o1) {
   thread_local PreparedXq px;
-  prepare_xq(w, x, m, ldx, px);
-  const XqView v{px.xe.data(), px.xo.data(), px.dx.data(), px.xsum_f.data(), px.xsum_i.data(), px.lanes};
+  const XqView v = prepared_xq(w, x, m, ldx, px, prepare_xq);
   w4_gemv_dispatch(w, m, [&]<int G, int R, bool Asym>() {
     constexpr int NR = R <= 2 ? 4 : 2;
     w4_gemv_row_blocks<R, NR>(bias, y, ldy, o0, o1, [&]<int N>(int64_t o, float out[N][R]) {

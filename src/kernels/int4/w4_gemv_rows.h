@@ -5,9 +5,57 @@
 #include <shrink/kernels/int4.h>
 
 #include <cstdint>
+#include <cstring>
+#include <vector>
 
 namespace shrink::kernels::detail {
 namespace {
+
+// x of the q8 GEMVs (AVX2 vpmaddubsw, AVX-512 VNNI), rounded to int8 per 32 values. Per x row: xe / xo int8
+// [lanes * 4] (even / odd elements), and per int32 lane its x scale and the sum of its eight int8 values (times -8
+// for symmetric weights, added to the integer accumulator; plain for asymmetric ones). `lanes` per row is a multiple
+// of the ISA's lanes per chunk. The rest is the x it was rounded from, so prepared_xq can reuse it.
+struct PreparedXq {
+  std::vector<int8_t> xe, xo;
+  std::vector<float> dx, xsum_f;
+  std::vector<int32_t> xsum_i;
+  int64_t lanes = 0;
+  std::vector<float> src;  // [m][k] the x rounded
+  int64_t m = -1, k = -1, group = -1;
+  bool asym = false;
+};
+
+// Raw pointers of a PreparedXq, passed by value so the hot loop keeps them in registers (the PreparedXq itself is
+// thread_local; through a reference GCC reloads its members from TLS on every chunk).
+struct XqView {
+  const int8_t *xe, *xo;
+  const float *dx, *xsum_f;
+  const int32_t* xsum_i;
+  int64_t lanes;
+};
+
+// Decode runs a layer as many calls of a few output rows each (ops::linear_fused units) on the same x: rounding x
+// again for every call cost ~11% of a W4 decode on AVX2 (perf). p (thread_local in the caller) keeps the x it was
+// rounded from and is reused while x, its shape and the weight layout are unchanged (a memcmp of k floats per row,
+// ~10x cheaper); otherwise prepare(w, x, m, ldx, p), the ISA's rounding, fills it again.
+template <class Prepare>
+inline XqView prepared_xq(const W4Matrix& w, const float* x, int64_t m, int64_t ldx, PreparedXq& p,
+                          Prepare&& prepare) {
+  const bool asym = w.zero_points != nullptr;
+  bool same = p.m == m && p.k == w.k && p.group == w.group && p.asym == asym;
+  const size_t row_bytes = static_cast<size_t>(w.k) * sizeof(float);
+  for (int64_t r = 0; same && r < m; ++r) same = std::memcmp(p.src.data() + r * w.k, x + r * ldx, row_bytes) == 0;
+  if (!same) {
+    prepare(w, x, m, ldx, p);
+    p.src.resize(static_cast<size_t>(m * w.k));
+    for (int64_t r = 0; r < m; ++r) std::memcpy(p.src.data() + r * w.k, x + r * ldx, row_bytes);
+    p.m = m;
+    p.k = w.k;
+    p.group = w.group;
+    p.asym = asym;
+  }
+  return {p.xe.data(), p.xo.data(), p.dx.data(), p.xsum_f.data(), p.xsum_i.data(), p.lanes};
+}
 
 // Calls fn.template operator()<G, R, Asym>() for the matrix's group (32, 64, else 128), m rows (1..3, else 4) and
 // whether it has zero points.

@@ -20,15 +20,6 @@
 namespace shrink::kernels::detail {
 namespace {
 
-// Per x row: xe / xo int8 [lanes * 4] (even / odd elements), and per int32 lane its x scale and the sum of its eight
-// int8 values (times -8 for symmetric weights, added to the integer accumulator; plain for asymmetric ones).
-struct PreparedXq {
-  std::vector<int8_t> xe, xo;
-  std::vector<float> dx, xsum_f;
-  std::vector<int32_t> xsum_i;
-  int64_t lanes = 0;  // per row, a multiple of 8 (whole 32-byte chunks)
-};
-
 inline __m256 load_first(const float* p, int64_t valid) {
   if (valid >= 8) return _mm256_loadu_ps(p);
   if (valid <= 0) return _mm256_setzero_ps();
@@ -119,14 +110,6 @@ void prepare_xq(const W4Matrix& w, const float* x, int64_t m, int64_t ldx, Prepa
   }
 }
 
-// Raw pointers of a PreparedXq, passed by value so the hot loop keeps them in registers.
-struct XqView {
-  const int8_t *xe, *xo;
-  const float *dx, *xsum_f;
-  const int32_t* xsum_i;
-  int64_t lanes;
-};
-
 // Per-lane weight scales of chunk c of one row: lane l covers group (64 c + 8 l) / G. A tail chunk (16 bytes, only
 // with G = 32) holds one group; its upper lanes meet zero x, so they take the same scale.
 template <int G>
@@ -207,27 +190,8 @@ void gemv_block(const W4Matrix& w, const XqView px, int64_t o, float out[NR][R])
 
 void w4_gemv_rows_q8_avx2(const W4Matrix& w, const float* x, int64_t m, int64_t ldx, const float* bias, float* y,
                           int64_t ldy, int64_t o0, int64_t o1) {
-  // Decode runs a layer as many calls of a few output rows each (ops::linear_fused units) on the same x: rounding
-  // x again for every call cost ~11% of a W4 decode (perf). The rounding is kept per thread with the x it came from
-  // and reused while x, its shape and the weight layout are unchanged (a memcmp of k floats per row, ~10x cheaper).
   thread_local PreparedXq px;
-  thread_local std::vector<float> px_x;
-  thread_local int64_t px_m = -1, px_k = -1, px_group = -1;
-  thread_local bool px_asym = false;
-  const bool asym_now = w.zero_points != nullptr;
-  bool same = px_m == m && px_k == w.k && px_group == w.group && px_asym == asym_now;
-  for (int64_t r = 0; same && r < m; ++r)
-    same = std::memcmp(px_x.data() + r * w.k, x + r * ldx, static_cast<size_t>(w.k) * sizeof(float)) == 0;
-  if (!same) {
-    prepare_xq(w, x, m, ldx, px);
-    px_x.resize(static_cast<size_t>(m * w.k));
-    for (int64_t r = 0; r < m; ++r) std::memcpy(px_x.data() + r * w.k, x + r * ldx, static_cast<size_t>(w.k) * sizeof(float));
-    px_m = m;
-    px_k = w.k;
-    px_group = w.group;
-    px_asym = asym_now;
-  }
-  const XqView v{px.xe.data(), px.xo.data(), px.dx.data(), px.xsum_f.data(), px.xsum_i.data(), px.lanes};
+  const XqView v = prepared_xq(w, x, m, ldx, px, prepare_xq);
   w4_gemv_dispatch(w, m, [&]<int G, int R, bool Asym>() {
     constexpr int NR = R <= 2 ? 4 : 2;
     w4_gemv_row_blocks<R, NR>(bias, y, ldy, o0, o1, [&]<int N>(int64_t o, float out[N][R]) {

@@ -121,8 +121,6 @@ float abs_max(const float* x, int64_t k) {
   return r;
 }
 
-}  // namespace
-
 // Rows of a (u8, kpad per row) as DotAvx2 reads them: per k group of 4, |a - 128| then a - 128 (4 bytes each).
 void prepare_sign_rows(const Int8GemmArgs& g, std::vector<uint8_t>& out) {
   const int64_t groups = g.kpad / kInt8Kg;
@@ -152,6 +150,8 @@ void prepare_sign_rows(const Int8GemmArgs& g, std::vector<uint8_t>& out) {
       }
   }
 }
+
+}  // namespace
 
 void gemm_u8s8_panels_avx2(const Int8GemmArgs& g, int64_t p0, int64_t p1) {
   thread_local std::vector<uint8_t> rows;
