@@ -1,13 +1,18 @@
 // shrink qat DIR --scheme S --data FILE.tsv | --images [DIR] --out DIR2: quantization-aware fine-tuning of a text or
 // image (ViT) classifier, then the packed model; reports fp32, post-training RTN and QAT accuracy on the same
-// validation rows.
+// validation rows. shrink qat LM --text FILE [--tokenizer T] --out DIR2: the same for a LLaMA-family language model
+// (llama2.c .bin or HF directory), trained by KL to its own fp32 distribution (or CE on the text); reports KLD, top-1
+// agreement and perplexity of RTN and QAT against fp32 on the held-out tail of the text.
 #include <fmt/format.h>
 #include <shrink/core/error.h>
+#include <shrink/core/mmap.h>
+#include <shrink/eval/compare.h>
 #include <shrink/formats/config.h>
 #include <shrink/formats/model_dir.h>
 #include <shrink/formats/safetensors.h>
 #include <shrink/train/qat.h>
 
+#include <cmath>
 #include <cstdio>
 
 #include "cli/commands.h"
@@ -20,6 +25,8 @@ namespace {
 
 struct Flags {
   std::string model, scheme = "w4a16-g32", out;
+  std::string text, tokenizer, loss = "kl";  // language models
+  int ctx = 256;
   std::vector<std::string> skip;
   int observe_steps = 50;
   double dropout = 0.1;
@@ -37,14 +44,171 @@ Flags& F() {
   return f;
 }
 
+bool quiet() {
+  return F().common.quiet || F().common.json;
+}
+
+// "step 40/120  loss 0.1234  val acc 81.25%  elapsed 12s  ETA 30s" every 10 updates, classifier or LM.
+template <class P>
+std::function<void(const P&)> progress_line() {
+  if (quiet()) return {};
+  auto last = std::make_shared<int64_t>(0);
+  return [last](const P& p) {
+    if (p.step - *last < 10 && p.step != p.total_steps) return;
+    *last = p.step;
+    std::string val;
+    if constexpr (std::is_same_v<P, train::TrainProgress>)
+      val = p.val_accuracy < 0 ? "-" : fmt::format("val acc {:.2f}%", 100 * p.val_accuracy);
+    else
+      val = p.val_ppl < 0 ? "-" : fmt::format("val ppl {:.3f}", p.val_ppl);
+    std::fprintf(stderr, "%sstep %lld/%lld  loss %.4f  %s  elapsed %.0fs  ETA %.0fs   %s", stderr_is_tty() ? "\r" : "",
+                 static_cast<long long>(p.step), static_cast<long long>(p.total_steps), p.loss, val.c_str(),
+                 p.elapsed_s, p.eta_s, stderr_is_tty() ? "" : "\n");
+    if (p.step == p.total_steps && stderr_is_tty()) std::fprintf(stderr, "\n");
+  };
+}
+
+train::QatOptions qat_options(const QuantSpec& spec) {
+  train::QatOptions qo;
+  qo.spec = spec;
+  qo.observe_steps = F().observe_steps;
+  qo.skip = F().skip;
+  return qo;
+}
+
+// The post-training baseline: round-to-nearest of `slots` on the untouched weights (W8A8: dynamic per-token
+// activations, the calibration-free PTQ scheme).
+QuantSpec ptq_spec_of(QuantSpec spec) {
+  spec.static_act = false;
+  return spec;
+}
+
+nlohmann::json comparison_json(const DecoderComparison& c) {
+  return {{"kld", c.kld}, {"top1_agreement", c.top1_agreement}, {"ppl", c.candidate.ppl}};
+}
+
+// QAT of a language model on --text: the last --val-fraction of the text (whole --ctx chunks) is held out; the fp32,
+// RTN and QAT engine models are compared on it.
+void run_lm(Model& m) {
+  Flags& f = F();
+  check(!f.data.given(),
+        "{}: {} is a language model; qat trains it on plain text: pass --text FILE instead of --data/--images", f.model,
+        m.config().architecture);
+  check(!f.text.empty(), "{}: qat of a language model needs --text FILE (plain text to train on)", f.model);
+  const DecoderModel& base = as_decoder(m, "qat");
+  std::string text = read_text_file(f.text);
+  check(!text.empty(), "{}: the text file is empty; qat needs text", f.text);
+  if (f.data.limit > 0 && static_cast<size_t>(f.data.limit) < text.size()) text.resize(f.data.limit);
+  const std::vector<int32_t> ids = m.require_tokenizer().encode(text, false);
+  check(m.config().max_position_embeddings <= 0 || f.ctx <= m.config().max_position_embeddings,
+        "--ctx {}: the model's context is {}; pass --ctx {} or less", f.ctx, m.config().max_position_embeddings,
+        m.config().max_position_embeddings);
+  auto [tr, va] = train::split_lm_data(ids, f.ctx, f.data.val_fraction);
+  check(va.size() > 0, "qat: the validation tail of {} is empty; raise --val-fraction or give more text", f.text);
+  const std::vector<int32_t> held(va.tokens.begin() + va.starts.front(),
+                                  va.tokens.begin() + va.starts.back() + va.ctx + 1);
+  const QuantSpec spec = parse_quant_spec(f.scheme);
+  const train::QatLoss loss = train::parse_qat_loss(f.loss);
+
+  train::TrainableDecoder model(m.config(), m.tensors());
+  const train::QatOptions qo = qat_options(spec);
+  train::Qat qat(model, qo);
+  const QuantSpec ptq_spec = ptq_spec_of(spec);
+  auto ptq = build_model(model.config(), model.state(), "ptq");
+  train::pack_linears(*ptq, qat.slots(), [&](const std::string&) { return ptq_spec; });
+  const DecoderComparison ptq_cmp = compare_decoders(base, dynamic_cast<DecoderModel&>(*ptq), held, f.ctx);
+  if (!quiet())
+    std::fprintf(stderr,
+                 "qat %s (loss %s): %zu layers fake-quantized, %zu training / %zu validation chunks of %d tokens; "
+                 "RTN on the validation tail: KLD %.5f, top-1 %.2f%%, ppl %.3f (fp32 %.3f)\n",
+                 spec.name().c_str(), f.loss.c_str(), qat.slots().size(), tr.size(), va.size(), f.ctx, ptq_cmp.kld,
+                 100 * ptq_cmp.top1_agreement, ptq_cmp.candidate.ppl, ptq_cmp.base.ppl);
+
+  const train::TrainOptions c = f.train.options();
+  train::LmTrainOptions o;
+  o.epochs = c.epochs;
+  o.batch = c.batch;
+  o.accumulate = c.accumulate;
+  o.lr = c.lr;
+  o.warmup_fraction = c.warmup_fraction;
+  o.decay = c.decay;
+  o.weight_decay = c.weight_decay;
+  o.clip = c.clip;
+  o.max_minutes = c.max_minutes;
+  o.eval_every = c.eval_every;
+  o.patience = c.patience;
+  o.seed = c.seed;
+  const auto rep = train::qat_lm(model, qat, tr, va, o, loss, progress_line<train::LmProgress>());
+
+  auto packed = convert_qat(model, qat);
+  const DecoderComparison qat_cmp = compare_decoders(base, dynamic_cast<DecoderModel&>(*packed), held, f.ctx);
+  // The packed engine against the training-time (fake-quant) model on the first validation chunk.
+  double max_diff = 0;
+  {
+    train::NoGradGuard ng;
+    const std::vector<int32_t> chunk(held.begin(), held.begin() + f.ctx);
+    const train::Var fq = model.forward(chunk, 1, f.ctx).logits;
+    std::vector<float> eng(static_cast<size_t>(fq.numel()));
+    const auto& pd = dynamic_cast<DecoderModel&>(*packed);
+    KvCache cache = pd.new_cache(f.ctx);
+    pd.forward(cache, chunk.data(), f.ctx, eng.data(), true);
+    for (size_t i = 0; i < eng.size(); ++i) max_diff = std::max<double>(max_diff, std::fabs(eng[i] - fq.data()[i]));
+  }
+
+  SaveOptions so;
+  so.tokenizer = train::tokenizer_file_of(f.model, f.tokenizer);
+  so.recipe = {{"method", "qat"},  {"scheme", spec.name()}, {"loss", f.loss},
+               {"epochs", o.epochs}, {"lr", o.lr},          {"text", f.text}, {"ctx", f.ctx}};
+  const SaveResult saved = save_model(*packed, f.out, so);
+
+  nlohmann::json layers = nlohmann::json::array();
+  for (const auto& s : qat.slots()) layers.push_back({{"name", s}, {"scheme", qat.slot_spec(s).name()}});
+  nlohmann::json j = rep.to_json();
+  j.update({{"out", saved.dir.string()},
+            {"task", "lm"},
+            {"scheme", spec.name()},
+            {"loss", f.loss},
+            {"ctx", f.ctx},
+            {"train_chunks", tr.size()},
+            {"val_chunks", va.size()},
+            {"val_positions", qat_cmp.positions},
+            {"fp32_ppl", qat_cmp.base.ppl},
+            {"ptq_scheme", ptq_spec.name()},
+            {"ptq", comparison_json(ptq_cmp)},
+            {"qat", comparison_json(qat_cmp)},
+            {"engine_max_abs_diff", max_diff},
+            {"size_bytes", saved.size_bytes},
+            {"layers", layers}});
+  if (f.common.json) {
+    print_json(j);
+  } else if (!f.common.quiet) {
+    std::printf("%s: %s QAT on %lld held-out positions: KLD %.5f, top-1 %.2f%%, ppl %.3f (fp32 %.3f)\n",
+                saved.dir.string().c_str(), spec.name().c_str(), static_cast<long long>(qat_cmp.positions),
+                qat_cmp.kld, 100 * qat_cmp.top1_agreement, qat_cmp.candidate.ppl, qat_cmp.base.ppl);
+    std::printf("  post-training %s RTN: KLD %.5f, top-1 %.2f%%, ppl %.3f\n", ptq_spec.name().c_str(), ptq_cmp.kld,
+                100 * ptq_cmp.top1_agreement, ptq_cmp.candidate.ppl);
+    std::printf("  %lld updates in %.1f s, packed engine vs fake-quant max |logit diff| %.2g, %.2f MB on disk\n",
+                static_cast<long long>(rep.steps), rep.seconds, max_diff, saved.size_bytes / 1e6);
+  }
+}
+
 void run() {
   Flags& f = F();
   namespace fs = std::filesystem;
   const fs::path dir = f.model;
-  check(fs::is_directory(dir), "{}: not a directory; qat starts from a trained classifier directory (shrink train)",
-        f.model);
+  if (!fs::is_directory(dir) || !f.text.empty()) {
+    auto m = open_model(f.model, f.tokenizer);
+    return run_lm(*m);
+  }
   QuantSpec spec = parse_quant_spec(f.scheme);
   const ModelConfig cfg = read_config(dir / "config.json");
+  if (cfg.num_labels <= 0 && cfg.image_size <= 0) {
+    auto m = open_model(f.model, f.tokenizer);
+    if (m->kind() == ModelKind::Decoder) return run_lm(*m);
+  }
+  check(f.text.empty() && f.tokenizer.empty(),
+        "{}: --text and --tokenizer are for language models; a classifier trains on --data FILE.tsv or --images",
+        f.model);
   check(cfg.num_labels > 0, "{}: config.json has no num_labels; qat trains a sequence classifier", f.model);
   check_data_kind(f.data, cfg, f.model);
   const bool images = cfg.image_size > 0;
@@ -61,48 +225,23 @@ void run() {
 
   train::TrainableEncoder model(cfg, read_safetensors_model(dir).tensors, f.train.seed);
   model.dropout = static_cast<float>(f.dropout);
-  const bool quiet = f.common.quiet || f.common.json;
   const double fp32_acc = train::accuracy(model, va);
 
-  train::QatOptions qo;
-  qo.spec = spec;
-  qo.observe_steps = f.observe_steps;
-  if (!f.skip.empty()) qo.skip.insert(qo.skip.end(), f.skip.begin(), f.skip.end());
-
-  // Post-training baseline on the untouched weights: round-to-nearest of the same slots (W8A8: dynamic per-token
-  // activations, the calibration-free PTQ scheme).
-  double ptq_acc = 0;
-  QuantSpec ptq_spec = spec;
-  ptq_spec.static_act = false;
-  {
-    train::TrainableEncoder probe(cfg, model.state(), f.train.seed);
-    train::Qat slots(probe, qo);
-    auto m = build_model(cfg, model.state(), "ptq");
-    for (const auto& s : slots.slots()) {
-      LinearSlot* ls = m->find_linear(s);
-      check(ls != nullptr, "qat: the engine model has no Linear '{}'", s);
-      const Tensor* bias = ls->bias.defined() && ls->bias.numel() > 0 ? &ls->bias : nullptr;
-      ls->impl = make_packed_linear(quantize_linear_weights(ls->weight, bias, ptq_spec));
-    }
-    ptq_acc = train::engine_accuracy(dynamic_cast<EncoderModel&>(*m), va);
-  }
-
+  const train::QatOptions qo = qat_options(spec);
   train::Qat qat(model, qo);
+  // Post-training baseline on the untouched weights: round-to-nearest of the same slots.
+  const QuantSpec ptq_spec = ptq_spec_of(spec);
+  auto ptq = build_model(cfg, model.state(), "ptq");
+  train::pack_linears(*ptq, qat.slots(), [&](const std::string&) { return ptq_spec; });
+  const double ptq_acc = train::engine_accuracy(dynamic_cast<EncoderModel&>(*ptq), va);
+  ptq.reset();
+
   train::TrainOptions o = f.train.options();
   o.after_update = [&qat](int64_t step) { qat.after_update(step); };
-  if (!quiet)
+  if (!quiet())
     std::fprintf(stderr, "qat %s: %zu layers fake-quantized, %zu training / %zu validation examples\n",
                  spec.name().c_str(), qat.slots().size(), tr.size(), va.size());
-  int64_t last = 0;
-  const auto rep = train::train_classifier(model, tr, va, o, [&](const train::TrainProgress& p) {
-    if (quiet || (p.step - last < 10 && p.step != p.total_steps)) return;
-    last = p.step;
-    const std::string acc = p.val_accuracy < 0 ? "-" : fmt::format("{:.2f}%", 100 * p.val_accuracy);
-    std::fprintf(stderr, "%sstep %lld/%lld  loss %.4f  val acc %s  elapsed %.0fs  ETA %.0fs   %s",
-                 stderr_is_tty() ? "\r" : "", static_cast<long long>(p.step), static_cast<long long>(p.total_steps),
-                 p.loss, acc.c_str(), p.elapsed_s, p.eta_s, stderr_is_tty() ? "" : "\n");
-  });
-  if (!quiet && stderr_is_tty()) std::fprintf(stderr, "\n");
+  const auto rep = train::train_classifier(model, tr, va, o, progress_line<train::TrainProgress>());
 
   const double fq_acc = train::accuracy(model, va);
   const auto fq_pred = train::predict(model, va);
@@ -165,14 +304,24 @@ void run() {
 void register_qat(CLI::App& app) {
   auto* sub = app.add_subcommand(
       "qat",
-      "quantization-aware fine-tuning of a text or ViT classifier (fake-quant W8A8 or W4), saved as the packed model");
+      "quantization-aware fine-tuning of a text or ViT classifier or a LLaMA LM (fake-quant W8A8 or W4), saved as the "
+      "packed model");
   Flags& f = F();
-  sub->add_option("model", f.model, "trained classifier directory (shrink train output)")->required();
+  sub->add_option("model", f.model,
+                  "trained classifier directory (shrink train output), or a LLaMA LM (HF directory or llama2.c .bin)")
+      ->required();
   sub->add_option("--scheme", f.scheme,
                   "w8a8 (int8 weights, static int8 activations with trained ranges) | w4a16-g32|g64|g128[-asym]");
   sub->add_option("--out", f.out, "output directory (packed model)")->required();
-  sub->add_option("--skip", f.skip, "regex of more slots kept in fp32 (classifier heads always are)");
-  f.data.add_to(sub, true, "TSV sentence<TAB>label with a header (the training data)");
+  sub->add_option("--skip", f.skip, "regex of more slots kept in fp32 (classifier heads and lm_head always are)");
+  f.data.add_to(sub, false, "classifier: TSV sentence<TAB>label with a header (the training data)");
+  sub->add_option("--text", f.text, "LM: plain text to train on; its last --val-fraction is held out (--limit: bytes)");
+  sub->add_option("--tokenizer", f.tokenizer, "LM: tokenizer file (llama2.c .bin models); copied into the output");
+  sub->add_option("--ctx", f.ctx, "LM: tokens per training sequence and evaluation window")
+      ->check(CLI::Range(2, 8192))
+      ->capture_default_str();
+  sub->add_option("--loss", f.loss, "LM: kl (to the fp32 model's next-token distribution, LLM-QAT) | ce (on the text)")
+      ->capture_default_str();
   f.train.add_to(sub);
   sub->add_option("--dropout", f.dropout)->check(CLI::Range(0.0, 0.9));
   sub->add_option("--observe-steps", f.observe_steps,

@@ -1,8 +1,10 @@
 // Quantization-aware training: the fake-quant linear hook (W8A8 observed-then-learned activation ranges, W4
-// group-wise weights), the conversion to packed engine layers, and engine predictions on classification data.
+// group-wise weights) for encoders and decoders, the LM loop (CE or KL to the fp32 model), the conversion to packed
+// engine layers, and engine predictions on classification data.
 #include <shrink/core/error.h>
 #include <shrink/eval/evaluate.h>
 #include <shrink/kernels/quant.h>
+#include <shrink/train/distill.h>
 #include <shrink/train/qat.h>
 
 #include <algorithm>
@@ -38,6 +40,17 @@ std::vector<std::string> linear_slots(const TrainableEncoder& m) {
   return out;
 }
 
+// Linear slots of the decoder (no biases): every [out, in] weight but the embedding table, and lm_head, which a tied
+// model computes with the embedding table.
+std::vector<std::string> linear_slots(const TrainableDecoder& m) {
+  std::vector<std::string> out;
+  for (const auto& p : m.parameters())
+    if (p.name.ends_with(".weight") && p.var.value().rank() == 2 && p.name != "model.embed_tokens.weight")
+      out.push_back(p.name.substr(0, p.name.size() - 7));
+  if (m.config().tie_word_embeddings) out.push_back("lm_head");
+  return out;
+}
+
 Var one(float v) {
   return parameter(Tensor::from_f32({v}, {1}));
 }
@@ -46,6 +59,17 @@ Var one(float v) {
 
 Qat::Qat(TrainableEncoder& model, const QatOptions& opt) : s_(std::make_shared<State>()) {
   s_->opt = opt;
+  install(linear_slots(model), {"^classifier$", "^pre_classifier$"}, model.linear_hook, model.extra_parameters);
+}
+
+Qat::Qat(TrainableDecoder& model, const QatOptions& opt) : s_(std::make_shared<State>()) {
+  s_->opt = opt;
+  install(linear_slots(model), {"^lm_head$"}, model.linear_hook, model.extra_parameters);
+}
+
+void Qat::install(const std::vector<std::string>& linears, const std::vector<std::string>& default_skips, Hook& hook,
+                  std::vector<NamedParam>& extra) {
+  const QatOptions& opt = s_->opt;
   const QuantSpec& spec = opt.spec;
   check(spec.scheme == WeightScheme::W8A8 || spec.scheme == WeightScheme::W4A16,
         "qat: scheme '{}' is not trained here; use w8a8 (static activations learned in training) or "
@@ -53,22 +77,24 @@ Qat::Qat(TrainableEncoder& model, const QatOptions& opt) : s_(std::make_shared<S
         spec.name());
   check(opt.observe_steps >= 0 && opt.ema >= 0.f && opt.ema < 1.f,
         "qat: observe_steps {} and ema {}; expected observe_steps >= 0 and 0 <= ema < 1", opt.observe_steps, opt.ema);
+  std::vector<std::string> patterns = opt.skip;
+  if (opt.default_skips) patterns.insert(patterns.end(), default_skips.begin(), default_skips.end());
   std::vector<std::regex> skips;
-  for (const auto& s : opt.skip) {
+  for (const auto& s : patterns) {
     try {
       skips.emplace_back(s, std::regex::ECMAScript);
     } catch (const std::regex_error& e) {
       fail("qat: skip pattern '{}' is not a valid regular expression ({}); write e.g. '^classifier$'", s, e.what());
     }
   }
-  for (const auto& slot : linear_slots(model)) {
+  for (const auto& slot : linears) {
     if (std::any_of(skips.begin(), skips.end(), [&](const std::regex& r) { return std::regex_search(slot, r); }))
       continue;
     s_->slots.push_back(slot);
     if (s_->act_quant()) {
       State::Range r{one(-1.f), one(1.f), false};
-      model.extra_parameters.push_back({slot + ".input_lo", r.lo, false});
-      model.extra_parameters.push_back({slot + ".input_hi", r.hi, false});
+      extra.push_back({slot + ".input_lo", r.lo, false});
+      extra.push_back({slot + ".input_hi", r.hi, false});
       s_->ranges.emplace(slot, r);
     }
   }
@@ -76,7 +102,7 @@ Qat::Qat(TrainableEncoder& model, const QatOptions& opt) : s_(std::make_shared<S
   s_->observing = s_->act_quant() && opt.observe_steps > 0;
 
   std::shared_ptr<State> st = s_;
-  model.linear_hook = [st](const std::string& slot, const Var& x, const Var& w, const Var& b) -> Var {
+  hook = [st](const std::string& slot, const Var& x, const Var& w, const Var& b) -> Var {
     auto it = st->ranges.find(slot);
     const bool quantized = std::find(st->slots.begin(), st->slots.end(), slot) != st->slots.end();
     if (!quantized) return linear(x, w, b);
@@ -137,17 +163,63 @@ QuantSpec Qat::slot_spec(const std::string& slot) const {
   return spec;
 }
 
-std::unique_ptr<Model> convert_qat(const TrainableEncoder& model, const Qat& qat) {
-  std::unique_ptr<Model> m = build_model(model.config(), model.state(), "qat");
-  for (const auto& slot : qat.slots()) {
-    LinearSlot* s = m->find_linear(slot);
+void pack_linears(Model& model, const std::vector<std::string>& slots,
+                  const std::function<QuantSpec(const std::string&)>& spec) {
+  for (const auto& slot : slots) {
+    LinearSlot* s = model.find_linear(slot);
     if (!s)
-      fail("qat convert: the engine's {} model has no Linear '{}'; the trained slot cannot be packed",
+      fail("qat: the engine's {} model has no Linear '{}'; the trained slot cannot be packed",
            model.config().architecture, slot);
     const Tensor* bias = s->bias.defined() && s->bias.numel() > 0 ? &s->bias : nullptr;
-    s->impl = make_packed_linear(quantize_linear_weights(s->weight, bias, qat.slot_spec(slot)));
+    s->impl = make_packed_linear(quantize_linear_weights(s->weight, bias, spec(slot)));
   }
+}
+
+namespace {
+
+template <class M>
+std::unique_ptr<Model> convert(const M& model, const Qat& qat) {
+  std::unique_ptr<Model> m = build_model(model.config(), model.state(), "qat");
+  pack_linears(*m, qat.slots(), [&](const std::string& slot) { return qat.slot_spec(slot); });
   return m;
+}
+
+}  // namespace
+
+std::unique_ptr<Model> convert_qat(const TrainableEncoder& model, const Qat& qat) {
+  return convert(model, qat);
+}
+
+std::unique_ptr<Model> convert_qat(const TrainableDecoder& model, const Qat& qat) {
+  return convert(model, qat);
+}
+
+QatLoss parse_qat_loss(const std::string& name) {
+  if (name == "ce") return QatLoss::CrossEntropy;
+  if (name == "kl") return QatLoss::Kl;
+  fail("qat: loss '{}' is not known; expected kl (self-distillation to the fp32 model) or ce (cross-entropy on the "
+       "text)",
+       name);
+}
+
+LmReport qat_lm(TrainableDecoder& model, Qat& qat, const LmData& train, const LmData& val, LmTrainOptions opt,
+                QatLoss loss, const std::function<void(const LmProgress&)>& progress) {
+  auto user = opt.after_update;
+  opt.after_update = [&qat, user](int64_t step) {
+    qat.after_update(step);
+    if (user) user(step);
+  };
+  if (loss == QatLoss::CrossEntropy) return train_lm(model, train, val, opt, progress);
+  // The fp32 teacher: the weights as they are now, without the hook.
+  const TrainableDecoder teacher(model.config(), model.state());
+  KdOptions kd;
+  kd.temperature = 1.f;
+  kd.alpha = 0.f;  // KL alone: T^2 * KL(fp32 || QAT) at T = 1
+  // distill_lm drops the student's extra parameters (its projections) at the end; the W8A8 ranges are ours.
+  const std::vector<NamedParam> extra = model.extra_parameters;
+  LmReport rep = distill_lm(model, teacher, train, val, opt, kd, progress);
+  model.extra_parameters = extra;
+  return rep;
 }
 
 std::vector<int> engine_predict(const EncoderModel& model, const ClassifySource& d, int batch) {

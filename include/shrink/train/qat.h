@@ -1,14 +1,18 @@
-// Quantization-aware training of a TrainableEncoder: fake quantization of every selected Linear through
-// linear_hook (W8A8 with per-tensor activation ranges observed then learned, or group-wise W4), and the conversion
-// of the trained weights into the engine's packed model, so inference computes what training saw.
+// Quantization-aware training of a TrainableEncoder (classifier) or TrainableDecoder (LLaMA LM): fake quantization of
+// every selected Linear through linear_hook (W8A8 with per-tensor activation ranges observed then learned, or
+// group-wise W4), the LM training loop with cross-entropy or self-distillation (KL to the fp32 model, LLM-QAT), and
+// the conversion of the trained weights into the engine's packed model, so inference computes what training saw.
 #pragma once
 
 #include <shrink/models/model.h>
 #include <shrink/ops/qlinear.h>
+#include <shrink/train/decoder.h>
 #include <shrink/train/encoder.h>
+#include <shrink/train/lm_trainer.h>
 #include <shrink/train/trainer.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -20,9 +24,11 @@ struct QatOptions {
   // "w8a8" / "w8a8-static" (int8 per-channel weights, static per-tensor uint8 activations whose range is
   // trained) or "w4a16-g32|g64|g128[-asym]" (group-wise 4-bit weights, fp32 activations).
   QuantSpec spec;
-  // Slots left in fp32 (ECMAScript regexes searched in the slot name). The defaults are the quantize pass's
-  // defaults for encoders, so the converted model is what `shrink quantize` would produce.
-  std::vector<std::string> skip = {"^classifier$", "^pre_classifier$"};
+  // Slots left in fp32 (ECMAScript regexes searched in the slot name), in addition to the defaults when
+  // default_skips: the quantize pass's defaults (encoders ^classifier$ and ^pre_classifier$, decoders ^lm_head$),
+  // so the converted model is what `shrink quantize` would produce.
+  std::vector<std::string> skip;
+  bool default_skips = true;
   // W8A8: during the first `observe_steps` optimizer updates a slot's input range follows an exponential moving
   // average of the batch min/max (momentum `ema`); afterwards lo/hi are trained by the optimizer (LSQ-style
   // gradients of fake_quant_a8).
@@ -36,6 +42,7 @@ struct QatOptions {
 class Qat {
  public:
   Qat(TrainableEncoder& model, const QatOptions& opt);
+  Qat(TrainableDecoder& model, const QatOptions& opt);
 
   const QatOptions& options() const;
   // The slots that are fake-quantized, in model order.
@@ -53,6 +60,10 @@ class Qat {
   struct State;
 
  private:
+  using Hook = std::function<Var(const std::string&, const Var&, const Var&, const Var&)>;
+  // Picks the slots of `linears` not skipped, registers the W8A8 ranges in `extra` and installs the hook.
+  void install(const std::vector<std::string>& linears, const std::vector<std::string>& default_skips, Hook& hook,
+               std::vector<NamedParam>& extra);
   std::shared_ptr<State> s_;
 };
 
@@ -60,6 +71,21 @@ class Qat {
 // packed Linear (make_packed_linear of quantize_linear_weights: the codes the fake quantization used). The result
 // saves with save_model.
 std::unique_ptr<Model> convert_qat(const TrainableEncoder& model, const Qat& qat);
+std::unique_ptr<Model> convert_qat(const TrainableDecoder& model, const Qat& qat);
+// Replaces every slot of `slots` in the engine model by its packed Linear in scheme spec(slot) (round-to-nearest by
+// the scalar references; W8A8 static with the spec's activation scale). Throws naming a slot the model lacks.
+void pack_linears(Model& model, const std::vector<std::string>& slots,
+                  const std::function<QuantSpec(const std::string&)>& spec);
+
+// The loss of QAT on a language model: cross-entropy on the text's next tokens, or (LLM-QAT) KL(fp32 || QAT) of the
+// next-token distributions, the fp32 model being the weights before QAT (self-distillation: no labels needed).
+enum class QatLoss { CrossEntropy, Kl };
+QatLoss parse_qat_loss(const std::string& name);  // "ce" | "kl"; throws naming the valid ones
+// Trains `model` (already hooked by `qat`) in place on `train` (train_lm: validation perplexity on `val` picks the
+// weights kept); opt.after_update also ends the W8A8 observation phase. With QatLoss::Kl the teacher is an fp32 copy
+// of the weights as they are when called.
+LmReport qat_lm(TrainableDecoder& model, Qat& qat, const LmData& train, const LmData& val, LmTrainOptions opt,
+                QatLoss loss, const std::function<void(const LmProgress&)>& progress = {});
 
 // Predicted labels of an engine encoder on a classification source (batches of `batch` rows), for comparing the
 // converted model with the training-time model on the same rows.
