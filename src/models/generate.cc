@@ -91,6 +91,7 @@ TokenStream::TokenStream(const DecoderModel& model, std::vector<int32_t> prompt,
 
 void TokenStream::prefill() {
   model_.forward(cache_, prompt_.data(), static_cast<int64_t>(prompt_.size()), logits_.data(), false);
+  prefilled_ = true;
 }
 
 bool TokenStream::next(int32_t& token, std::string& piece) {
@@ -117,6 +118,34 @@ void TokenStream::feed() {
     return;
   }
   model_.forward(cache_, &ids_.back(), 1, logits_.data(), false);
+}
+
+void TokenStream::advance(const std::vector<TokenStream*>& streams, std::vector<float>& scratch) {
+  std::vector<TokenStream*> run;
+  std::vector<SeqTokens> seqs;
+  for (TokenStream* s : streams) {
+    if (s->finished_) continue;
+    if (s->prefilled_) {
+      check(!s->ids_.empty(), "TokenStream::advance: a prefilled stream has no pending token (call next() first)");
+      if (static_cast<int>(s->ids_.size()) >= s->opt_.max_new_tokens) {
+        s->finished_ = true;
+        continue;
+      }
+      seqs.push_back({&s->cache_, &s->ids_.back(), 1});
+    } else {
+      seqs.push_back({&s->cache_, s->prompt_.data(), static_cast<int64_t>(s->prompt_.size())});
+    }
+    check(run.empty() || &s->model_ == &run.front()->model_, "TokenStream::advance: streams of different models");
+    run.push_back(s);
+  }
+  if (run.empty()) return;
+  const int64_t vocab = static_cast<int64_t>(run.front()->logits_.size());
+  std::vector<float> logits(run.size() * static_cast<size_t>(vocab));
+  run.front()->model_.forward_batch(seqs, logits.data(), scratch);
+  for (size_t i = 0; i < run.size(); ++i) {
+    std::copy_n(logits.data() + i * vocab, vocab, run[i]->logits_.data());
+    run[i]->prefilled_ = true;
+  }
 }
 
 std::string TokenStream::text() const {

@@ -49,24 +49,6 @@ class Gpt2 final : public DecoderModel {
   }
 
  public:
-  void forward(KvCache& cache, const int32_t* tokens, int64_t n, float* logits, bool all_logits) const override {
-    const ModelConfig& c = config_;
-    check_forward(cache, tokens, n);
-    const int64_t d = c.hidden_size;
-    const size_t need = static_cast<size_t>(n) * (d + block_scratch_per_row());
-    if (cache.scratch.size() < need) cache.scratch.resize(need);
-    float* x = cache.scratch.data();
-    float* work = x + n * d;
-    embed(tokens, n, cache.pos, x);
-    for (size_t li = 0; li < layers_.size(); ++li) block(static_cast<int>(li), cache, x, n, work);
-    cache.pos += n;
-    if (all_logits) {
-      head_rows(x, n, logits, work);
-    } else {
-      head_rows(x + (n - 1) * d, 1, logits, work);
-    }
-  }
-
   void embed(const int32_t* tokens, int64_t n, int64_t pos0, float* hidden) const override {
     const int64_t d = config_.hidden_size;
     for (int64_t t = 0; t < n; ++t) {
@@ -74,20 +56,6 @@ class Gpt2 final : public DecoderModel {
       const float* pe = wpe_ + (pos0 + t) * d;
       for (int64_t i = 0; i < d; ++i) hidden[t * d + i] = e[i] + pe[i];
     }
-  }
-
-  void run_block(int i, KvCache& cache, float* hidden, int64_t n) const override {
-    check(i >= 0 && i < static_cast<int>(layers_.size()), "run_block: block {} of a {}-block model", i, layers_.size());
-    check(cache.pos + n <= cache.max_seq, "run_block: {} rows at position {} overflow a cache of {}", n, cache.pos,
-          cache.max_seq);
-    const size_t need = static_cast<size_t>(n) * block_scratch_per_row();
-    if (cache.scratch.size() < need) cache.scratch.resize(need);
-    block(i, cache, hidden, n, cache.scratch.data());
-  }
-
-  void head(const float* hidden, int64_t n, float* logits) const override {
-    std::vector<float> xb(static_cast<size_t>(n * config_.hidden_size));
-    head_rows(hidden, n, logits, xb.data());
   }
 
   std::vector<std::vector<LinearSlot*>> block_linears(int i) override {
@@ -98,13 +66,12 @@ class Gpt2 final : public DecoderModel {
   }
 
  private:
-  int64_t block_scratch_per_row() const {
+  int64_t block_scratch_per_row() const override {
     const int64_t d = config_.hidden_size;
     return 5 * d + std::max<int64_t>(config_.intermediate_size, d);
   }
 
-  // One block on x [n][d] in place; work holds block_scratch_per_row() floats per row.
-  void block(int layer, KvCache& cache, float* x, int64_t n, float* work) const {
+  void block(int layer, const std::vector<SeqTokens>& seqs, float* x, int64_t n, float* work) const override {
     const ModelConfig& c = config_;
     const int64_t d = c.hidden_size, hd = c.head_dim, nh = c.num_heads, ff = c.intermediate_size;
     float* xb = work;
@@ -118,8 +85,13 @@ class Gpt2 final : public DecoderModel {
     // Decode-sized calls go through ops::linear_fused: one region each, outputs handed out dynamically.
     ops::linear_fused(xb, n, {{l.qkv->impl.get(), qkv}});
     for (int64_t t = 0; t < n; ++t) std::memcpy(q + t * d, qkv + t * 3 * d, d * sizeof(float));
-    cache.store(layer, cache.pos, n, qkv + d, qkv + 2 * d, 3 * d);
-    cache.attend(layer, q, n, cache.pos, static_cast<int>(nh), scale, att);
+    int64_t r = 0;  // first row of the sequence
+    for (const SeqTokens& s : seqs) {
+      KvCache& cache = *s.cache;
+      cache.store(layer, cache.pos, s.n, qkv + r * 3 * d + d, qkv + r * 3 * d + 2 * d, 3 * d);
+      cache.attend(layer, q + r * d, s.n, cache.pos, static_cast<int>(nh), scale, att + r * d);
+      r += s.n;
+    }
     ops::linear_fused(att, n, {{l.proj->impl.get(), xb}});
     ops::add(x, xb, n * d);
     ops::layernorm(x, l.ln2_w, l.ln2_b, c.norm_eps, n, d, xb);
@@ -129,8 +101,7 @@ class Gpt2 final : public DecoderModel {
     ops::add(x, xb, n * d);
   }
 
-  // Final LayerNorm and lm_head of n rows; xb: n * d floats.
-  void head_rows(const float* x, int64_t n, float* logits, float* xb) const {
+  void head_rows(const float* x, int64_t n, float* logits, float* xb) const override {
     ops::layernorm(x, lnf_w_, lnf_b_, config_.norm_eps, n, config_.hidden_size, xb);
     ops::linear_fused(xb, n, {{lm_head_->impl.get(), logits}});
   }

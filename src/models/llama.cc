@@ -53,41 +53,9 @@ class Llama final : public DecoderModel {
   }
 
  public:
-  void forward(KvCache& cache, const int32_t* tokens, int64_t n, float* logits, bool all_logits) const override {
-    const ModelConfig& c = config_;
-    check_forward(cache, tokens, n);
-    const int64_t d = c.hidden_size;
-    const size_t need = static_cast<size_t>(n) * (d + block_scratch_per_row());
-    if (cache.scratch.size() < need) cache.scratch.resize(need);
-    float* x = cache.scratch.data();
-    float* work = x + n * d;
-    embed(tokens, n, cache.pos, x);
-    for (size_t li = 0; li < layers_.size(); ++li) block(static_cast<int>(li), cache, x, n, work);
-    cache.pos += n;
-    if (all_logits) {
-      head_rows(x, n, logits, work);
-    } else {
-      head_rows(x + (n - 1) * d, 1, logits, work);
-    }
-  }
-
   void embed(const int32_t* tokens, int64_t n, int64_t /*pos0*/, float* hidden) const override {
     const int64_t d = config_.hidden_size;
     for (int64_t t = 0; t < n; ++t) std::memcpy(hidden + t * d, embed_ + int64_t{tokens[t]} * d, d * sizeof(float));
-  }
-
-  void run_block(int i, KvCache& cache, float* hidden, int64_t n) const override {
-    check(i >= 0 && i < static_cast<int>(layers_.size()), "run_block: block {} of a {}-block model", i, layers_.size());
-    check(cache.pos + n <= cache.max_seq, "run_block: {} rows at position {} overflow a cache of {}", n, cache.pos,
-          cache.max_seq);
-    const size_t need = static_cast<size_t>(n) * block_scratch_per_row();
-    if (cache.scratch.size() < need) cache.scratch.resize(need);
-    block(i, cache, hidden, n, cache.scratch.data());
-  }
-
-  void head(const float* hidden, int64_t n, float* logits) const override {
-    std::vector<float> xb(static_cast<size_t>(n * config_.hidden_size));
-    head_rows(hidden, n, logits, xb.data());
   }
 
   std::vector<std::vector<LinearSlot*>> block_linears(int i) override {
@@ -98,14 +66,13 @@ class Llama final : public DecoderModel {
   }
 
  private:
-  int64_t block_scratch_per_row() const {
+  int64_t block_scratch_per_row() const override {
     const ModelConfig& c = config_;
     const int64_t qdim = int64_t{c.num_heads} * c.head_dim, kvdim = int64_t{c.num_kv_heads} * c.head_dim;
     return c.hidden_size + 2 * qdim + 2 * c.intermediate_size + 2 * kvdim;
   }
 
-  // One block on x [n][d] in place; work holds block_scratch_per_row() floats per row.
-  void block(int layer, KvCache& cache, float* x, int64_t n, float* work) const {
+  void block(int layer, const std::vector<SeqTokens>& seqs, float* x, int64_t n, float* work) const override {
     const ModelConfig& c = config_;
     const int64_t d = c.hidden_size, hd = c.head_dim, nh = c.num_heads, nkv = c.num_kv_heads;
     const int64_t qdim = nh * hd, kvdim = nkv * hd, ff = c.intermediate_size;
@@ -121,12 +88,17 @@ class Llama final : public DecoderModel {
     ops::rmsnorm(x, l.attn_norm, c.norm_eps, n, d, xb);
     // Decode runs q/k/v (and below gate/up) in one parallel region (ops::linear_fused).
     ops::linear_fused(xb, n, {{l.q->impl.get(), q}, {l.k->impl.get(), kb}, {l.v->impl.get(), vb}});
-    for (int64_t t = 0; t < n; ++t) {
-      ops::rope(q + t * qdim, nh, hd, cache.pos + t, c.rope_theta, c.rope_interleaved);
-      ops::rope(kb + t * kvdim, nkv, hd, cache.pos + t, c.rope_theta, c.rope_interleaved);
+    int64_t r = 0;  // first row of the sequence
+    for (const SeqTokens& s : seqs) {
+      KvCache& cache = *s.cache;
+      for (int64_t t = r; t < r + s.n; ++t) {
+        ops::rope(q + t * qdim, nh, hd, cache.pos + t - r, c.rope_theta, c.rope_interleaved);
+        ops::rope(kb + t * kvdim, nkv, hd, cache.pos + t - r, c.rope_theta, c.rope_interleaved);
+      }
+      cache.store(layer, cache.pos, s.n, kb + r * kvdim, vb + r * kvdim, kvdim);
+      cache.attend(layer, q + r * qdim, s.n, cache.pos, static_cast<int>(nh), scale, att + r * qdim);
+      r += s.n;
     }
-    cache.store(layer, cache.pos, n, kb, vb, kvdim);
-    cache.attend(layer, q, n, cache.pos, static_cast<int>(nh), scale, att);
     ops::linear_fused(att, n, {{l.o->impl.get(), xb}});
     ops::add(x, xb, n * d);
     ops::rmsnorm(x, l.ffn_norm, c.norm_eps, n, d, xb);
@@ -136,8 +108,7 @@ class Llama final : public DecoderModel {
     ops::add(x, xb, n * d);
   }
 
-  // Final RMSNorm and lm_head of n rows; xb: n * d floats.
-  void head_rows(const float* x, int64_t n, float* logits, float* xb) const {
+  void head_rows(const float* x, int64_t n, float* logits, float* xb) const override {
     ops::rmsnorm(x, final_norm_, config_.norm_eps, n, config_.hidden_size, xb);
     ops::linear_fused(xb, n, {{lm_head_->impl.get(), logits}});
   }

@@ -230,6 +230,8 @@ void ModelWorker::run_decoder_step(std::unique_lock<std::mutex>& lock) {
     kv_in_use_ -= s.kv_bytes;
   };
 
+  // New sequences: the TokenStream checks the prompt against the context; the prompt runs in this round's forward.
+  std::vector<std::unique_ptr<Sequence>> joining;
   for (size_t i = 0; i < admitted.size(); ++i) {
     auto s = std::make_unique<Sequence>();
     s->model = model;
@@ -239,23 +241,25 @@ void ModelWorker::run_decoder_step(std::unique_lock<std::mutex>& lock) {
     try {
       s->stream =
           std::make_unique<TokenStream>(dynamic_cast<const DecoderModel&>(*model), s->job.prompt, s->job.options);
-      std::lock_guard engine(engine_);
-      s->stream->prefill();
     } catch (const std::exception& e) {
       s->stream.reset();
       finish(*s, api_error(400, fmt::format("variant {}: {}", variant_, e.what()), "prompt"));
       continue;
     }
-    running_.push_back(std::move(s));
+    joining.push_back(std::move(s));
   }
 
-  // One token for every running sequence. Sequences that end are answered after the metrics are updated, so a
-  // client that reads /metrics after its answer sees its tokens counted.
+  // Every running sequence takes its next token from the logits it has; then one forward (per model: a reload
+  // leaves older sequences on the model they started on) feeds those tokens and the joining prompts together, so
+  // the weights are read once per step whatever the number of sequences. Sequences that end are answered after the
+  // metrics are updated, so a client that reads /metrics after its answer sees its tokens counted.
   const auto round_start = Clock::now();
   size_t tokens = 0;
-  std::vector<std::pair<std::unique_ptr<Sequence>, std::optional<ApiError>>> ended;
+  Ended ended;
+  size_t fed = 0;  // sequences in this step's forward
   {
     std::lock_guard engine(engine_);
+    std::vector<std::unique_ptr<Sequence>*> step;
     for (auto& s : running_) {
       if (s->job.cancelled && s->job.cancelled->load()) {
         ended.emplace_back(std::move(s), api_error(499, "the client closed the connection"));
@@ -268,26 +272,67 @@ void ModelWorker::run_decoder_step(std::unique_lock<std::mutex>& lock) {
           s->last_token = Clock::now();
           if (s->stream->ids().size() == 1) s->first_token = s->last_token;
           if (s->job.on_token) s->job.on_token(token, piece);
-          s->stream->feed();
           ++tokens;
         }
-        if (s->stream->finished()) ended.emplace_back(std::move(s), std::nullopt);
+        if (s->stream->finished()) {
+          ended.emplace_back(std::move(s), std::nullopt);
+        } else {
+          step.push_back(&s);
+        }
       } catch (const std::exception& e) {
         ended.emplace_back(std::move(s), api_error(500, fmt::format("variant {}: {}", variant_, e.what())));
       }
     }
+    for (auto& s : joining) step.push_back(&s);
+    fed = step.size();
+    advance_sequences(step, ended);
   }
+  for (auto& s : joining)
+    if (s) running_.push_back(std::move(s));
   running_.erase(std::remove(running_.begin(), running_.end(), nullptr), running_.end());
   const double round_s = std::chrono::duration<double>(Clock::now() - round_start).count();
   const Labels v{{"variant", variant_}};
   metrics_.inc("shrink_generated_tokens_total", v, static_cast<double>(tokens));
-  if (tokens > 0) {
-    metrics_.observe("shrink_batch_size", v, static_cast<double>(tokens));
-    if (round_s > 0) metrics_.set("shrink_tokens_per_second", v, static_cast<double>(tokens) / round_s);
+  if (fed > 0) {
+    metrics_.observe("shrink_batch_size", v, static_cast<double>(fed));
+    metrics_.inc("shrink_decoder_steps_total", v, 1);
   }
+  if (tokens > 0 && round_s > 0) metrics_.set("shrink_tokens_per_second", v, static_cast<double>(tokens) / round_s);
   for (auto& [s, error] : ended) finish(*s, std::move(error));
   lock.lock();
   update_gauges();
+}
+
+void ModelWorker::advance_sequences(std::vector<std::unique_ptr<Sequence>*>& step, Ended& ended) {
+  // Groups by model, in order; a failed batch is retried one sequence at a time, so an error is charged to the
+  // sequence that caused it (forward_batch checks every sequence before it touches a cache).
+  while (!step.empty()) {
+    const Model* m = (*step.front())->model.get();
+    std::vector<std::unique_ptr<Sequence>*> group, rest;
+    for (auto* s : step) ((*s)->model.get() == m ? group : rest).push_back(s);
+    step = std::move(rest);
+    auto run = [&](const std::vector<std::unique_ptr<Sequence>*>& seqs) {
+      std::vector<TokenStream*> streams;
+      for (auto* s : seqs) streams.push_back((*s)->stream.get());
+      TokenStream::advance(streams, scratch_);
+    };
+    try {
+      run(group);
+    } catch (const std::exception&) {
+      for (auto* s : group) {
+        try {
+          run({s});
+        } catch (const std::exception& e) {
+          const bool prompt = !(*s)->stream->prefilled();
+          ended.emplace_back(std::move(*s), api_error(prompt ? 400 : 500,
+                                                      fmt::format("variant {}: {}", variant_, e.what()),
+                                                      prompt ? "prompt" : ""));
+        }
+      }
+    }
+    for (auto* s : group)
+      if (*s && (*s)->stream->finished()) ended.emplace_back(std::move(*s), std::nullopt);
+  }
 }
 
 }  // namespace shrink::serve

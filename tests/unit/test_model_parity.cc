@@ -116,6 +116,48 @@ TEST_P(Parity, LogitsMatchNumpyReference) {
         for (int v = 0; v < V; ++v)
           max_err = std::max(max_err, std::fabs(ref["logits"][i][t][v].get<double>() - logits[t * V + v]));
     }
+    // The same sequences batched as a server runs them (DecoderModel::forward_batch): sequence i joins at step i
+    // with its first half as one prompt while the earlier ones decode a token each, and leaves when its tokens run
+    // out. Every row of every step is the next-token logits at that sequence's position in the reference.
+    std::vector<std::vector<int32_t>> seq_ids(B);
+    for (int i = 0; i < B; ++i)
+      for (int t = 0; t < T; ++t)
+        if (in["attention_mask"][i][t].get<int>()) seq_ids[i].push_back(in["input_ids"][i][t].get<int>());
+    std::vector<KvCache> caches;
+    for (int i = 0; i < B; ++i) caches.push_back(dec.new_cache());
+    std::vector<float> scratch, logits;
+    double batch_err = 0;
+    int rows_checked = 0, max_rows = 0;
+    for (int step = 0;; ++step) {
+      std::vector<SeqTokens> seqs;
+      std::vector<int> who;
+      for (int i = 0; i < B && i <= step; ++i) {
+        KvCache& c = caches[i];
+        const int64_t len = static_cast<int64_t>(seq_ids[i].size());
+        const int64_t n = c.pos == 0 ? len / 2 + 1 : 1;
+        if (c.pos + n > len) continue;
+        seqs.push_back({&c, seq_ids[i].data() + c.pos, n});
+        who.push_back(i);
+      }
+      if (seqs.empty() && step >= B) break;
+      if (seqs.empty()) continue;
+      max_rows = std::max(max_rows, static_cast<int>(seqs.size()));
+      logits.assign(seqs.size() * V, 0.f);
+      dec.forward_batch(seqs, logits.data(), scratch);
+      for (size_t j = 0; j < seqs.size(); ++j) {
+        const int64_t t = caches[who[j]].pos - 1;
+        for (int v = 0; v < V; ++v)
+          batch_err = std::max(batch_err, std::fabs(ref["logits"][who[j]][t][v].get<double>() - logits[j * V + v]));
+        ++rows_checked;
+      }
+    }
+    std::printf("%s%s: forward_batch, %d rows in batches of up to %d: max abs error %.3g\n", c.arch.c_str(),
+                c.extra.c_str(), rows_checked, max_rows, batch_err);
+    int expect_rows = 0;  // one row for the prompt, one per later token
+    for (const auto& ids : seq_ids) expect_rows += static_cast<int>(ids.size() - ids.size() / 2);
+    EXPECT_EQ(rows_checked, expect_rows);
+    EXPECT_GE(max_rows, 2);
+    EXPECT_LE(batch_err, 1e-4);
   }
   std::printf("%s%s: max abs error vs numpy reference %.3g\n", c.arch.c_str(), c.extra.c_str(), max_err);
   EXPECT_LE(max_err, 1e-4);

@@ -466,6 +466,63 @@ TEST(ServeHttp, FullQueueGives429AndDeadline504) {
   EXPECT_EQ(ts.metric("shrink_requests_total", {{"route", "generate"}, {"status", "504"}, {"variant", "stories"}}), 1);
 }
 
+// Continuous batching: four requests queued while the worker is held join in one step, then decode together, one
+// batched forward (DecoderModel::forward_batch) per step. Each answer equals generate() on that request alone, and
+// the step count is the one a shared step gives: a sequence that generates k tokens is fed in steps 1 (its prompt)
+// to k + 1, and one more when it samples EOS; so the steps are the maximum of that over the requests, where one
+// forward per sequence and token would take their sum.
+TEST(ServeHttp, ContinuousBatchSharesOneForwardPerStep) {
+  Gate gate;
+  auto o = options({stories()});
+  o.worker.kv_budget_bytes = 64 << 20;
+  o.worker.step_hook = gate.hook();
+  TestServer ts(o);
+  const Labels v{{"variant", "stories"}};
+  struct Req {
+    std::string prompt;
+    int max_tokens;
+    SamplingOptions sampling;
+  };
+  const std::vector<Req> reqs = {{"Once upon a time", 24, {}},
+                                 {"The cat", 20, {0.8f, 40, 0.95f, 1234}},
+                                 {"Lily and Tom went to the park", 9, {}},
+                                 {"One day", 15, {1.0f, 0, 1.f, 7}}};
+  std::vector<std::future<json>> futures;
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    const Req& r = reqs[i];
+    futures.push_back(std::async(std::launch::async, [&ts, &r] {
+      return ts.post("/v1/generate", {{"prompt", r.prompt},
+                                      {"max_tokens", r.max_tokens},
+                                      {"temperature", r.sampling.temperature},
+                                      {"top_k", r.sampling.top_k},
+                                      {"top_p", r.sampling.top_p},
+                                      {"seed", r.sampling.seed}});
+    }));
+    ASSERT_TRUE(wait_for([&] { return ts.metric("shrink_queue_depth", v) == static_cast<double>(i + 1); }));
+  }
+  gate.release();
+  auto model = load_model(fixture("stories260K/stories260K.bin"), {fixture("stories260K/tok512.bin")});
+  const auto& dec = dynamic_cast<const DecoderModel&>(*model);
+  double tokens = 0, steps = 0;
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    const json got = futures[i].get();
+    GenerateOptions g;
+    g.max_new_tokens = reqs[i].max_tokens;
+    g.sampling = reqs[i].sampling;
+    const GenerateResult alone = generate(dec, dec.require_tokenizer().encode(reqs[i].prompt, true), g);
+    EXPECT_EQ(got["ids"].get<std::vector<int32_t>>(), alone.ids) << reqs[i].prompt;
+    EXPECT_EQ(got["text"], alone.text) << reqs[i].prompt;
+    const double k = static_cast<double>(alone.ids.size());
+    const bool eos = static_cast<int>(alone.ids.size()) < reqs[i].max_tokens;
+    EXPECT_EQ(got["finish_reason"], eos ? "stop" : "length");
+    tokens += k;
+    steps = std::max(steps, 1 + k + (eos ? 1 : 0));
+  }
+  EXPECT_EQ(ts.metric("shrink_generated_tokens_total", v), tokens);
+  EXPECT_EQ(ts.metric("shrink_decoder_steps_total", v), steps);
+  EXPECT_LT(steps, tokens);
+}
+
 TEST(ServeHttp, DrainFinishesQueuedRequestsAndRefusesNewOnes) {
   Gate gate;
   auto o = options({stories()});

@@ -57,6 +57,11 @@ class TokenStream {
   // the token and the newly completed text (may be empty while a UTF-8 sequence is incomplete).
   bool next(int32_t& token, std::string& piece);
   void feed();  // feeds the token next() returned, unless it was the last one allowed
+  // What prefill() or feed() would do, for many streams of one model in one DecoderModel::forward_batch: the prompt
+  // of each stream not yet prefilled, the pending token of each other. Finished streams are left out, and so is a
+  // stream whose last allowed token was taken (it is marked finished). scratch: work memory kept across steps by the caller.
+  static void advance(const std::vector<TokenStream*>& streams, std::vector<float>& scratch);
+  bool prefilled() const { return prefilled_; }
   bool finished() const { return finished_; }
   bool stopped_at_eos() const { return eos_; }
   const std::vector<int32_t>& ids() const { return ids_; }
@@ -72,7 +77,7 @@ class TokenStream {
   std::vector<float> logits_;
   Sampler sampler_;
   std::string emitted_;
-  bool finished_ = false, eos_ = false;
+  bool finished_ = false, eos_ = false, prefilled_ = false;
 };
 
 // on_piece receives the newly completed text after each token (may be empty while a UTF-8

@@ -106,6 +106,13 @@ struct KvCache {
   void attend(int layer, const float* q, int64_t n, int64_t p, int n_heads, float scale, float* out) const;
 };
 
+// One sequence's share of a forward call: tokens[0..n) fed at positions cache->pos.. of its own cache.
+struct SeqTokens {
+  KvCache* cache = nullptr;
+  const int32_t* tokens = nullptr;
+  int64_t n = 0;
+};
+
 class DecoderModel : public Model {
  public:
   ModelKind kind() const override { return ModelKind::Decoder; }
@@ -119,30 +126,44 @@ class DecoderModel : public Model {
   KvCacheType kv_cache_type() const { return kv_cache_type_; }
   void set_kv_cache_type(KvCacheType t) { kv_cache_type_ = t; }
 
+  // Feeds tokens[0..n) at positions cache.pos.., appends them to the cache. logits: [n][vocab] when
+  // all_logits, else [vocab] for the last token. Throws when the context would overflow.
+  void forward(KvCache& cache, const int32_t* tokens, int64_t n, float* logits, bool all_logits) const;
+
+  // Several sequences in one pass (continuous batching): every linear runs once over the rows of all of them, so
+  // a decode step of B sequences reads the weights once instead of B times; RoPE, the KV cache and attention are
+  // per sequence. Each sequence may bring several tokens (a prompt joining the batch) or one (a decode step).
+  // logits: [seqs.size()][vocab], the next-token logits after each sequence's last token. The caches must be
+  // distinct; scratch is resized as needed. Every sequence is checked before any cache is touched. Equal to
+  // forward() on each sequence alone up to the summation order of the batched GEMM.
+  void forward_batch(const std::vector<SeqTokens>& seqs, float* logits, std::vector<float>& scratch) const;
+
+  // Block-level entry points: forward is embed -> run_block for every block -> head. Sequential calibration
+  // (compress/sequential.h) runs one block at a time over a calibration set with them. hidden: [n][hidden_size].
+  int num_blocks() const { return config_.num_layers; }
+  // Token (and learned position) embeddings of tokens[0..n) at positions pos0...
+  virtual void embed(const int32_t* tokens, int64_t n, int64_t pos0, float* hidden) const = 0;
+  // Block i on n rows in place, at positions cache.pos..: writes block i's keys/values, does not advance cache.pos.
+  // hidden must not live in cache.scratch.
+  void run_block(int i, KvCache& cache, float* hidden, int64_t n) const;
+  // Final norm and lm_head of n rows: logits [n][vocab].
+  void head(const float* hidden, int64_t n, float* logits) const;
+  // The linears of block i in execution order, grouped by shared input: LLaMA {q,k,v} {o} {gate,up} {down}.
+  virtual std::vector<std::vector<LinearSlot*>> block_linears(int i) = 0;
+
  protected:
   // Checks a forward call before it touches the cache: tokens present, in the vocabulary, and fitting
   // in the context.
   void check_forward(const KvCache& cache, const int32_t* tokens, int64_t n) const;
   KvCacheType kv_cache_type_ = KvCacheType::F32;
 
- public:
-  // Feeds tokens[0..n) at positions cache.pos.., appends them to the cache. logits: [n][vocab] when
-  // all_logits, else [vocab] for the last token. Throws when the context would overflow.
-  virtual void forward(KvCache& cache, const int32_t* tokens, int64_t n, float* logits, bool all_logits) const = 0;
-
-  // Block-level entry points: forward is embed -> run_block for every block -> head. Sequential calibration
-  // (compress/sequential.h) runs one block at a time over a calibration set with them. hidden: [n][hidden_size].
-  // Architectures without them throw naming the architecture.
-  int num_blocks() const { return config_.num_layers; }
-  // Token (and learned position) embeddings of tokens[0..n) at positions pos0...
-  virtual void embed(const int32_t* tokens, int64_t n, int64_t pos0, float* hidden) const;
-  // Block i on n rows in place, at positions cache.pos..: writes block i's keys/values, does not advance cache.pos.
-  // hidden must not live in cache.scratch.
-  virtual void run_block(int i, KvCache& cache, float* hidden, int64_t n) const;
-  // Final norm and lm_head of n rows: logits [n][vocab].
-  virtual void head(const float* hidden, int64_t n, float* logits) const;
-  // The linears of block i in execution order, grouped by shared input: LLaMA {q,k,v} {o} {gate,up} {down}.
-  virtual std::vector<std::vector<LinearSlot*>> block_linears(int i);
+  // What an architecture implements. block: block `layer` in place on x, the rows of seqs one after the other
+  // ([sum n][hidden_size]), each sequence at its own cache's positions (the caches are not advanced); work holds
+  // block_scratch_per_row() floats per row.
+  virtual int64_t block_scratch_per_row() const = 0;
+  virtual void block(int layer, const std::vector<SeqTokens>& seqs, float* x, int64_t n, float* work) const = 0;
+  // Final norm and lm_head of n rows; work: n * hidden_size floats.
+  virtual void head_rows(const float* x, int64_t n, float* logits, float* work) const = 0;
 };
 
 struct EncoderOutput {

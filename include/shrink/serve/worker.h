@@ -1,8 +1,9 @@
 // One model variant's scheduler: a bounded queue and one worker thread that runs the model. Encoders: dynamic
 // batching (up to max_batch requests, or whatever arrived within batch_wait_ms of the first). Decoders: continuous
 // batching: sequences join and leave the running set at token boundaries; each step advances every running
-// sequence by one token (round-robin over per-sequence KV caches: DecoderModel has no batched multi-sequence
-// step), and a new sequence is admitted only when its worst-case KV cache fits in kv_budget_bytes.
+// sequence by one token and runs the prompts of the sequences that join in the same batched forward
+// (DecoderModel::forward_batch: the linears run once over all rows, attention per sequence against its own KV
+// cache), and a new sequence is admitted only when its worst-case KV cache fits in kv_budget_bytes.
 // Every forward of every variant holds the server's engine mutex: the engine has one OpenMP pool.
 #pragma once
 
@@ -91,6 +92,10 @@ class ModelWorker {
   void run();
   void run_encoder_batch(std::unique_lock<std::mutex>& lock);
   void run_decoder_step(std::unique_lock<std::mutex>& lock);
+  // Sequences that left the running set this step, with the error that ended them (none: finished normally).
+  using Ended = std::vector<std::pair<std::unique_ptr<Sequence>, std::optional<ApiError>>>;
+  // One TokenStream::advance per model over the given sequences; ended ones are moved out (their slot left null).
+  void advance_sequences(std::vector<std::unique_ptr<Sequence>*>& step, Ended& ended);
   void update_gauges();
 
   std::string variant_;
@@ -111,6 +116,7 @@ class ModelWorker {
   };
   std::deque<QueuedGeneration> generate_queue_;
   std::vector<std::unique_ptr<Sequence>> running_;  // worker thread only
+  std::vector<float> scratch_;                      // the batched forward's work memory, worker thread only
   size_t kv_in_use_ = 0;
   bool stop_ = false;
   std::thread thread_;
