@@ -49,6 +49,12 @@ void register_quantize(CLI::App& app) {
   sub->add_option("--damp", gptq.damp, "gptq: dampening, share of mean(diag H) added to the diagonal (0.01)");
   sub->add_flag("--act-order", gptq.act_order, "gptq: columns in descending Hessian-diagonal order (static groups)");
   sub->add_flag("--static-groups", gptq.static_groups, "gptq: W4 group scales from the original weights");
+  sub->add_option("--scale-search", gptq.scale_search.grid,
+                  "gptq: W4 group / W8 row scales by a search over 1 - i/N shrinks of the range (lowest "
+                  "|Q(w) - w|^2.4; default N = 100 as IST-DASLab/gptq's mse; 0: the max scale of round-to-nearest)")
+      ->check(CLI::NonNegativeNumber);
+  sub->add_flag("--scale-weighted", gptq.scale_search.weighted,
+                "gptq --scale-search: weight each column's error by its Hessian diagonal");
   sub->add_option("--block", gptq.block, "gptq: columns per lazy-update block (128)")->check(CLI::PositiveNumber);
   sub->add_flag("--awq-clip", awq.clip, "awq: also search a max-value shrink per weight group");
   sub->add_option("--awq-grid", awq.grid, "awq: alpha grid points in [0, 1) (20)")->check(CLI::PositiveNumber);
@@ -130,6 +136,8 @@ void register_quantize(CLI::App& app) {
                            {"act_order", gptq.act_order},
                            {"static_groups", gptq.static_groups},
                            {"block", gptq.block},
+                           {"scale_search", gptq.scale_search.grid},
+                           {"scale_weighted", gptq.scale_search.weighted},
                            {"calib", calib},
                            {"calib_samples", calib_samples},
                            {"calib_seq_len", calib_seq_len}};

@@ -10,7 +10,11 @@ Quantization grids follow shrink's packed formats (include/shrink/kernels/quant.
   W8 per row: s = max|w| / 127; w = q * s, q in [-127, 127]
 Rounding is half away from zero; the grid arithmetic is done in float32 like the kernels' references.
 
-Usage: gptq.py W.f32 X.f32 OUT IN N GROUP(0 = W8 per row) ASYM ACT_ORDER STATIC_GROUPS DAMP
+Scale search (MSE_GRID > 0; IST-DASLab/gptq Quantizer.find_params with mse=True): the group's range (W8: the row's)
+is shrunk by p = 1 - i/MSE_GRID for i = 0 .. int(0.8 * MSE_GRID) - 1 and the first p with the lowest
+sum w_j |Q(v_j) - v_j|^2.4 is kept (w_j = 1, or diag(H)_j when WEIGHTED is 1).
+
+Usage: gptq.py W.f32 X.f32 OUT IN N GROUP(0 = W8 per row) ASYM ACT_ORDER STATIC_GROUPS DAMP [MSE_GRID WEIGHTED]
 W: [OUT, IN] float32 raw, X: [N, IN] float32 raw (calibration rows). Prints, one per line: the codes of W
 (row-major, original column order), then "scales" followed by one scale per (row, group) as float32 values,
 then "zeros" and the zero points (W4 asym) .
@@ -24,11 +28,11 @@ def round_away(v):
     return np.sign(v) * np.floor(np.abs(v) + np.float32(0.5))
 
 
-def w4_params(vals, asym):
+def w4_params(vals, asym, p=np.float32(1)):
     vals = vals.astype(np.float32)
     if asym:
-        lo = min(np.float32(0), vals.min())
-        hi = max(np.float32(0), vals.max())
+        lo = np.float32(min(np.float32(0), vals.min()) * p)
+        hi = np.float32(max(np.float32(0), vals.max()) * p)
         s = np.float32((hi - lo) / np.float32(15)) if hi > lo else np.float32(1)
         s = np.float32(np.float16(s))
         if s == 0:
@@ -37,7 +41,7 @@ def w4_params(vals, asym):
     else:
         i = int(np.argmax(np.abs(vals)))  # first index of the largest magnitude
         m = vals[i]
-        s = np.float32(m / np.float32(-8)) if abs(m) > 0 else np.float32(1)
+        s = np.float32(np.float32(p * m) / np.float32(-8)) if abs(m) > 0 else np.float32(1)
         s = np.float32(np.float16(s))
         if s == 0:
             s = np.float32(1)
@@ -45,10 +49,39 @@ def w4_params(vals, asym):
     return s, z, 0, 15
 
 
-def w8_params(vals):
+def w8_params(vals, p=np.float32(1)):
     amax = np.float32(np.abs(vals.astype(np.float32)).max())
-    s = np.float32(amax / np.float32(127)) if amax > 0 else np.float32(1)
+    s = np.float32(np.float32(p * amax) / np.float32(127)) if amax > 0 else np.float32(1)
     return s, np.float32(0), -127, 127
+
+
+def quant_vec(x, params):
+    """Dequantized values of a vector under one grid (the same float32 arithmetic as quant)."""
+    s, z, lo, hi = params
+    inv = np.float32(1) / s
+    v = (x.astype(np.float32) * inv).astype(np.float32) + z
+    q = np.clip(round_away(v), lo, hi)
+    return ((q - z).astype(np.float32) * s).astype(np.float32)
+
+
+def search_params(vals, make, grid, imp):
+    """The scale search: shrink the range by p on a grid, keep the first p with the lowest weighted |err|^2.4."""
+    best = make(np.float32(1))
+    if grid <= 0:
+        return best
+    vals = vals.astype(np.float32)
+    w = np.ones(len(vals)) if imp is None else imp
+
+    def err(params):
+        return float(np.sum(w * np.abs(quant_vec(vals, params).astype(np.float64) - vals) ** 2.4))
+
+    best_err = err(best)
+    for i in range(1, int(0.8 * grid)):
+        cand = make(np.float32(1 - i / grid))
+        e = err(cand)
+        if e < best_err:
+            best, best_err = cand, e
+    return best
 
 
 def quant(x, params):
@@ -64,6 +97,8 @@ def main():
     out, inn, n, group = (int(a) for a in sys.argv[3:7])
     asym, act_order, static_groups = (sys.argv[i] == "1" for i in (7, 8, 9))
     damp = float(sys.argv[10])
+    grid = int(sys.argv[11]) if len(sys.argv) > 11 else 0
+    weighted = len(sys.argv) > 12 and sys.argv[12] == "1"
     W = np.fromfile(wpath, dtype=np.float32).reshape(out, inn).astype(np.float64)
     X = np.fromfile(xpath, dtype=np.float32).reshape(n, inn).astype(np.float64)
 
@@ -71,6 +106,14 @@ def main():
     dead = np.diag(H) == 0
     H[dead, dead] = 1.0
     W[:, dead] = 0.0
+
+    hdiag = np.diag(H).copy() if weighted else None
+
+    def imp(c0, c1):
+        return None if hdiag is None else hdiag[c0:c1]
+
+    def w4p(vals, c0):
+        return search_params(vals, lambda p: w4_params(vals, asym, p), grid, imp(c0, c0 + len(vals)))
 
     w4 = group > 0
     if w4 and act_order:
@@ -80,7 +123,10 @@ def main():
     if not w4 or static_groups:
         for r in range(out):
             for g in range(ngroups):
-                params[r][g] = w4_params(W[r, g * group:(g + 1) * group], asym) if w4 else w8_params(W[r])
+                if w4:
+                    params[r][g] = w4p(W[r, g * group:(g + 1) * group], g * group)
+                else:
+                    params[r][g] = search_params(W[r], lambda p, v=W[r]: w8_params(v, p), grid, imp(0, inn))
 
     perm = np.arange(inn)
     if act_order:
@@ -102,7 +148,7 @@ def main():
                 if static_groups:
                     cur = params[r][col // group]
                 elif j % group == 0:
-                    cur = w4_params(w[j:j + group], asym)
+                    cur = w4p(w[j:j + group], j)  # no act-order here: position j is column j
                     params[r][j // group] = cur
             q, deq = quant(w[j], cur)
             codes[r, col] = q

@@ -78,11 +78,12 @@ struct RefOut {
 };
 
 RefOut run_reference(const std::string& dir, int64_t out, int64_t in, int64_t n, int group, bool asym, bool act,
-                     bool stat, double damp) {
+                     bool stat, double damp, int scale_grid, bool weighted) {
   const std::string cmd = "/usr/bin/python3 " + kRef + " " + dir + "/w.f32 " + dir + "/x.f32 " + std::to_string(out) +
                           " " + std::to_string(in) + " " + std::to_string(n) + " " + std::to_string(group) + " " +
                           (asym ? "1" : "0") + " " + (act ? "1" : "0") + " " + (stat ? "1" : "0") + " " +
-                          std::to_string(damp) + " > " + dir + "/ref.txt";
+                          std::to_string(damp) + " " + std::to_string(scale_grid) + " " + (weighted ? "1" : "0") +
+                          " > " + dir + "/ref.txt";
   EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
   std::ifstream f(dir + "/ref.txt");
   RefOut r;
@@ -143,9 +144,12 @@ struct Case {
   std::string scheme;
   bool act_order, static_groups;
   int64_t in;
+  int scale_grid = 0;  // ScaleSearchOptions::grid (0: max scales)
+  bool weighted = false;
 };
 void PrintTo(const Case& c, std::ostream* os) {
   *os << c.scheme << (c.act_order ? "-act" : "") << (c.static_groups ? "-static" : "") << "-in" << c.in;
+  if (c.scale_grid) *os << "-search" << c.scale_grid << (c.weighted ? "w" : "");
 }
 
 class GptqReference : public ::testing::TestWithParam<Case> {};
@@ -168,12 +172,14 @@ TEST_P(GptqReference, CodesMatchNumpy) {
   opt.act_order = c.act_order;
   opt.static_groups = c.static_groups;
   opt.block = 64;  // several lazy blocks even at in = 256
+  opt.scale_search.grid = c.scale_grid;
+  opt.scale_search.weighted = c.weighted;
   GptqStats st;
   const PackedLinear p = gptq_quantize(Tensor::from_f32(w, {out, in}), nullptr, hessian_of(x, n, in), spec, opt, &st);
   EXPECT_EQ(st.dead_columns, 2);
   p.validate("gptq test layer");
   const RefOut ref = run_reference(dir, out, in, n, spec.scheme == WeightScheme::W4A16 ? spec.group : 0, spec.asym,
-                                   c.act_order, c.static_groups, opt.damp);
+                                   c.act_order, c.static_groups, opt.damp, c.scale_grid, c.weighted);
   const std::vector<int> got = codes_of(p);
   ASSERT_EQ(ref.codes.size(), got.size());
   int64_t differ = 0;
@@ -224,7 +230,12 @@ INSTANTIATE_TEST_SUITE_P(Schemes, GptqReference,
                                            Case{"w4a16-g64", true, false, 256},
                                            Case{"w4a16-g128-asym", true, false, 256},
                                            Case{"w4a16-g32", false, true, 256}, Case{"w4a16-g64", false, false, 200},
-                                           Case{"w8a16", false, false, 256}, Case{"w8a16", true, false, 200}));
+                                           Case{"w8a16", false, false, 256}, Case{"w8a16", true, false, 200},
+                                           // The scale search (IST-DASLab mse): dynamic and static groups, W8 rows.
+                                           Case{"w4a16-g32", false, false, 256, 100},
+                                           Case{"w4a16-g32-asym", false, false, 256, 100, true},
+                                           Case{"w4a16-g64", true, false, 200, 100, true},
+                                           Case{"w8a16", false, false, 256, 100}));
 
 // With a diagonal Hessian nothing propagates: GPTQ must be round-to-nearest, byte for byte (also checks that the
 // grids are the references' grids).
@@ -239,6 +250,7 @@ TEST(Gptq, DiagonalHessianIsRoundToNearest) {
     for (bool act : {false, true}) {
       GptqOptions opt;
       opt.act_order = act;
+      opt.scale_search.grid = 0;  // the max scales of round-to-nearest
       const PackedLinear g = gptq_quantize(wt, nullptr, Tensor::from_f32(h, {in, in}), spec, opt);
       const PackedLinear r = quantize_linear_weights(wt, nullptr, spec);
       ASSERT_EQ(g.tensors.size(), r.tensors.size());
@@ -270,6 +282,84 @@ TEST(Gptq, LowerLayerErrorThanRoundToNearest) {
       EXPECT_LT(gptq, 0.8 * rtn) << scheme << " act_order " << act << ": gptq " << gptq << " rtn " << rtn;
     }
   }
+}
+
+// The scale search on a hand-computed group: W4 sym, values {1, 0.28} (group 32, the rest zero padding), importance
+// {1, 100}, norm 2, grid 4 (p in {1, 0.75, 0.5}).
+//   p = 1:    s = 1 / -8 = -0.125;   1 -> code 0 = 1 (exact); 0.28 -> round(-2.24 + 8) = 6 -> 0.25: 100 * 0.03^2 = 0.09
+//   p = 0.75: s = -0.09375; 1 -> code round(-10.67 + 8) = 0 -> 0.75: 0.25^2 = 0.0625; 0.28 -> round(-2.987 + 8) = 5
+//             -> 0.28125: 100 * 0.00125^2 = 1.5625e-4; total 0.06265625
+//   p = 0.5:  s = -0.0625;   1 -> 0.5: 0.25; 0.28 -> round(-4.48 + 8) = 4 -> 0.25: 0.09; total 0.34
+TEST(GptqScaleSearch, HandComputedGroup) {
+  const float v[2] = {1.f, 0.28f}, imp[2] = {1.f, 100.f};
+  ScaleSearchOptions opt;
+  opt.grid = 4;
+  opt.norm = 2;
+  const GroupScaleChoice c = search_group_scale(v, 2, parse_quant_spec("w4a16-g32"), opt, imp);
+  EXPECT_FLOAT_EQ(c.shrink, 0.75f);
+  EXPECT_FLOAT_EQ(c.scale, -0.09375f);
+  EXPECT_EQ(c.zero_point, 8);
+  EXPECT_NEAR(c.error_max, 0.09, 1e-6);
+  EXPECT_NEAR(c.error_best, 0.06265625, 1e-6);
+  // Without the importance the error of 0.28 counts once: the max scale wins (0.0009 < 0.0625 + 1.5625e-6).
+  const GroupScaleChoice plain = search_group_scale(v, 2, parse_quant_spec("w4a16-g32"), opt);
+  EXPECT_FLOAT_EQ(plain.shrink, 1.f);
+  EXPECT_FLOAT_EQ(plain.scale, -0.125f);
+  EXPECT_NEAR(plain.error_best, 0.0009, 1e-7);
+}
+
+// On random groups with outliers the searched scale never has a higher error than the max scale, whose error is
+// that of the round-to-nearest reference quantizer (kernels/quant.h), and the reported error is that of the
+// returned scale and zero point recomputed here.
+TEST(GptqScaleSearch, NeverWorseThanMaxScale) {
+  std::mt19937 rng(3);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  ScaleSearchOptions opt;
+  opt.grid = 100;
+  int improved = 0, cases = 0;
+  for (const char* scheme : {"w4a16-g32", "w4a16-g32-asym", "w8a16"}) {
+    const QuantSpec spec = parse_quant_spec(scheme);
+    const bool w4 = spec.scheme == WeightScheme::W4A16;
+    for (int t = 0; t < 200; ++t) {
+      const int64_t n = w4 ? 32 - (t % 3) * 7 : 96;  // also groups shorter than 32 (padding)
+      std::vector<float> v(static_cast<size_t>(n)), imp(v.size());
+      for (auto& x : v) x = nd(rng);
+      v[static_cast<size_t>(t) % v.size()] *= 4.f;  // an outlier
+      for (auto& x : imp) x = 0.1f + std::fabs(nd(rng));
+      const bool use_imp = t % 2 == 1;
+      const GroupScaleChoice c = search_group_scale(v.data(), n, spec, opt, use_imp ? imp.data() : nullptr);
+      // The max scale's error from the reference quantizer.
+      std::vector<float> dq(v.size());
+      if (w4) {
+        uint8_t codes[16];
+        uint16_t sc = 0;
+        uint8_t zp = 0;
+        kernels::quantize_row_w4_ref(v.data(), n, 32, spec.asym, codes, &sc, &zp);
+        kernels::dequantize_row_w4_ref(codes, &sc, spec.asym ? &zp : nullptr, n, 32, dq.data());
+      } else {
+        std::vector<int8_t> q(v.size());
+        float sc = 0;
+        kernels::quantize_row_s8_ref(v.data(), n, q.data(), &sc);
+        kernels::dequantize_row_s8_ref(q.data(), sc, n, dq.data());
+      }
+      double e_max = 0, e_best = 0;
+      for (int64_t j = 0; j < n; ++j) {
+        const double w = use_imp ? imp[j] : 1.0;
+        e_max += w * std::pow(std::fabs(static_cast<double>(dq[j]) - v[j]), 2.4);
+        const int lo = w4 ? 0 : -127, hi = w4 ? 15 : 127;
+        const float q = std::clamp(std::round(v[j] / c.scale + static_cast<float>(c.zero_point)), static_cast<float>(lo),
+                                   static_cast<float>(hi));
+        e_best += w * std::pow(std::fabs(static_cast<double>((q - static_cast<float>(c.zero_point)) * c.scale) - v[j]),
+                               2.4);
+      }
+      EXPECT_NEAR(c.error_max, e_max, 1e-6 * (1 + e_max)) << scheme << " case " << t;
+      EXPECT_NEAR(c.error_best, e_best, 1e-3 * (1 + e_best)) << scheme << " case " << t;
+      EXPECT_LE(c.error_best, e_max * (1 + 1e-9)) << scheme << " case " << t;
+      improved += c.error_best < 0.99 * e_max;
+      ++cases;
+    }
+  }
+  EXPECT_GT(improved, cases / 4) << "the search should pay off on groups with outliers";
 }
 
 TEST(Gptq, HessianAccumulatorMatchesDirectSum) {

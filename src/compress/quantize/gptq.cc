@@ -147,14 +147,15 @@ struct Grid {
 };
 
 // W4 group parameters of quantize_row_w4_ref from the group's values (n <= group; missing values count as the
-// zero padding).
-Grid w4_grid(const float* v, int64_t n, bool asym) {
+// zero padding), with the range shrunk by p (1: the reference's max scale).
+Grid w4_grid(const float* v, int64_t n, bool asym, float p) {
   Grid g;
   g.lo = 0, g.hi = 15;
   float s;
   if (asym) {
     float lo = 0.f, hi = 0.f;
     for (int64_t i = 0; i < n; ++i) lo = std::min(lo, v[i]), hi = std::max(hi, v[i]);
+    lo *= p, hi *= p;
     s = hi > lo ? (hi - lo) / 15.f : 1.f;
     s = f16_to_f32(f32_to_f16(s));
     if (s == 0.f) s = 1.f;
@@ -163,7 +164,7 @@ Grid w4_grid(const float* v, int64_t n, bool asym) {
     float amax = 0.f, mx = 0.f;
     for (int64_t i = 0; i < n; ++i)
       if (std::fabs(v[i]) > amax) amax = std::fabs(v[i]), mx = v[i];
-    s = amax > 0.f ? mx / -8.f : 1.f;
+    s = amax > 0.f ? p * mx / -8.f : 1.f;
     s = f16_to_f32(f32_to_f16(s));
     if (s == 0.f) s = 1.f;
     g.z = 8.f;
@@ -173,16 +174,69 @@ Grid w4_grid(const float* v, int64_t n, bool asym) {
   return g;
 }
 
-Grid w8_grid(const float* v, int64_t n) {
+Grid w8_grid(const float* v, int64_t n, float p) {
   float amax = 0.f;
   for (int64_t i = 0; i < n; ++i) amax = std::max(amax, std::fabs(v[i]));
   Grid g;
-  g.s = amax > 0.f ? amax / 127.f : 1.f;
+  g.s = amax > 0.f ? p * amax / 127.f : 1.f;
   g.inv = 1.f / g.s;
   return g;
 }
 
+void check_scale_search(const ScaleSearchOptions& opt) {
+  check(opt.grid >= 0 && opt.max_shrink > 0 && opt.max_shrink < 1 && opt.norm > 0,
+        "scale search: grid {} must be >= 0 (100 is the usual value, 0 is off), max shrink {} in (0, 1), norm {} > 0",
+        opt.grid, opt.max_shrink, opt.norm);
+}
+
+bool integer_weights(const QuantSpec& spec) {
+  return spec.scheme == WeightScheme::W4A16 || spec.scheme == WeightScheme::W8A16 || spec.scheme == WeightScheme::W8A8;
+}
+
+// The grid of a W4 group / W8 row, by scale search when opt.grid > 0 (ScaleSearchOptions), else the max scale.
+Grid choose_grid(const float* v, int64_t n, const QuantSpec& spec, const ScaleSearchOptions& opt,
+                 const float* importance, GroupScaleChoice* choice = nullptr) {
+  const bool w4 = spec.scheme == WeightScheme::W4A16;
+  auto make = [&](float p) { return w4 ? w4_grid(v, n, spec.asym, p) : w8_grid(v, n, p); };
+  auto error = [&](const Grid& g) {
+    double e = 0;
+    for (int64_t j = 0; j < n; ++j) {
+      const double d = std::fabs(static_cast<double>(g.value(g.code(v[j]))) - v[j]);
+      e += (importance ? static_cast<double>(importance[j]) : 1.0) * std::pow(d, opt.norm);
+    }
+    return e;
+  };
+  Grid best = make(1.f);
+  if (opt.grid <= 0 && !choice) return best;
+  double best_err = error(best);
+  GroupScaleChoice c;
+  c.error_max = best_err;
+  const int steps = opt.grid > 0 ? static_cast<int>(opt.max_shrink * opt.grid) : 0;
+  for (int i = 1; i < steps; ++i) {
+    const float p = static_cast<float>(1.0 - static_cast<double>(i) / opt.grid);
+    const Grid g = make(p);
+    const double e = error(g);
+    if (e < best_err) best_err = e, best = g, c.shrink = p;
+  }
+  if (choice) {
+    c.error_best = best_err;
+    c.scale = best.s;
+    c.zero_point = static_cast<int>(best.z);
+    *choice = c;
+  }
+  return best;
+}
+
 }  // namespace
+
+GroupScaleChoice search_group_scale(const float* v, int64_t n, const QuantSpec& spec, const ScaleSearchOptions& opt,
+                                    const float* importance) {
+  check(integer_weights(spec), "scale search: scheme {} has no integer weights; expected w4a16-gN[-asym] or w8", spec.name());
+  check_scale_search(opt);
+  GroupScaleChoice c;
+  choose_grid(v, n, spec, opt, importance, &c);
+  return c;
+}
 
 HessianAccumulator::HessianAccumulator(int64_t in) : in_(in), sum_(static_cast<size_t>(in * in), 0.f) {
   check(in > 0, "GPTQ Hessian: {} input features; expected at least 1", in);
@@ -215,10 +269,11 @@ PackedLinear gptq_quantize(const Tensor& weight, const Tensor* bias, const Tenso
         "GPTQ: Hessian has shape {}; expected F32 [{}, {}] (in_features of weight {})", shape_str(hessian.shape()), in,
         in, shape_str(weight.shape()));
   const bool w4 = spec.scheme == WeightScheme::W4A16;
-  check(w4 || spec.scheme == WeightScheme::W8A16 || spec.scheme == WeightScheme::W8A8,
+  check(integer_weights(spec),
         "GPTQ: scheme {} has no integer weights; GPTQ takes w4a16-gN[-asym], w8a16, w8a8 or w8a8-static", spec.name());
   check(opt.damp >= 0 && std::isfinite(opt.damp), "GPTQ: damp {} must be >= 0 (0.01 is the usual value)", opt.damp);
   check(opt.block >= 1, "GPTQ: block {} must be >= 1 (128 is the usual value)", opt.block);
+  check_scale_search(opt.scale_search);
   const int group = w4 ? spec.group : 0;
   const bool static_groups = w4 && (opt.static_groups || opt.act_order);
 
@@ -237,6 +292,11 @@ PackedLinear gptq_quantize(const Tensor& weight, const Tensor* bias, const Tenso
     for (int64_t r = 0; r < out; ++r) w[r * in + i] = 0.f;
     ++dead;
   }
+  // Per-column importance of the scale search (weighted: the Hessian diagonal, original column order).
+  std::vector<float> hdiag;
+  if (opt.scale_search.weighted)
+    for (int64_t i = 0; i < in; ++i) hdiag.push_back(static_cast<float>(h[i * in + i]));
+  auto importance = [&](int64_t col) { return hdiag.empty() ? nullptr : hdiag.data() + col; };
 
   // Grids fixed before any update: W8 rows always (GPTQ's per-channel find_params on the whole W), W4 groups when
   // static. Dynamic W4 groups are set on entering each group, from the updated weights.
@@ -248,7 +308,9 @@ PackedLinear gptq_quantize(const Tensor& weight, const Tensor* bias, const Tenso
         for (int64_t g = 0; g < groups; ++g) {
           const float* row = w + r * in;
           grids[r * groups + g] =
-              w4 ? w4_grid(row + g * group, std::min<int64_t>(group, in - g * group), spec.asym) : w8_grid(row, in);
+              w4 ? choose_grid(row + g * group, std::min<int64_t>(group, in - g * group), spec, opt.scale_search,
+                               importance(g * group))
+                 : choose_grid(row, in, spec, opt.scale_search, importance(0));
         }
     });
 
@@ -306,7 +368,8 @@ PackedLinear gptq_quantize(const Tensor& weight, const Tensor* bias, const Tenso
             if (static_groups) {
               grid = grids[r * groups + col / group];
             } else if (j % group == 0) {
-              grid = w4_grid(row + j, std::min<int64_t>(group, in - j), spec.asym);
+              // Dynamic groups exist only without act-order: column j is original column j.
+              grid = choose_grid(row + j, std::min<int64_t>(group, in - j), spec, opt.scale_search, importance(j));
               grids[r * groups + j / group] = grid;
             }
           }
