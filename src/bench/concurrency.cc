@@ -2,7 +2,9 @@
 #include <shrink/bench/batcher.h>
 #include <shrink/bench/concurrency.h>
 #include <shrink/core/timer.h>
+#include <shrink/models/generate.h>
 
+#include <algorithm>
 #include <atomic>
 #include <exception>
 #include <mutex>
@@ -71,6 +73,58 @@ void run_closed_loop(const ClosedLoopOptions& opt, const std::function<void(int6
   acc.batches += s.batches;
   acc.seconds += elapsed_ms / 1000;
   for (double ms : latencies) acc.latency.add(ms);
+}
+
+nlohmann::json DecodeLevel::to_json() const {
+  nlohmann::json j = loop.to_json();
+  j["tokens_per_s"] = decode_seconds > 0 ? static_cast<double>(tokens) / decode_seconds : 0;
+  j["ttft_ms"] = ttft_ms.percentile(0.5);
+  j["tpot_ms"] = step_ms.percentile(0.5);
+  j["ttft"] = ttft_ms.summary_json();
+  j["tpot"] = step_ms.summary_json();
+  return j;
+}
+
+void run_decode_level(const DecoderModel& model, const std::vector<int32_t>& prompt, int gen, int concurrency,
+                      double seconds, int64_t max_rounds, DecodeLevel& acc) {
+  check(concurrency >= 1, "--concurrency: expected levels >= 1, got {}", concurrency);
+  acc.loop.concurrency = concurrency;
+  GenerateOptions g;
+  g.max_new_tokens = gen;
+  g.stop_at_eos = false;
+  std::vector<float> scratch;
+  Timer wall;
+  for (int64_t round = 0; max_rounds > 0 ? round < max_rounds : (round == 0 || wall.elapsed_ms() < seconds * 1000);
+       ++round) {
+    std::vector<std::unique_ptr<TokenStream>> owned;
+    std::vector<TokenStream*> streams;
+    for (int c = 0; c < concurrency; ++c) {
+      owned.push_back(std::make_unique<TokenStream>(model, prompt, g));
+      streams.push_back(owned.back().get());
+    }
+    Timer t;
+    TokenStream::advance(streams, scratch);
+    acc.ttft_ms.add(t.elapsed_ms());
+    // The first tokens come from the prompts' logits; each later one from a decode step, which is what is timed.
+    int32_t token = 0;
+    std::string piece;
+    for (TokenStream* s : streams) s->next(token, piece);
+    Timer decode;
+    for (;;) {
+      Timer step;
+      TokenStream::advance(streams, scratch);
+      if (std::all_of(streams.begin(), streams.end(), [](const TokenStream* s) { return s->finished(); })) break;
+      for (TokenStream* s : streams)
+        if (s->next(token, piece)) ++acc.tokens;
+      acc.step_ms.add(step.elapsed_ms());
+    }
+    acc.decode_seconds += decode.elapsed_ms() / 1000;
+    const double ms = t.elapsed_ms();
+    for (int c = 0; c < concurrency; ++c) acc.loop.latency.add(ms);
+    acc.loop.requests += concurrency;
+    acc.loop.batches += 1;
+    acc.loop.seconds += ms / 1000;
+  }
 }
 
 }  // namespace shrink

@@ -107,8 +107,10 @@ void register_bench(CLI::App& app) {
   sub->add_option("--kv-cache", kv_cache, "decoder KV cache type: f32 or int8 (INT8 KV8, ~3.8x smaller)")
       ->check(CLI::IsMember({"f32", "int8"}));
   sub->add_option("--tokenizer", tokenizer, "tokenizer file (llama2.c models)");
-  sub->add_option("--concurrency", concurrency,
-                  "closed-loop client counts for encoders, e.g. 1,2,4,8 (0: skip); decoders: 1 only")
+  sub->add_option(
+         "--concurrency", concurrency,
+         "closed-loop client counts, e.g. 1,2,4,8 (0: skip); decoders: that many generations at once, one batched "
+         "forward per token")
       ->delimiter(',')
       ->check(number_at_least(0, false, "client counts >= 0 separated by commas, e.g. 1,2,4,8"));
   sub->add_option("--concurrency-seconds", concurrency_seconds, "time per concurrency level (split over --rounds)")
@@ -247,16 +249,16 @@ void register_bench(CLI::App& app) {
       j["ttft"] = ttft.summary_json();
       j["tpot"] = tpot.summary_json();
       j["throughput_per_s"] = 1000.0 / lat.mean();
-      // The engine decodes one sequence per forward (no batched multi-sequence step), so more clients would only
-      // queue behind each other: concurrency 1 is the timed loop itself.
-      j["concurrency"] = nlohmann::json::array({{{"concurrency", 1},
-                                                 {"throughput_per_s", 1000.0 / lat.mean()},
-                                                 {"p50_ms", lat.percentile(0.5)},
-                                                 {"p99_ms", lat.percentile(0.99)},
-                                                 {"mean_batch", 1},
-                                                 {"requests", lat.count()}}});
-      j["concurrency_note"] =
-          "decoder: concurrency 1 only (one generation per request; no batched multi-sequence decode step yet)";
+      if (!levels.empty()) {
+        // C generations at once, one batched forward per step (as `shrink serve` runs them), levels in rounds.
+        std::vector<DecodeLevel> acc(levels.size());
+        for (int r = 0; r < rounds; ++r)
+          for (size_t i = 0; i < levels.size(); ++i)
+            run_decode_level(dec, prompt, static_cast<int>(gen), levels[i], concurrency_seconds / rounds,
+                             iters > 0 ? iters : 0, acc[i]);
+        j["concurrency"] = nlohmann::json::array();
+        for (const auto& a : acc) j["concurrency"].push_back(a.to_json());
+      }
       const size_t bytes = decoder_bytes_per_token(dec);
       j["weight_bytes_per_token"] = bytes;
       j["decode_gb_per_s"] = bytes / 1e6 / tpot.percentile(0.5);
@@ -302,11 +304,15 @@ void register_bench(CLI::App& app) {
           "%.0f%% of them\n",
           j["stream_read_gb_per_s"].get<double>(), j["stream_read_sustained_gb_per_s"].get<double>(),
           100 * j["bandwidth_share"].get<double>(), 100 * j["bandwidth_share_sustained"].get<double>());
-    for (const auto& lv : j.value("concurrency", nlohmann::json::array()))
-      std::printf("  concurrency %d: %.1f requests/s  p50 %.2f ms  p99 %.2f ms  mean batch %.2f\n",
+    for (const auto& lv : j.value("concurrency", nlohmann::json::array())) {
+      std::printf("  concurrency %d: %.2f requests/s  p50 %.2f ms  p99 %.2f ms  mean batch %.2f",
                   lv["concurrency"].get<int>(), lv["throughput_per_s"].get<double>(), lv["p50_ms"].get<double>(),
                   lv["p99_ms"].get<double>(), lv["mean_batch"].get<double>());
-    if (j.contains("concurrency_note")) std::printf("  (%s)\n", j["concurrency_note"].get<std::string>().c_str());
+      if (lv.contains("tokens_per_s"))
+        std::printf("  |  %.1f tokens/s  TPOT %.2f ms  TTFT %.1f ms", lv["tokens_per_s"].get<double>(),
+                    lv["tpot_ms"].get<double>(), lv["ttft_ms"].get<double>());
+      std::printf("\n");
+    }
     const auto& e = j["energy"];
     if (e["estimated"].get<bool>())
       std::printf("  energy %.4f J per inference (ESTIMATE: %.2f CPU s x %.0f W per core; RAPL not readable)\n",

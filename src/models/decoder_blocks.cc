@@ -33,7 +33,8 @@ void DecoderModel::forward_batch(const std::vector<SeqTokens>& seqs, float* logi
   for (size_t i = 0; i < seqs.size(); ++i) {
     check(seqs[i].cache != nullptr, "forward_batch: sequence {} has no KV cache", i);
     for (size_t j = 0; j < i; ++j)
-      check(seqs[j].cache != seqs[i].cache, "forward_batch: sequences {} and {} share one KV cache; each sequence needs its own", j, i);
+      check(seqs[j].cache != seqs[i].cache,
+            "forward_batch: sequences {} and {} share one KV cache; each sequence needs its own", j, i);
     check_forward(*seqs[i].cache, seqs[i].tokens, seqs[i].n);
     n += seqs[i].n;
   }

@@ -94,7 +94,8 @@ void declare_serve_metrics(Metrics& m) {
   m.gauge("shrink_kv_cache_reserved_bytes", "Worst-case KV cache bytes reserved by running sequences");
   m.histogram("shrink_batch_size", "Requests per encoder forward; sequences per decoder forward",
               {1, 2, 4, 8, 16, 32, 64, 128});
-  m.counter("shrink_decoder_steps_total", "Decoder steps (one batched forward over the running sequences), per variant");
+  m.counter("shrink_decoder_steps_total",
+            "Decoder steps (one batched forward over the running sequences), per variant");
   m.counter("shrink_generated_tokens_total", "Tokens generated, per variant");
   m.gauge("shrink_tokens_per_second", "Tokens per second of the last decoder step, per variant");
   m.gauge("shrink_model_info", "The model each variant serves (value 1)");

@@ -324,9 +324,9 @@ void ModelWorker::advance_sequences(std::vector<std::unique_ptr<Sequence>*>& ste
           run({s});
         } catch (const std::exception& e) {
           const bool prompt = !(*s)->stream->prefilled();
-          ended.emplace_back(std::move(*s), api_error(prompt ? 400 : 500,
-                                                      fmt::format("variant {}: {}", variant_, e.what()),
-                                                      prompt ? "prompt" : ""));
+          ended.emplace_back(
+              std::move(*s),
+              api_error(prompt ? 400 : 500, fmt::format("variant {}: {}", variant_, e.what()), prompt ? "prompt" : ""));
         }
       }
     }

@@ -307,5 +307,33 @@ TEST(BenchCli, ConcurrencyEnergyAndCostFields) {
   }
 }
 
+// Decoders: each level generates C sequences at once (one batched forward per token). With --iters 2, 2 rounds, a
+// prompt and --gen 6: every level runs 4 generations of C sequences; a generation has 5 timed decode steps (the
+// first token comes from the prompts' forward), each giving C tokens.
+TEST(BenchCli, DecoderConcurrencyGeneratesTogether) {
+  const auto dir = temp_dir("bench-cli-dec");
+  const std::string model = (dir / "llama").string();
+  auto s = testing::run_cli("synth --preset llama-tiny --out " + model + " --json");
+  ASSERT_EQ(s.code, 0) << s.err;
+  auto r = testing::run_cli("bench " + model + " --prompt-len 7 --gen 6 --iters 2 --concurrency 1,3 --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const nlohmann::json b = nlohmann::json::parse(r.out);
+  ASSERT_EQ(b["concurrency"].size(), 2u);
+  int i = 0;
+  for (int level : {1, 3}) {
+    const auto& lv = b["concurrency"][i++];
+    EXPECT_EQ(lv["concurrency"], level);
+    EXPECT_EQ(lv["requests"].get<int64_t>(), 2 * 2 * level);
+    EXPECT_EQ(lv["batches"].get<int64_t>(), 2 * 2);
+    EXPECT_EQ(lv["mean_batch"].get<double>(), level);
+    EXPECT_EQ(lv["tpot"]["count"].get<int64_t>(), 2 * 2 * 5);
+    EXPECT_EQ(lv["ttft"]["count"].get<int64_t>(), 2 * 2);
+    // tokens/s counts the decode steps' tokens: C per step, over the steps' time and the sampling between them.
+    EXPECT_GT(lv["tokens_per_s"].get<double>(), 0);
+    EXPECT_LE(lv["tokens_per_s"].get<double>(), 1000.0 * level / lv["tpot"]["min"].get<double>() * 1.0001);
+    EXPECT_LE(lv["ttft_ms"].get<double>(), lv["p50_ms"].get<double>());
+  }
+}
+
 }  // namespace
 }  // namespace shrink

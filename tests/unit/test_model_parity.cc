@@ -26,7 +26,9 @@ struct Case {
   std::string arch, extra;
 };
 
-void PrintTo(const Case& c, std::ostream* os) { *os << c.arch << c.extra; }
+void PrintTo(const Case& c, std::ostream* os) {
+  *os << c.arch << c.extra;
+}
 
 class Parity : public ::testing::TestWithParam<Case> {};
 
@@ -54,8 +56,8 @@ TEST_P(Parity, LogitsMatchNumpyReference) {
   const Case& c = GetParam();
   const auto dir = testing::temp_dir("parity-" + c.arch);
   const auto model_dir = dir / "model";
-  run(kPython + " " + kRef + "make_random_model.py --arch " + c.arch + " --out " + model_dir.string() +
-      " --seed 7 " + c.extra);
+  run(kPython + " " + kRef + "make_random_model.py --arch " + c.arch + " --out " + model_dir.string() + " --seed 7 " +
+      c.extra);
   auto model = load_model(model_dir);
   const ModelConfig& cfg = model->config();
   const bool encoder = model->kind() == ModelKind::Encoder;
@@ -87,18 +89,20 @@ TEST_P(Parity, LogitsMatchNumpyReference) {
     for (int i = 0; i < B; ++i)
       for (int t = 0; t < T; ++t)
         for (int h = 0; h < H; ++h)
-          max_err = std::max(max_err, std::fabs(hs[i][t][h].get<double>() - out.hidden.data<float>()[(i * T + t) * H + h]));
+          max_err =
+              std::max(max_err, std::fabs(hs[i][t][h].get<double>() - out.hidden.data<float>()[(i * T + t) * H + h]));
     if (ref.contains("logits")) {
       ASSERT_TRUE(out.logits.defined() && out.logits.numel() == int64_t{B} * cfg.num_labels);
       for (int i = 0; i < B; ++i)
         for (int l = 0; l < cfg.num_labels; ++l)
-          max_err = std::max(max_err, std::fabs(ref["logits"][i][l].get<double>() -
-                                                out.logits.data<float>()[i * cfg.num_labels + l]));
+          max_err = std::max(
+              max_err, std::fabs(ref["logits"][i][l].get<double>() - out.logits.data<float>()[i * cfg.num_labels + l]));
     }
     if (ref.contains("pooler_output") && out.pooled.numel() > 0)
       for (int i = 0; i < B; ++i)
         for (int h = 0; h < H; ++h)
-          max_err = std::max(max_err, std::fabs(ref["pooler_output"][i][h].get<double>() - out.pooled.data<float>()[i * H + h]));
+          max_err = std::max(max_err,
+                             std::fabs(ref["pooler_output"][i][h].get<double>() - out.pooled.data<float>()[i * H + h]));
   } else {
     auto& dec = dynamic_cast<DecoderModel&>(*model);
     const int V = cfg.vocab_size;

@@ -3,10 +3,12 @@
 #pragma once
 
 #include <shrink/bench/latency.h>
+#include <shrink/models/model.h>
 
 #include <cstdint>
 #include <functional>
 #include <nlohmann/json.hpp>
+#include <vector>
 
 namespace shrink {
 
@@ -34,5 +36,21 @@ struct ClosedLoopResult {
 // run's requests, batches, time and latencies to `acc`. Exceptions from run_batch propagate after the clients stop.
 void run_closed_loop(const ClosedLoopOptions& opt, const std::function<void(int64_t)>& run_batch,
                      ClosedLoopResult& acc);
+
+// Decoders at concurrency C: C sequences of the same prompt, generated together as the server's continuous batch
+// runs them (one TokenStream::advance per step: the prompts in one forward, then one forward of C rows per token).
+// A request is one sequence: its latency is its whole generation. Adds to `acc`; ttft_ms gets the time to the
+// first token of each round (every sequence's), step_ms the time of each decode step.
+struct DecodeLevel {
+  ClosedLoopResult loop;
+  LatencyHistogram ttft_ms, step_ms;
+  int64_t tokens = 0;
+  double decode_seconds = 0;  // the steps after the prompts
+  // ClosedLoopResult's fields plus {"tokens_per_s" (all sequences, decode steps only), "ttft_ms", "tpot_ms" (median
+  // step), "ttft", "tpot"}
+  nlohmann::json to_json() const;
+};
+void run_decode_level(const DecoderModel& model, const std::vector<int32_t>& prompt, int gen, int concurrency,
+                      double seconds, int64_t max_rounds, DecodeLevel& acc);
 
 }  // namespace shrink

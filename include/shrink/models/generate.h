@@ -59,7 +59,8 @@ class TokenStream {
   void feed();  // feeds the token next() returned, unless it was the last one allowed
   // What prefill() or feed() would do, for many streams of one model in one DecoderModel::forward_batch: the prompt
   // of each stream not yet prefilled, the pending token of each other. Finished streams are left out, and so is a
-  // stream whose last allowed token was taken (it is marked finished). scratch: work memory kept across steps by the caller.
+  // stream whose last allowed token was taken (it is marked finished). scratch: work memory kept across steps by the
+  // caller.
   static void advance(const std::vector<TokenStream*>& streams, std::vector<float>& scratch);
   bool prefilled() const { return prefilled_; }
   bool finished() const { return finished_; }
