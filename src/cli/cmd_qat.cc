@@ -26,7 +26,7 @@ namespace {
 struct Flags {
   std::string model, scheme = "w4a16-g32", out;
   std::string text, tokenizer, loss = "kl";  // language models
-  int ctx = 256;
+  int ctx = 256, sample = 0, sample_length = 0;
   std::vector<std::string> skip;
   int observe_steps = 50;
   double dropout = 0.1;
@@ -105,6 +105,11 @@ void run_lm(Model& m) {
         m.config().max_position_embeddings);
   auto [tr, va] = train::split_lm_data(ids, f.ctx, f.data.val_fraction);
   check(va.size() > 0, "qat: the validation tail of {} is empty; raise --val-fraction or give more text", f.text);
+  if (f.sample > 0) {
+    // LLM-QAT: train on the model's own samples instead of the head of the text (which is then unused).
+    const int len = f.sample_length > 0 ? f.sample_length : f.ctx + 1;
+    tr = train::split_lm_data(train::sample_training_tokens(base, f.sample, len, f.train.seed), f.ctx, 0).first;
+  }
   const std::vector<int32_t> held(va.tokens.begin() + va.starts.front(),
                                   va.tokens.begin() + va.starts.back() + va.ctx + 1);
   const QuantSpec spec = parse_quant_spec(f.scheme);
@@ -157,8 +162,8 @@ void run_lm(Model& m) {
 
   SaveOptions so;
   so.tokenizer = train::tokenizer_file_of(f.model, f.tokenizer);
-  so.recipe = {{"method", "qat"},  {"scheme", spec.name()}, {"loss", f.loss},
-               {"epochs", o.epochs}, {"lr", o.lr},          {"text", f.text}, {"ctx", f.ctx}};
+  so.recipe = {{"method", "qat"}, {"scheme", spec.name()}, {"loss", f.loss}, {"epochs", o.epochs},
+               {"lr", o.lr},      {"text", f.text},         {"ctx", f.ctx},   {"sampled_sequences", f.sample}};
   const SaveResult saved = save_model(*packed, f.out, so);
 
   nlohmann::json layers = nlohmann::json::array();
@@ -170,6 +175,7 @@ void run_lm(Model& m) {
             {"loss", f.loss},
             {"ctx", f.ctx},
             {"train_chunks", tr.size()},
+            {"train_data", f.sample > 0 ? "sampled from the model" : "text"},
             {"val_chunks", va.size()},
             {"val_positions", qat_cmp.positions},
             {"fp32_ppl", qat_cmp.base.ppl},
@@ -320,6 +326,12 @@ void register_qat(CLI::App& app) {
   sub->add_option("--ctx", f.ctx, "LM: tokens per training sequence and evaluation window")
       ->check(CLI::Range(2, 8192))
       ->capture_default_str();
+  sub->add_option("--sample", f.sample,
+                  "LM: train on N sequences sampled from the fp32 model itself (LLM-QAT, data-free) instead of the "
+                  "head of --text, which then only gives the held-out tail")
+      ->check(CLI::NonNegativeNumber);
+  sub->add_option("--sample-length", f.sample_length, "LM: tokens per sampled sequence (default --ctx + 1)")
+      ->check(CLI::NonNegativeNumber);
   sub->add_option("--loss", f.loss, "LM: kl (to the fp32 model's next-token distribution, LLM-QAT) | ce (on the text)")
       ->capture_default_str();
   f.train.add_to(sub);

@@ -4,6 +4,7 @@
 #include <shrink/core/error.h>
 #include <shrink/eval/evaluate.h>
 #include <shrink/kernels/quant.h>
+#include <shrink/models/generate.h>
 #include <shrink/train/distill.h>
 #include <shrink/train/qat.h>
 
@@ -200,6 +201,23 @@ QatLoss parse_qat_loss(const std::string& name) {
   fail("qat: loss '{}' is not known; expected kl (self-distillation to the fp32 model) or ce (cross-entropy on the "
        "text)",
        name);
+}
+
+std::vector<int32_t> sample_training_tokens(const DecoderModel& model, int sequences, int length, uint64_t seed) {
+  check(sequences > 0 && length > 1, "qat: {} sampled sequences of {} tokens; expected >= 1 sequence of >= 2 tokens",
+        sequences, length);
+  const int bos = model.config().bos_token_id >= 0 ? model.config().bos_token_id : 1;
+  std::vector<int32_t> out;
+  for (int i = 0; i < sequences; ++i) {
+    GenerateOptions g;
+    g.max_new_tokens = length - 1;
+    g.sampling.temperature = 1.f;
+    g.sampling.seed = seed + static_cast<uint64_t>(i);
+    const GenerateResult r = generate(model, {bos}, g);
+    out.push_back(bos);
+    out.insert(out.end(), r.ids.begin(), r.ids.end());
+  }
+  return out;
 }
 
 LmReport qat_lm(TrainableDecoder& model, Qat& qat, const LmData& train, const LmData& val, LmTrainOptions opt,

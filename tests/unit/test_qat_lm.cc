@@ -101,6 +101,22 @@ TEST(QatLm, SelfDistillationBeatsRtnOnHeldOutTextAndPackedEqualsFakeQuant) {
   EXPECT_GT(moved, 1e-2);
 }
 
+// LLM-QAT's data-free text: BOS-started samples of the model, seeded.
+TEST(QatLm, SampledTrainingTokensAreSeededSamplesFromBos) {
+  const auto s = testing::stories260k("qat_lm_sample");
+  auto m = s.load();
+  const auto& d = dynamic_cast<const DecoderModel&>(*m);
+  const std::vector<int32_t> a = sample_training_tokens(d, 3, 24, 7), b = sample_training_tokens(d, 3, 24, 7);
+  EXPECT_EQ(a, b);
+  EXPECT_NE(a, sample_training_tokens(d, 3, 24, 8));
+  ASSERT_GE(a.size(), 3u);
+  EXPECT_LE(a.size(), 3u * 24u);
+  EXPECT_EQ(a[0], 1);  // llama2.c BOS
+  EXPECT_GE(std::count(a.begin(), a.end(), 1), 3);  // at least one BOS per sequence
+  for (int32_t t : a) EXPECT_TRUE(t >= 0 && t < 512) << t;
+  EXPECT_THROW(sample_training_tokens(d, 0, 24, 7), Error);
+}
+
 TEST(QatLm, ParsesLossNames) {
   EXPECT_EQ(parse_qat_loss("kl"), QatLoss::Kl);
   EXPECT_EQ(parse_qat_loss("ce"), QatLoss::CrossEntropy);

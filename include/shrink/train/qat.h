@@ -81,6 +81,9 @@ void pack_linears(Model& model, const std::vector<std::string>& slots,
 // next-token distributions, the fp32 model being the weights before QAT (self-distillation: no labels needed).
 enum class QatLoss { CrossEntropy, Kl };
 QatLoss parse_qat_loss(const std::string& name);  // "ce" | "kl"; throws naming the valid ones
+// LLM-QAT's data-free training text: `sequences` samples of `length` tokens each from the model itself (BOS, then
+// temperature-1 sampling seeded by seed + i; a sample ending at EOS early is shorter), concatenated.
+std::vector<int32_t> sample_training_tokens(const DecoderModel& model, int sequences, int length, uint64_t seed);
 // Trains `model` (already hooked by `qat`) in place on `train` (train_lm: validation perplexity on `val` picks the
 // weights kept); opt.after_update also ends the W8A8 observation phase. With QatLoss::Kl the teacher is an fp32 copy
 // of the weights as they are when called.
