@@ -33,6 +33,8 @@ struct Flags {
   TrainFlags train;
   DataFlags data;
   CommonFlags common;
+  CLI::App* sub = nullptr;
+  bool given(const char* flag) const { return sub->count(flag) > 0; }
   Flags() {
     train.epochs = 2;
     train.lr = 1e-4f;  // fine-tuning a trained model: lower than from scratch
@@ -132,9 +134,10 @@ void run_lm(Model& m) {
   const train::TrainOptions c = f.train.options();
   train::LmTrainOptions o;
   o.epochs = c.epochs;
-  o.batch = c.batch;
+  // LM defaults (measured on stories260K, docs/qat.md): 16 chunks per update at 5e-4.
+  o.batch = f.given("--batch") ? c.batch : 16;
   o.accumulate = c.accumulate;
-  o.lr = c.lr;
+  o.lr = f.given("--lr") ? c.lr : 5e-4f;
   o.warmup_fraction = c.warmup_fraction;
   o.decay = c.decay;
   o.weight_decay = c.weight_decay;
@@ -313,6 +316,7 @@ void register_qat(CLI::App& app) {
       "quantization-aware fine-tuning of a text or ViT classifier or a LLaMA LM (fake-quant W8A8 or W4), saved as the "
       "packed model");
   Flags& f = F();
+  f.sub = sub;
   sub->add_option("model", f.model,
                   "trained classifier directory (shrink train output), or a LLaMA LM (HF directory or llama2.c .bin)")
       ->required();
@@ -321,7 +325,8 @@ void register_qat(CLI::App& app) {
   sub->add_option("--out", f.out, "output directory (packed model)")->required();
   sub->add_option("--skip", f.skip, "regex of more slots kept in fp32 (classifier heads and lm_head always are)");
   f.data.add_to(sub, false, "classifier: TSV sentence<TAB>label with a header (the training data)");
-  sub->add_option("--text", f.text, "LM: plain text to train on; its last --val-fraction is held out (--limit: bytes)");
+  sub->add_option("--text", f.text, "LM: plain text to train on; its last --val-fraction is held out (--limit: bytes; LM defaults "
+                  "--batch 16 --lr 5e-4)");
   sub->add_option("--tokenizer", f.tokenizer, "LM: tokenizer file (llama2.c .bin models); copied into the output");
   sub->add_option("--ctx", f.ctx, "LM: tokens per training sequence and evaluation window")
       ->check(CLI::Range(2, 8192))

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <shrink/compress/quantize.h>
 #include <shrink/core/error.h>
+#include <shrink/eval/compare.h>
 #include <shrink/train/qat.h>
 
 #include <cmath>
@@ -115,6 +116,44 @@ TEST(QatLm, SampledTrainingTokensAreSeededSamplesFromBos) {
   EXPECT_GE(std::count(a.begin(), a.end(), 1), 3);  // at least one BOS per sequence
   for (int32_t t : a) EXPECT_TRUE(t >= 0 && t < 512) << t;
   EXPECT_THROW(sample_training_tokens(d, 0, 24, 7), Error);
+}
+
+// The command end to end on a small slice: the JSON's RTN and QAT KLDs are what `shrink compare` measures between
+// the saved models on the same held-out tokens, and the packed model loads with every block Linear in W4.
+TEST(QatLm, CliReportsWhatCompareMeasures) {
+  const auto dir = testing::temp_dir("qat_lm_cli");
+  const std::string text = testing::shakespeare().substr(0, 24000);
+  testing::write_bytes(dir / "train.txt", text);
+  const std::string model = testing::fixture("stories260K/stories260K.bin").string(),
+                    tok = testing::fixture("stories260K/tok512.bin").string();
+  const auto r = testing::run_cli("qat " + model + " --tokenizer " + tok + " --text " + (dir / "train.txt").string() +
+                                  " --ctx 64 --epochs 1 --val-fraction 0.2 --out " + (dir / "q").string() + " --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["task"], "lm");
+  EXPECT_EQ(j["layers"].size(), 35u);
+  EXPECT_LT(j["engine_max_abs_diff"].get<double>(), 1e-4);
+  EXPECT_GT(j["ptq"]["kld"].get<double>(), 0.05);
+  // The held-out tail is the last val_chunks * 64 + 1 tokens of the text: compare the saved model on exactly those.
+  auto m = testing::stories260k("qat_lm_cli_ref").load();
+  const std::vector<int32_t> ids = training_tokens(*m, text.size());
+  const int64_t chunks = (static_cast<int64_t>(ids.size()) - 1) / 64, nval = j["val_chunks"].get<int64_t>();
+  const std::vector<int32_t> held(ids.begin() + (chunks - nval) * 64, ids.begin() + chunks * 64 + 1);
+  LoadOptions lo;
+  auto q = load_model(dir / "q", lo);
+  const auto c = compare_decoders(dynamic_cast<const DecoderModel&>(*m), dynamic_cast<const DecoderModel&>(*q), held, 64);
+  EXPECT_NEAR(c.kld, j["qat"]["kld"].get<double>(), 1e-9);
+  EXPECT_NEAR(c.top1_agreement, j["qat"]["top1_agreement"].get<double>(), 1e-12);
+  for (const auto& l : q->linears())
+    EXPECT_EQ(l.impl->scheme(), l.name == "lm_head" ? "f32" : "w4a16-g32") << l.name;
+  // Errors name what is missing.
+  EXPECT_HAS(testing::run_cli("qat " + model + " --tokenizer " + tok + " --out " + (dir / "x").string()).err,
+             "needs --text FILE");
+  EXPECT_HAS(testing::run_cli("qat " + model + " --tokenizer " + tok + " --text " + (dir / "train.txt").string() +
+                              " --loss mse --out " + (dir / "x").string())
+                 .err,
+             "loss 'mse' is not known");
+  EXPECT_FALSE(std::filesystem::exists(dir / "x"));
 }
 
 TEST(QatLm, ParsesLossNames) {
