@@ -35,8 +35,7 @@ void register_loadtest(CLI::App& app) {
       if (f.json) return;
       const auto& h = l.latency_ms;
       std::string st;
-      for (const auto& [code, n] : l.status)
-        st += fmt::format(" {}:{}", code == 0 ? "no_response" : std::to_string(code), n);
+      for (const auto& [code, n] : l.status) st += fmt::format(" {}:{}", serve::status_name(code), n);
       std::printf("c=%-3d %8.1f req/s  p50 %8.2f ms  p99 %8.2f ms  status%s", l.concurrency,
                   l.seconds > 0 ? l.ok / l.seconds : 0, h.percentile(0.5), h.percentile(0.99), st.c_str());
       if (l.rss_max_bytes > 0)

@@ -42,7 +42,9 @@ void register_serve(CLI::App& app) {
       ->check(CLI::NonNegativeNumber);
   sub->add_option("--drift-warn", o.drift_warn, "warn when a layer's clipped-activation share exceeds this")
       ->check(CLI::NonNegativeNumber);
-  sub->add_option("--http-threads", o.http_threads, "connections served at once")->check(CLI::PositiveNumber);
+  sub->add_option("--http-threads", o.http_threads,
+                  "connections served at once; a keep-alive client holds one, so at least the number of clients")
+      ->check(CLI::PositiveNumber);
   sub->add_option("--drain-timeout-s", o.drain_timeout_s, "on SIGTERM, wait at most this long for requests")
       ->check(CLI::NonNegativeNumber);
   add_common_flags(sub, f);

@@ -32,10 +32,13 @@ int64_t process_rss_bytes(int pid) {
   return 0;
 }
 
+std::string status_name(int code) {
+  return code > 0 ? std::to_string(code) : "no_response:" + httplib::to_string(static_cast<httplib::Error>(-code));
+}
+
 nlohmann::json LoadtestLevel::to_json() const {
   nlohmann::json st = nlohmann::json::object();
-  for (const auto& [code, n] : status)
-    st[code == 0 ? "no_response" : std::to_string(code)] = n;  // timeout or connection failure
+  for (const auto& [code, n] : status) st[status_name(code)] = n;
   nlohmann::json j{{"concurrency", concurrency},
                    {"seconds", seconds},
                    {"requests", requests},
@@ -76,13 +79,13 @@ std::vector<LoadtestLevel> run_loadtest(const LoadtestOptions& opt,
           Timer t;
           auto res = client.Post(path, headers, body, "application/json");
           const double ms = t.elapsed_ms();
-          const int code = res ? res->status : 0;
+          const int code = res ? res->status : -static_cast<int>(res.error());
           ++status[code];
           if (code == 200) {
             latencies_ms.push_back(ms);
             ++ok;
-          } else if (code == 429 || code == 0) {
-            std::this_thread::sleep_for(std::chrono::milliseconds(code == 0 ? 50 : 5));  // closed loop, not a spin
+          } else if (code == 429 || code <= 0) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(code <= 0 ? 50 : 5));  // closed loop, not a spin
           }
         }
         std::lock_guard lock(mu);

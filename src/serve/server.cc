@@ -1,12 +1,14 @@
 // The HTTP server: routes, A/B routing and shadowing, streaming (server-sent events), metrics, lifecycle.
 #include <fmt/format.h>
 #include <httplib.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <shrink/core/error.h>
 #include <shrink/core/timer.h>
 #include <shrink/ops/qlinear.h>
 #include <shrink/serve/server.h>
 #include <signal.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <cmath>
@@ -613,6 +615,29 @@ struct Server::Impl {
   }
 };
 
+namespace {
+
+// Debian's cpp-httplib is a compiled library whose listen backlog is 5: 32 clients connecting at once overflowed
+// it, and the kernel dropped their handshakes (1 s SYN retries, then requests that got no answer). listen() again on
+// the bound socket (found by its port among this process's listening sockets) raises the backlog; the kernel caps it
+// at net.core.somaxconn.
+void widen_listen_backlog(int port) {
+  for (int fd = 0; fd < 4096; ++fd) {
+    int listening = 0;
+    socklen_t len = sizeof listening;
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) != 0 || !listening) continue;
+    sockaddr_storage addr{};
+    socklen_t alen = sizeof addr;
+    if (getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &alen) != 0) continue;
+    int p = -1;
+    if (addr.ss_family == AF_INET) p = ntohs(reinterpret_cast<const sockaddr_in*>(&addr)->sin_port);
+    if (addr.ss_family == AF_INET6) p = ntohs(reinterpret_cast<const sockaddr_in6*>(&addr)->sin6_port);
+    if (p == port) listen(fd, 1024);
+  }
+}
+
+}  // namespace
+
 Server::Server(ServerOptions options) {
   validate_variants(options.variants);
   declare_serve_metrics(metrics_);
@@ -633,6 +658,7 @@ int Server::start(const std::string& host, int port) {
   s.install_routes();
   const int bound = port == 0 ? s.http.bind_to_any_port(host) : (s.http.bind_to_port(host, port) ? port : -1);
   if (bound <= 0) fail("cannot listen on {}:{}; is the port in use? pick another with --port", host, port);
+  widen_listen_backlog(bound);
   s.listen_thread = std::thread([&s] { s.http.listen_after_bind(); });
   return bound;
 }

@@ -30,11 +30,14 @@ struct LoadtestLevel {
   double seconds = 0;
   int64_t requests = 0, ok = 0;
   LatencyHistogram latency_ms;    // requests answered 200
-  std::map<int, int64_t> status;  // 0: no response (client timeout or connection failure)
+  std::map<int, int64_t> status;  // <= 0: no response, minus the client's httplib::Error (timeout, connection)
   int64_t rss_start_bytes = 0, rss_end_bytes = 0, rss_max_bytes = 0;
   nlohmann::json to_json() const;  // throughput_per_s counts 200 answers
 };
 
+// "200", "429", ... or, with no HTTP answer, "no_response:" and the client's error ("Read": a read timeout or a
+// connection closed before the answer; "Connection": refused or reset).
+std::string status_name(int code);
 // The default body for a route (two short texts; or a 16-token greedy generation).
 std::string default_loadtest_body(Route route);
 // Resident set of a process from /proc/<pid>/status (0 when unreadable).

@@ -45,7 +45,7 @@ struct ServerOptions {
   ApiLimits limits;
   double deadline_ms = 0;  // default per-request deadline to start (0: none); a request's timeout_ms overrides it
   double drift_warn = 0;   // log a warning when a layer's clipped-activation share exceeds this (0: off)
-  int http_threads = 64;   // connections served at once (keep-alive connections hold one each)
+  int http_threads = 256;  // connections served at once (keep-alive connections hold one each)
   double drain_timeout_s = 30;
 };
 
