@@ -166,7 +166,7 @@ void run_lm(Model& m) {
   SaveOptions so;
   so.tokenizer = train::tokenizer_file_of(f.model, f.tokenizer);
   so.recipe = {{"method", "qat"}, {"scheme", spec.name()}, {"loss", f.loss}, {"epochs", o.epochs},
-               {"lr", o.lr},      {"text", f.text},         {"ctx", f.ctx},   {"sampled_sequences", f.sample}};
+               {"lr", o.lr},      {"text", f.text},        {"ctx", f.ctx},   {"sampled_sequences", f.sample}};
   const SaveResult saved = save_model(*packed, f.out, so);
 
   nlohmann::json layers = nlohmann::json::array();
@@ -192,8 +192,8 @@ void run_lm(Model& m) {
     print_json(j);
   } else if (!f.common.quiet) {
     std::printf("%s: %s QAT on %lld held-out positions: KLD %.5f, top-1 %.2f%%, ppl %.3f (fp32 %.3f)\n",
-                saved.dir.string().c_str(), spec.name().c_str(), static_cast<long long>(qat_cmp.positions),
-                qat_cmp.kld, 100 * qat_cmp.top1_agreement, qat_cmp.candidate.ppl, qat_cmp.base.ppl);
+                saved.dir.string().c_str(), spec.name().c_str(), static_cast<long long>(qat_cmp.positions), qat_cmp.kld,
+                100 * qat_cmp.top1_agreement, qat_cmp.candidate.ppl, qat_cmp.base.ppl);
     std::printf("  post-training %s RTN: KLD %.5f, top-1 %.2f%%, ppl %.3f\n", ptq_spec.name().c_str(), ptq_cmp.kld,
                 100 * ptq_cmp.top1_agreement, ptq_cmp.candidate.ppl);
     std::printf("  %lld updates in %.1f s, packed engine vs fake-quant max |logit diff| %.2g, %.2f MB on disk\n",
@@ -325,7 +325,8 @@ void register_qat(CLI::App& app) {
   sub->add_option("--out", f.out, "output directory (packed model)")->required();
   sub->add_option("--skip", f.skip, "regex of more slots kept in fp32 (classifier heads and lm_head always are)");
   f.data.add_to(sub, false, "classifier: TSV sentence<TAB>label with a header (the training data)");
-  sub->add_option("--text", f.text, "LM: plain text to train on; its last --val-fraction is held out (--limit: bytes; LM defaults "
+  sub->add_option("--text", f.text,
+                  "LM: plain text to train on; its last --val-fraction is held out (--limit: bytes; LM defaults "
                   "--batch 16 --lr 5e-4)");
   sub->add_option("--tokenizer", f.tokenizer, "LM: tokenizer file (llama2.c .bin models); copied into the output");
   sub->add_option("--ctx", f.ctx, "LM: tokens per training sequence and evaluation window")

@@ -198,9 +198,10 @@ std::unique_ptr<Model> convert_qat(const TrainableDecoder& model, const Qat& qat
 QatLoss parse_qat_loss(const std::string& name) {
   if (name == "ce") return QatLoss::CrossEntropy;
   if (name == "kl") return QatLoss::Kl;
-  fail("qat: loss '{}' is not known; expected kl (self-distillation to the fp32 model) or ce (cross-entropy on the "
-       "text)",
-       name);
+  fail(
+      "qat: loss '{}' is not known; expected kl (self-distillation to the fp32 model) or ce (cross-entropy on the "
+      "text)",
+      name);
 }
 
 std::vector<int32_t> sample_training_tokens(const DecoderModel& model, int sequences, int length, uint64_t seed) {

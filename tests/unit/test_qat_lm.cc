@@ -112,7 +112,7 @@ TEST(QatLm, SampledTrainingTokensAreSeededSamplesFromBos) {
   EXPECT_NE(a, sample_training_tokens(d, 3, 24, 8));
   ASSERT_GE(a.size(), 3u);
   EXPECT_LE(a.size(), 3u * 24u);
-  EXPECT_EQ(a[0], 1);  // llama2.c BOS
+  EXPECT_EQ(a[0], 1);                               // llama2.c BOS
   EXPECT_GE(std::count(a.begin(), a.end(), 1), 3);  // at least one BOS per sequence
   for (int32_t t : a) EXPECT_TRUE(t >= 0 && t < 512) << t;
   EXPECT_THROW(sample_training_tokens(d, 0, 24, 7), Error);
@@ -141,11 +141,11 @@ TEST(QatLm, CliReportsWhatCompareMeasures) {
   const std::vector<int32_t> held(ids.begin() + (chunks - nval) * 64, ids.begin() + chunks * 64 + 1);
   LoadOptions lo;
   auto q = load_model(dir / "q", lo);
-  const auto c = compare_decoders(dynamic_cast<const DecoderModel&>(*m), dynamic_cast<const DecoderModel&>(*q), held, 64);
+  const auto c =
+      compare_decoders(dynamic_cast<const DecoderModel&>(*m), dynamic_cast<const DecoderModel&>(*q), held, 64);
   EXPECT_NEAR(c.kld, j["qat"]["kld"].get<double>(), 1e-9);
   EXPECT_NEAR(c.top1_agreement, j["qat"]["top1_agreement"].get<double>(), 1e-12);
-  for (const auto& l : q->linears())
-    EXPECT_EQ(l.impl->scheme(), l.name == "lm_head" ? "f32" : "w4a16-g32") << l.name;
+  for (const auto& l : q->linears()) EXPECT_EQ(l.impl->scheme(), l.name == "lm_head" ? "f32" : "w4a16-g32") << l.name;
   // Errors name what is missing.
   EXPECT_HAS(testing::run_cli("qat " + model + " --tokenizer " + tok + " --out " + (dir / "x").string()).err,
              "needs --text FILE");
