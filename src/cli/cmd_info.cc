@@ -74,7 +74,12 @@ void register_info(CLI::App& app) {
         r.note = quant_shape_note(p->spec, p->in);
         original_delta += static_cast<int64_t>(r.original_bytes) - static_cast<int64_t>(r.file_bytes);
       } else if (const LowRankLinear* lr = as_lowrank(s.impl.get())) {
-        r.file_bytes = lr->a().nbytes() + lr->b().nbytes() + (lr->bias().defined() ? lr->bias().nbytes() : 0);
+        if (lr->quantized()) {  // both factors packed; B's holds the bias
+          for (const PackedLinear* p : {lr->packed_a(), lr->packed_b()})
+            for (const auto& [n, t] : p->tensors) r.file_bytes += t.nbytes();
+        } else {
+          r.file_bytes = lr->a().nbytes() + lr->b().nbytes() + (lr->bias().defined() ? lr->bias().nbytes() : 0);
+        }
         r.original_bytes = static_cast<size_t>(lr->in_features() * lr->out_features()) * dtype_size(src) +
                            (lr->bias().defined() ? lr->bias().nbytes() : 0);
         r.note = fmt::format("rank {} of {}", lr->rank(), std::min(lr->in_features(), lr->out_features()));

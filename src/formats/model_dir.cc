@@ -198,16 +198,16 @@ json quantization_config_json(const Model& model) {
   std::set<std::string> formats;
   std::string source_dtype;
   for (const auto& s : model.linears()) {
-    const PackedLinear* p = s.impl->packed();
-    if (!p || p->spec.scheme == WeightScheme::F32) {
-      ignore.push_back(s.name);
-      continue;
+    const auto parts = packed_parts(s);
+    if (parts.empty()) ignore.push_back(s.name);
+    for (const auto& [name, p] : parts) {
+      layers[name] = p->spec.name();
+      if (ct_group(p->spec).is_null())
+        ignore.push_back(name);  // compressed-tensors reads a bf16 layer as a plain dense one
+      else
+        targets[p->spec.name()].push_back(name);
     }
-    layers[s.name] = p->spec.name();
-    if (ct_group(p->spec).is_null())
-      ignore.push_back(s.name);  // compressed-tensors reads a bf16 layer as a plain dense one
-    else
-      targets[p->spec.name()].push_back(s.name);
+    if (parts.empty()) continue;
     if (source_dtype.empty() && s.weight.defined() && s.weight.numel() > 0) {
       auto it = model.tensors().find(s.name + ".weight");
       source_dtype = dtype_name(it != model.tensors().end() ? it->second.dtype() : s.weight.dtype());
@@ -275,11 +275,14 @@ SaveResult save_model(const Model& model, const std::filesystem::path& dir_in, c
   std::set<std::string> replaced;
   bool lm_head_packed_from_tied = false;
   for (const auto& s : model.linears()) {
-    const PackedLinear* p = s.impl->packed();
-    if (!p || p->spec.scheme == WeightScheme::F32) continue;
+    const auto parts = packed_parts(s);
+    if (parts.empty()) continue;
     replaced.insert(s.name + ".weight");
-    replaced.insert(s.name + ".bias");
-    for (const auto& [n, t] : p->tensors) replaced.insert(s.name + "." + n);
+    replaced.insert(s.name + ".bias");  // a packed layer (a packed low-rank B) carries it
+    for (const auto& [name, p] : parts) {
+      replaced.insert(name);
+      for (const auto& [n, t] : p->tensors) replaced.insert(name + "." + n);
+    }
     if (s.name == "lm_head" && !model.tensors().count("lm_head.weight") &&
         !model.tensors().count("lm_head.weight_packed"))
       lm_head_packed_from_tied = true;
@@ -299,21 +302,25 @@ SaveResult save_model(const Model& model, const std::filesystem::path& dir_in, c
     const bool qk = name.ends_with(".weight") && rope_heads_of(name.substr(0, name.size() - 7)) && t.rank() == 2;
     out.emplace(name, qk ? rows_to_hf_rope_order(t, cfg.head_dim) : t);
   }
-  for (const auto& s : model.linears()) {
-    const PackedLinear* p = s.impl->packed();
-    if (!p || p->spec.scheme == WeightScheme::F32) continue;
-    for (const auto& [n, t] : p->tensors) {
-      const bool by_row = rope_heads_of(s.name) && t.rank() >= 1 && t.dim(0) == p->out && n != "weight_shape";
-      out.emplace(s.name + "." + n, by_row ? rows_to_hf_rope_order(t, cfg.head_dim) : t);
+  for (const auto& s : model.linears())
+    for (const auto& [name, p] : packed_parts(s)) {
+      // Output rows move with RoPE's order: a packed layer's, or a low-rank B's (A's rows are the rank).
+      const bool rows_are_outputs = name == s.name || name.ends_with(kLowRankB);
+      for (const auto& [n, t] : p->tensors) {
+        const bool by_row =
+            rows_are_outputs && rope_heads_of(s.name) && t.rank() >= 1 && t.dim(0) == p->out && n != "weight_shape";
+        out.emplace(name + "." + n, by_row ? rows_to_hf_rope_order(t, cfg.head_dim) : t);
+      }
     }
-  }
 
   for (const auto& s : model.linears())
     if (const LowRankLinear* lr = as_lowrank(s.impl.get())) {
-      out.emplace(s.name + "." + kLowRankA, lr->a());
-      out.emplace(s.name + "." + kLowRankB,
-                  rope_heads_of(s.name) ? rows_to_hf_rope_order(lr->b(), cfg.head_dim) : lr->b());
-      if (lr->bias().defined() && !out.count(s.name + ".bias")) out.emplace(s.name + ".bias", lr->bias());
+      if (!lr->packed_a()) out.emplace(s.name + "." + kLowRankA, lr->a());
+      if (!lr->packed_b())
+        out.emplace(s.name + "." + kLowRankB,
+                    rope_heads_of(s.name) ? rows_to_hf_rope_order(lr->b(), cfg.head_dim) : lr->b());
+      if (lr->bias().defined() && !lr->packed_b() && !out.count(s.name + ".bias"))
+        out.emplace(s.name + ".bias", lr->bias());
     }
 
   // config.json: the source's own file, plus quantization_config when any slot is packed.

@@ -64,8 +64,8 @@ namespace {
 std::set<std::string> packed_tensor_names(const std::deque<LinearSlot>& linears) {
   std::set<std::string> names;
   for (auto& s : linears)
-    if (const PackedLinear* p = s.impl->packed())
-      for (auto& [n, t] : p->tensors) names.insert(s.name + "." + n);
+    for (const auto& [prefix, p] : packed_parts(s))
+      for (auto& [n, t] : p->tensors) names.insert(prefix + "." + n);
   return names;
 }
 
@@ -78,10 +78,11 @@ int64_t Model::parameters() const {
   for (auto& [name, t] : tensors_)
     if (!packed.count(name)) n += t.numel();
   for (auto& s : linears_)
-    if (const PackedLinear* p = s.impl->packed(); p && tensors_.count(s.name + "." + p->tensors.front().first)) {
-      n += p->out * p->in;
-      if (const Tensor* b = p->find("bias")) n += b->numel();
-    }
+    for (const auto& [prefix, p] : packed_parts(s))
+      if (tensors_.count(prefix + "." + p->tensors.front().first)) {
+        n += p->out * p->in;
+        if (const Tensor* b = p->find("bias")) n += b->numel();
+      }
   return n;
 }
 
@@ -231,41 +232,62 @@ std::optional<PackedLinear> packed_slot(const nlohmann::json& config_raw, const 
 }
 
 // A slot stored as low-rank factors (`<slot>.lowrank_A` [r, in], `<slot>.lowrank_B` [out, r], compress/lowrank.h),
-// or nullopt when it has none. The rank in config.json, when recorded, must agree with the tensors.
+// each dense or packed (a quantized factor is a packed layer of that name), or nullopt when it has none. The rank in
+// config.json, when recorded, must agree with the tensors.
 std::optional<LinearSlot> lowrank_slot(const nlohmann::json& config_raw, const TensorMap& tensors,
                                        const std::filesystem::path& source, const std::string& name) {
-  auto a = tensors.find(name + "." + kLowRankA);
-  auto b = tensors.find(name + "." + kLowRankB);
-  if (a == tensors.end() && b == tensors.end()) return std::nullopt;
+  const std::string na = name + "." + kLowRankA, nb = name + "." + kLowRankB;
+  auto a = tensors.find(na);
+  auto b = tensors.find(nb);
+  std::optional<PackedLinear> pa = a == tensors.end() ? packed_slot(config_raw, tensors, source, na) : std::nullopt;
+  std::optional<PackedLinear> pb = b == tensors.end() ? packed_slot(config_raw, tensors, source, nb) : std::nullopt;
+  const bool has_a = a != tensors.end() || pa, has_b = b != tensors.end() || pb;
+  if (!has_a && !has_b) return std::nullopt;
   const std::string src = source.string();
-  if (a == tensors.end() || b == tensors.end())
-    fail("{}: layer '{}' has '{}' but not '{}'; a low-rank layer needs both factors. The file is incomplete; re-run "
-         "shrink lowrank",
-         src, name, name + "." + (a == tensors.end() ? kLowRankB : kLowRankA),
-         name + "." + (a == tensors.end() ? kLowRankA : kLowRankB));
-  for (const auto* t : {&a->second, &b->second})
-    if (t->dtype() != DType::F32 && t->dtype() != DType::F16 && t->dtype() != DType::BF16)
-      fail("{}: low-rank factor of '{}' has dtype {}; expected F32, F16 or BF16", src, name, dtype_name(t->dtype()));
-  if (a->second.rank() != 2 || b->second.rank() != 2 || a->second.dim(0) != b->second.dim(1))
-    fail("{}: layer '{}' has factors {} [{}] and {} [{}]; expected A [r, in] and B [out, r] with the same r", src,
-         name, kLowRankA, shape_str(a->second.shape()), kLowRankB, shape_str(b->second.shape()));
+  if (!has_a || !has_b)
+    fail(
+        "{}: layer '{}' has '{}' but not '{}'; a low-rank layer needs both factors. The file is incomplete; re-run "
+        "shrink lowrank",
+        src, name, has_a ? na : nb, has_a ? nb : na);
+  for (auto it : {a, b})
+    if (it != tensors.end()) {
+      const Tensor& t = it->second;
+      if (t.dtype() != DType::F32 && t.dtype() != DType::F16 && t.dtype() != DType::BF16)
+        fail("{}: low-rank factor '{}' has dtype {}; expected F32, F16 or BF16 (or a packed layer of that name)", src,
+             it->first, dtype_name(t.dtype()));
+      if (t.rank() != 2)
+        fail("{}: low-rank factor '{}' has shape [{}]; expected a matrix", src, it->first, shape_str(t.shape()));
+    }
+  const int64_t rank_a = pa ? pa->out : a->second.dim(0), rank_b = pb ? pb->in : b->second.dim(1);
+  const int64_t out = pb ? pb->out : b->second.dim(0);
+  if (rank_a != rank_b)
+    fail("{}: layer '{}' has factors A of rank {} and B of rank {}; expected A [r, in] and B [out, r] with the same r",
+         src, name, rank_a, rank_b);
   if (config_raw.is_object() && config_raw.contains(kLowRankConfigKey)) {
     const auto& layers = config_raw[kLowRankConfigKey].value("layers", nlohmann::json::object());
-    if (auto it = layers.find(name);
-        it != layers.end() && (!it->is_number_integer() || it->get<int64_t>() != a->second.dim(0)))
-      fail("{}/config.json: {}.layers[\"{}\"] is {}, but the factors have rank {}; the directory is inconsistent",
-           src, kLowRankConfigKey, name, it->dump(), a->second.dim(0));
+    if (auto it = layers.find(name); it != layers.end() && (!it->is_number_integer() || it->get<int64_t>() != rank_a))
+      fail("{}/config.json: {}.layers[\"{}\"] is {}, but the factors have rank {}; the directory is inconsistent", src,
+           kLowRankConfigKey, name, it->dump(), rank_a);
   }
   Tensor bias;
-  if (auto bit = tensors.find(name + ".bias"); bit != tensors.end()) {
-    if (bit->second.numel() != b->second.dim(0))
-      fail("{}: tensor '{}.bias' has shape {}, expected [{}]", src, name, shape_str(bit->second.shape()),
-           b->second.dim(0));
+  if (pb) {
+    if (const Tensor* pbias = pb->find("bias")) bias = *pbias;
+  } else if (auto bit = tensors.find(name + ".bias"); bit != tensors.end()) {
+    if (bit->second.numel() != out)
+      fail("{}: tensor '{}.bias' has shape {}, expected [{}]", src, name, shape_str(bit->second.shape()), out);
     bias = bit->second.dtype() == DType::F32 ? bit->second : bit->second.to_f32();
   }
+  if (pa.has_value() != pb.has_value())
+    fail(
+        "{}: layer '{}' has a quantized {} but a dense {}; shrink quantizes both factors of a low-rank layer. The "
+        "file is inconsistent; re-run shrink quantize on the low-rank model",
+        src, name, pa ? na : nb, pa ? nb : na);
   LinearSlot s;
   s.name = name;
-  s.impl = std::make_unique<LowRankLinear>(a->second, b->second, bias);
+  if (pa)
+    s.impl = std::make_unique<LowRankLinear>(make_packed_linear(std::move(*pa)), make_packed_linear(std::move(*pb)));
+  else
+    s.impl = std::make_unique<LowRankLinear>(a->second, b->second, bias);
   s.bias = bias;
   return s;
 }

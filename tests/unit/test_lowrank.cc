@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <shrink/compress/lowrank.h>
 #include <shrink/compress/quantize.h>
+#include <shrink/compress/scale_fold.h>
 #include <shrink/core/error.h>
 #include <shrink/formats/model_dir.h>
 #include <shrink/train/encoder.h>
@@ -249,19 +250,84 @@ TEST(LowRankPass, FactorsBlockLinearsSavesLoadsAndRunsTheSame) {
   ASSERT_EQ(after.logits.numel(), before.logits.numel());
   for (int64_t i = 0; i < after.logits.numel(); ++i)
     EXPECT_EQ(after.logits.data<float>()[i], before.logits.data<float>()[i]) << i;
+}
 
-  // Quantize refuses low-rank slots, naming the layer; skipping them works.
+// lowrank -> quantize: each factor becomes its own packed Linear. The logits equal those of the same low-rank model
+// whose factors are replaced by the scalar reference's quantize-dequantize (fake_quantize_weights) of each factor
+// (W8A16: the kernel dequantizes exactly, only the fp32 summation order differs); saved and reloaded, they are
+// unchanged bit for bit.
+TEST(LowRankPass, QuantizedFactorsMatchTheReferenceAndReload) {
+  auto model = tiny_model();
+  LowRankOptions lo;
+  lo.rank = 8;
+  lowrank_model(*model, lo);
+  const auto dir = testing::temp_dir("lowrank_quant");
+  save_model(*model, dir / "lr");
+  auto reference = load_model(dir / "lr");
+  auto quantized = load_model(dir / "lr");
+  const QuantSpec spec = parse_quant_spec("w8a16");
+  for (auto& s : reference->linears())
+    if (const LowRankLinear* lr = as_lowrank(s.impl.get()))
+      s.impl = std::make_unique<LowRankLinear>(fake_quantize_weights(lr->a(), spec),
+                                               fake_quantize_weights(lr->b(), spec), lr->bias());
   QuantizeOptions qo;
-  qo.scheme = parse_quant_spec("w8a16");
-  try {
-    quantize_model(*loaded, qo);
-    ADD_FAILURE() << "quantize accepted a low-rank layer";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("low-rank"), std::string::npos) << e.what();
+  qo.scheme = spec;
+  qo.skip = {"pooler"};  // only the factor pairs differ from the reference
+  quantize_model(*quantized, qo);
+  const char* layer = "bert.encoder.layer.1.intermediate.dense";
+  EXPECT_EQ(quantized->find_linear(layer)->impl->scheme(), "lowrank-r8+w8a16");
+  EXPECT_EQ(quantized->find_linear("bert.pooler.dense")->impl->scheme(), "f32");
+  const EncoderOutput want = dynamic_cast<EncoderModel&>(*reference).forward(batch());
+  const EncoderOutput got = dynamic_cast<EncoderModel&>(*quantized).forward(batch());
+  ASSERT_EQ(got.logits.numel(), want.logits.numel());
+  for (int64_t i = 0; i < got.logits.numel(); ++i)
+    EXPECT_NEAR(got.logits.data<float>()[i], want.logits.data<float>()[i], 1e-5) << i;
+
+  save_model(*quantized, dir / "q");
+  std::ifstream cf(dir / "q" / "config.json");
+  const auto cfg = nlohmann::json::parse(cf);
+  EXPECT_EQ(cfg[kLowRankConfigKey]["layers"][layer], 8);
+  EXPECT_EQ(cfg["quantization_config"]["shrink"]["layers"][std::string(layer) + ".lowrank_A"], "w8a16");
+  EXPECT_EQ(cfg["quantization_config"]["shrink"]["layers"][std::string(layer) + ".lowrank_B"], "w8a16");
+  auto reloaded = load_model(dir / "q");
+  EXPECT_EQ(reloaded->tensors().count(std::string(layer) + ".lowrank_A"), 0u);  // no dense factor left
+  EXPECT_EQ(reloaded->tensors().at(std::string(layer) + ".lowrank_A.weight").dtype(), DType::I8);
+  EXPECT_EQ(reloaded->tensors().count(std::string(layer) + ".bias"), 0u);  // inside the packed B
+  EXPECT_EQ(reloaded->find_linear(layer)->impl->scheme(), "lowrank-r8+w8a16");
+  EXPECT_EQ(reloaded->weight_bytes(), quantized->weight_bytes());
+  EXPECT_EQ(reloaded->parameters(), quantized->parameters());
+  EXPECT_EQ(reloaded->parameters(), reference->parameters());  // the factors' shapes, not their codes
+  const EncoderOutput again = dynamic_cast<EncoderModel&>(*reloaded).forward(batch());
+  for (int64_t i = 0; i < again.logits.numel(); ++i)
+    EXPECT_EQ(again.logits.data<float>()[i], got.logits.data<float>()[i]) << i;
+
+  // W4 with groups wider than B's 8 inputs (padded) also saves and reloads to the same logits.
+  auto q4 = load_model(dir / "lr");
+  qo.scheme = parse_quant_spec("w4a16-g32");
+  quantize_model(*q4, qo);
+  EXPECT_EQ(q4->find_linear(layer)->impl->scheme(), "lowrank-r8+w4a16-g32");
+  const EncoderOutput w4 = dynamic_cast<EncoderModel&>(*q4).forward(batch());
+  save_model(*q4, dir / "q4");
+  const EncoderOutput w4_again = dynamic_cast<EncoderModel&>(*load_model(dir / "q4")).forward(batch());
+  for (int64_t i = 0; i < w4.logits.numel(); ++i)
+    EXPECT_EQ(w4_again.logits.data<float>()[i], w4.logits.data<float>()[i]);
+
+  // The calibrated methods need a layer's dense weight: they refuse a low-rank slot by name, and re-quantizing a
+  // quantized low-rank layer is refused too.
+  for (const char* method : {"gptq", "static"}) {
+    auto m = load_model(dir / "lr");
+    QuantizeOptions bad;
+    bad.scheme = parse_quant_spec(std::string(method) == "static" ? "w8a8" : "w4a16");
+    bad.method = parse_quant_method(method);
+    bad.calib = testing::calib_file("lowrank", 4000);
+    const std::string e = testing::error_of([&] { quantize_model(*m, bad); });
+    EXPECT_NE(e.find("is low-rank"), std::string::npos) << e;
+    EXPECT_NE(e.find("--method rtn"), std::string::npos) << e;
   }
-  qo.skip = {"layer\\."};
-  EXPECT_NO_THROW(quantize_model(*loaded, qo));
-  EXPECT_EQ(loaded->find_linear("bert.pooler.dense")->impl->scheme(), "w8a16");
+  QuantizeOptions again_q;
+  again_q.scheme = spec;
+  const std::string e = testing::error_of([&] { quantize_model(*reloaded, again_q); });
+  EXPECT_NE(e.find("already lowrank-r8+w8a16"), std::string::npos) << e;
 }
 
 TEST(LowRankPass, FullRankFactorsEqualTheDenseModel) {

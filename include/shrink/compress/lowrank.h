@@ -41,17 +41,27 @@ int64_t rank_for_energy(const std::vector<double>& sigma, double total_energy, d
 TruncatedSvd truncated_svd(const Tensor& w, const SvdOptions& opt);
 
 // ---- the two-matrix Linear ----
-// y = B (A x) + bias through the fp32 GEMM/GEMV kernels; a [r, in], b [out, r], bias [out] or undefined.
+// y = B (A x) + bias; a [r, in], b [out, r], bias [out] or undefined. Dense factors run through the fp32 GEMM/GEMV
+// kernels. Either factor may instead be quantized (shrink quantize on a low-rank model): each is then its own packed
+// Linear (ops/qlinear.h), and a packed B carries the bias.
 class LowRankLinear : public Linear {
  public:
   LowRankLinear(Tensor a, Tensor b, Tensor bias);
+  // Quantized factors (packed Linears): a maps in -> r, b maps r -> out and adds the layer's bias.
+  LowRankLinear(std::unique_ptr<Linear> a, std::unique_ptr<Linear> b);
   void forward(const float* x, int64_t m, float* y) const override;
-  std::string scheme() const override;  // "lowrank-r<rank>"
+  std::string scheme() const override;  // "lowrank-r<rank>", with the factors' schemes when quantized
   size_t weight_bytes() const override;
-  int64_t rank() const { return a_.dim(0); }
+  int64_t rank() const { return la_->out_features(); }
+  // The dense factors (undefined for a quantized factor) and the bias kept beside them (undefined when packed B
+  // carries it).
   const Tensor& a() const { return a_; }
   const Tensor& b() const { return b_; }
   const Tensor& bias() const { return bias_; }
+  // The packed factors, or null for a dense one.
+  const PackedLinear* packed_a() const { return la_->packed(); }
+  const PackedLinear* packed_b() const { return lb_->packed(); }
+  bool quantized() const { return packed_a() || packed_b(); }
 
  private:
   Tensor a_, b_, bias_;
@@ -61,8 +71,14 @@ class LowRankLinear : public Linear {
 // The low-rank layer behind a Linear, or null.
 const LowRankLinear* as_lowrank(const Linear* l);
 
+// The packed matrices of a slot, under the prefix of their tensor names in a model file: a packed slot under its
+// own name, a low-rank slot's quantized factors under `<slot>.lowrank_A` / `<slot>.lowrank_B`; none when dense.
+std::vector<std::pair<std::string, const PackedLinear*>> packed_parts(const LinearSlot& s);
+
 // Tensor names in a model file: `<slot>.lowrank_A` F32 [r, in], `<slot>.lowrank_B` F32 [out, r], `<slot>.bias`.
-// config.json records {"shrink_lowrank": {"format_version": 1, "layers": {"<slot>": rank}}}.
+// config.json records {"shrink_lowrank": {"format_version": 1, "layers": {"<slot>": rank}}}. A quantized factor is
+// saved as a packed layer named `<slot>.lowrank_A` / `<slot>.lowrank_B` (its tensors `<slot>.lowrank_A.weight`,
+// `.weight_scale`, ...; its scheme under that name in quantization_config.shrink.layers); a packed B holds the bias.
 constexpr const char* kLowRankA = "lowrank_A";
 constexpr const char* kLowRankB = "lowrank_B";
 constexpr const char* kLowRankConfigKey = "shrink_lowrank";

@@ -37,6 +37,17 @@ const Pattern* first_match(const std::vector<Pattern>& ps, const std::string& na
 }
 
 // Decides every slot before any is touched, so a bad request leaves the model as it was.
+const char* method_name(QuantMethod m) {
+  switch (m) {
+    case QuantMethod::Rtn: return "rtn";
+    case QuantMethod::Static: return "static";
+    case QuantMethod::Gptq: return "gptq";
+    case QuantMethod::Awq: return "awq";
+    case QuantMethod::SmoothQuant: return "smoothquant";
+  }
+  return "?";
+}
+
 struct Plan {
   LinearSlot* slot;
   QuantSpec spec;
@@ -70,12 +81,26 @@ std::vector<Plan> plan_slots(Model& model, const QuantizeOptions& opt, bool* any
         }
       if (p.spec.scheme == WeightScheme::F32) p.quantize = false;
     }
-    if (p.quantize) {
-      if (const LowRankLinear* lr = as_lowrank(slot.impl.get()))
+    const LowRankLinear* lr = as_lowrank(slot.impl.get());
+    if (p.quantize && lr) {
+      // Each factor becomes a packed Linear of the scheme, by round-to-nearest: the calibrated methods work on a
+      // layer's dense weight and its own inputs, which a factor pair does not have.
+      if (lr->quantized())
+        fail("{}: layer '{}' is already {} (loaded packed); quantize from the low-rank model instead",
+             model.source().string(), slot.name, lr->scheme());
+      if (opt.method != QuantMethod::Rtn || p.spec.static_act)
         fail(
-            "{}: layer '{}' is low-rank (rank {}); quantizing low-rank factors is not supported. Quantize the dense "
-            "model instead, or leave the layer out with --skip '{}'",
-            model.source().string(), slot.name, lr->rank(), slot.name);
+            "{}: layer '{}' is low-rank (rank {}); its factors are quantized by round-to-nearest only (--method rtn "
+            "with a weight-only scheme or dynamic w8a8), not by --method {}. Use --method rtn, or leave the layer "
+            "dense with --skip '{}'",
+            model.source().string(), slot.name, lr->rank(), p.spec.static_act ? "static" : method_name(opt.method),
+            slot.name);
+      p.note = fmt::format("low-rank factors A [{} x {}], B [{} x {}]", lr->rank(), lr->in_features(),
+                           lr->out_features(), lr->rank());
+      for (const auto& [factor, in] : {std::pair{"A", lr->in_features()}, std::pair{"B", lr->rank()}})
+        if (const std::string note = quant_shape_note(p.spec, in); !note.empty())
+          p.note += fmt::format("; {} {}", factor, note);
+    } else if (p.quantize) {
       if (slot.impl->packed() || !slot.weight.defined() || slot.weight.numel() == 0)
         fail(
             "{}: layer '{}' is already {} (loaded packed); quantize from the original model instead of a "
@@ -104,7 +129,14 @@ QuantizeReport quantize_auto(Model& model, const QuantizeOptions& opt) {
   probe.auto_scheme = false;
   probe.scheme = parse_quant_spec("w8a16");
   std::vector<std::string> slots;
-  for (const auto& [name, spec] : quantization_plan(model, probe)) slots.push_back(name);
+  for (const auto& [name, spec] : quantization_plan(model, probe)) {
+    if (const LinearSlot* s = model.find_linear(name); s && as_lowrank(s->impl.get()))
+      fail(
+          "{}: layer '{}' is low-rank; --scheme auto measures each layer with its dense weight. Quantize a low-rank "
+          "model with one scheme (e.g. --scheme w8a16), or leave its low-rank layers out with --skip",
+          model.source().string(), name);
+    slots.push_back(name);
+  }
   const CalibSet set = read_calib_set(opt.calib, model.require_tokenizer(), opt.calib_samples, opt.calib_seq_len);
   check(set.sequences.size() >= 2, "{}: --scheme auto needs at least 2 calibration windows (found {}); use more text",
         opt.calib.string(), set.sequences.size());
@@ -227,8 +259,14 @@ QuantizeReport quantize_model(Model& model, const QuantizeOptions& opt) {
     l.name = p.slot->name;
     l.bytes_before = before[i];
     if (p.quantize) {
-      const Tensor* bias = p.slot->bias.defined() && p.slot->bias.numel() > 0 ? &p.slot->bias : nullptr;
-      p.slot->impl = make_packed_linear(quantize_linear_weights(p.slot->weight, bias, p.spec));
+      if (const LowRankLinear* lr = as_lowrank(p.slot->impl.get())) {
+        const Tensor* bias = lr->bias().defined() ? &lr->bias() : nullptr;
+        p.slot->impl = std::make_unique<LowRankLinear>(make_quantized_linear(lr->a(), nullptr, p.spec),
+                                                       make_quantized_linear(lr->b(), bias, p.spec));
+      } else {
+        const Tensor* bias = p.slot->bias.defined() && p.slot->bias.numel() > 0 ? &p.slot->bias : nullptr;
+        p.slot->impl = make_packed_linear(quantize_linear_weights(p.slot->weight, bias, p.spec));
+      }
     }
     l.scheme = p.slot->impl->scheme();
     l.note = p.note;
