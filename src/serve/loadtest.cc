@@ -46,7 +46,8 @@ nlohmann::json LoadtestLevel::to_json() const {
                    {"latency_ms", latency_ms.summary_json()},
                    {"status", st}};
   if (rss_max_bytes > 0)
-    j["server_rss_bytes"] = {{"start", rss_start_bytes}, {"end", rss_end_bytes}, {"max", rss_max_bytes}};
+    j["server_rss_bytes"] = {
+        {"start", rss_start_bytes}, {"end", rss_end_bytes}, {"max", rss_max_bytes}, {"series", rss_series}};
   return j;
 }
 
@@ -97,9 +98,18 @@ std::vector<LoadtestLevel> run_loadtest(const LoadtestOptions& opt,
         for (double ms : latencies_ms) level.latency_ms.add(ms);
       });
     }
+    // RSS every 100 ms for the maximum; one sample per tenth of the level (at least every 10 s) for the trajectory.
+    const double every_ms = std::min(10000.0, opt.seconds * 100);
+    double next_sample_ms = every_ms;
     while (wall.elapsed_ms() < opt.seconds * 1000) {
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
-      if (opt.server_pid > 0) level.rss_max_bytes = std::max(level.rss_max_bytes, process_rss_bytes(opt.server_pid));
+      if (opt.server_pid <= 0) continue;
+      const int64_t rss = process_rss_bytes(opt.server_pid);
+      level.rss_max_bytes = std::max(level.rss_max_bytes, rss);
+      if (wall.elapsed_ms() >= next_sample_ms) {
+        level.rss_series.emplace_back(wall.elapsed_ms() / 1000, rss);
+        next_sample_ms += every_ms;
+      }
     }
     stop = true;
     for (auto& t : clients) t.join();

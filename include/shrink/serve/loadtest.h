@@ -32,7 +32,8 @@ struct LoadtestLevel {
   LatencyHistogram latency_ms;    // requests answered 200
   std::map<int, int64_t> status;  // <= 0: no response, minus the client's httplib::Error (timeout, connection)
   int64_t rss_start_bytes = 0, rss_end_bytes = 0, rss_max_bytes = 0;
-  nlohmann::json to_json() const;  // throughput_per_s counts 200 answers
+  std::vector<std::pair<double, int64_t>> rss_series;  // (seconds into the level, RSS bytes), ~10 per level
+  nlohmann::json to_json() const;                      // throughput_per_s counts 200 answers
 };
 
 // "200", "429", ... or, with no HTTP answer, "no_response:" and the client's error ("Read": a read timeout or a
