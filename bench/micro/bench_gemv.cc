@@ -1,5 +1,7 @@
 // TinyLlama-1.1B decode GEMVs (m = 1) on the packed weights: GB/s of weights streamed per call and share of the
-// streaming-read bandwidth measured in the same run; also one whole layer (q, k, v, o, gate, up, down) in order.
+// streaming-read bandwidth measured in the same run; also one whole layer (q, k, v, o, gate, up, down) in order, and
+// the batched decode step of 2 and 4 sequences (m = 2, 4: each weight read once for all rows, so the same GB/s
+// means m times the tokens).
 #include <shrink/kernels/gemm.h>
 
 #include <map>
@@ -40,15 +42,15 @@ Copies& copies(const GemvShape& s) {
     const size_t count = std::max<size_t>(4, (kMinBytes + bytes - 1) / bytes);
     for (size_t i = 0; i < count; ++i)
       c.w.push_back(kernels::PackedWeightsF32::pack(w.data(), DType::F32, s.n, s.k, s.k, active_isa()));
-    c.x = random_floats(s.k, 2);
-    c.y.assign(s.n, 0.0f);
+    c.x = random_floats(s.k * kernels::kGemvMaxRows, 2);
+    c.y.assign(s.n * kernels::kGemvMaxRows, 0.0f);
   }
   return c;
 }
 
 // Each call is followed by a plain streaming read (stream_read_sum) of another copy of the same size, half the
 // rotation away so both come from DRAM; the best of each gives a paired ratio that machine noise hits alike.
-void bench_gemv(benchmark::State& state, GemvShape s) {
+void bench_gemv(benchmark::State& state, GemvShape s, int64_t rows) {
   Copies& c = copies(s);
   const size_t count = c.w.size();
   size_t i = 0;
@@ -56,7 +58,7 @@ void bench_gemv(benchmark::State& state, GemvShape s) {
   volatile float sink = 0;
   for (auto _ : state) {
     Timer t;
-    kernels::sgemv_packed(c.w[i], c.x.data(), 1, s.k, nullptr, c.y.data(), s.n);
+    kernels::sgemv_packed(c.w[i], c.x.data(), rows, s.k, nullptr, c.y.data(), s.n);
     best_ms = std::min(best_ms, t.elapsed_ms());
     const kernels::PackedWeightsF32& other = c.w[(i + count / 2) % count];
     Timer r;
@@ -70,7 +72,8 @@ void bench_gemv(benchmark::State& state, GemvShape s) {
   state.counters["GB/s"] = gbps;
   state.counters["vs_read"] = best_read_ms / best_ms;
   g_best_paired_read_gbps = std::max(g_best_paired_read_gbps, bytes / (best_read_ms * 1e6));
-  record(fmt::format("gemv {} k{} n{}", s.what, s.k, s.n), gbps, best_ms, best_read_ms / best_ms);
+  record(fmt::format("gemv {} k{} n{}{}", s.what, s.k, s.n, rows > 1 ? fmt::format(" m{}", rows) : ""), gbps, best_ms,
+         best_read_ms / best_ms);
 }
 
 // One decoder layer's seven GEMVs in order, cycling over 4 layers' worth of distinct weights (~700 MB), paired
@@ -126,9 +129,14 @@ int main(int argc, char** argv) {
   fmt::print("streaming read (512 MiB in 16 MiB parts, vector loads): {:.1f} GB/s\n", g_stream_gbps);
   // A fixed, generous call count: the best call is reported, and a busy machine needs many to find a clean one.
   for (const GemvShape& s : kShapes)
-    benchmark::RegisterBenchmark(fmt::format("gemv/{}", s.what).c_str(), bench_gemv, s)
+    benchmark::RegisterBenchmark(fmt::format("gemv/{}", s.what).c_str(), bench_gemv, s, 1)
         ->Iterations(s.n * s.k > (1 << 24) ? 60 : 400)
         ->UseRealTime();
+  for (int64_t rows : {2, 4})
+    for (const GemvShape& s : {kShapes[4], kShapes[6]})
+      benchmark::RegisterBenchmark(fmt::format("gemv/{}/m{}", s.what, rows).c_str(), bench_gemv, s, rows)
+          ->Iterations(60)
+          ->UseRealTime();
   benchmark::RegisterBenchmark("gemv/whole_layer", bench_layer)->Iterations(100)->UseRealTime();
   benchmark::RunSpecifiedBenchmarks();
   // Measured again after the cases and the better kept: on a shared machine either measurement can be disturbed.
