@@ -171,6 +171,10 @@ int main(int argc, char** argv) {
   benchmark::RegisterBenchmark("gemm/w4a16-g32/m8/q_o", bench_gemm, kShapes[0], "w4a16-g32", int64_t{8})
       ->Iterations(40)
       ->UseRealTime();
+  // The batched decode step of 4 sequences (one GEMV pass of 4 rows).
+  benchmark::RegisterBenchmark("gemm/w4a16-g32/m4/gate_up", bench_gemm, kShapes[2], "w4a16-g32", int64_t{4})
+      ->Iterations(40)
+      ->UseRealTime();
   benchmark::RunSpecifiedBenchmarks();
   const double again = shrink::measure_stream_read_gbps(threads);
   fmt::print("streaming read measured again after the cases: {:.1f}; fastest paired read: {:.1f}\n", again,
