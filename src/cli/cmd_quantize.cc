@@ -58,9 +58,15 @@ void register_quantize(CLI::App& app) {
   sub->add_option("--block", gptq.block, "gptq: columns per lazy-update block (128)")->check(CLI::PositiveNumber);
   sub->add_flag("--awq-clip", awq.clip, "awq: also search a max-value shrink per weight group");
   sub->add_option("--awq-grid", awq.grid, "awq: alpha grid points in [0, 1) (20)")->check(CLI::PositiveNumber);
+  sub->add_flag("--awq-block-loss", awq.block_loss,
+                "awq: rank alpha by the decoder block's output error (llm-awq) instead of the group's linear outputs");
+  sub->add_option("--awq-block-rows", awq.block_rows, "awq --awq-block-loss: calibration tokens scored (4096)")
+      ->check(CLI::PositiveNumber);
   sub->add_flag("--awq-gptq", awq_gptq, "awq: quantize the rescaled weights with GPTQ instead of rounding");
   sub->add_option("--alpha", alpha, "smoothquant: migration strength in [0, 1], or auto (per group by output error)");
-  sub->add_option("--budget", budget, "--scheme auto: kld=MAX (mean KLD to the fp32 outputs, nats; default 0.01)");
+  sub->add_option("--budget", budget,
+                  "--scheme auto: kld=MAX (mean KLD to the fp32 outputs, nats; default 0.01) | drop=MAX (perplexity "
+                  "increase in %, language models)");
   sub->add_option("--objective", objective, "--scheme auto: size (default) | latency (measured per layer)");
   sub->add_option("--skip", skip, "regex of slots to leave unquantized (repeatable)");
   sub->add_option("--layer", layer, "REGEX=SCHEME: another scheme for matching slots (repeatable; first wins)");
@@ -78,14 +84,19 @@ void register_quantize(CLI::App& app) {
     if (opt.auto_scheme) {
       const auto eq = budget.find('=');
       const std::string kind = budget.substr(0, eq);
-      if (kind == "drop")
-        fail("--budget drop=...: accuracy-drop budgets (classifiers) are not supported yet; use --budget kld=MAX");
+      double value = 0;
       try {
-        if (kind != "kld" || eq == std::string::npos) throw std::invalid_argument(budget);
-        opt.mixed.budget_kld = std::stod(budget.substr(eq + 1));
+        size_t used = 0;
+        if ((kind != "kld" && kind != "drop") || eq == std::string::npos) throw std::invalid_argument(budget);
+        value = std::stod(budget.substr(eq + 1), &used);
+        if (used != budget.size() - eq - 1 || !(value > 0)) throw std::invalid_argument(budget);
       } catch (const std::exception&) {
-        fail("--budget '{}': expected kld=MAX with MAX a positive number of nats, e.g. --budget kld=0.01", budget);
+        fail(
+            "--budget '{}': expected kld=MAX (mean KLD to the fp32 outputs, nats, e.g. kld=0.01) or drop=MAX (held-out "
+            "perplexity increase in %, e.g. drop=2), MAX a positive number",
+            budget);
       }
+      (kind == "kld" ? opt.mixed.budget_kld : opt.mixed.budget_drop_pct) = value;
       if (objective != "size" && objective != "latency") fail("--objective '{}': expected size or latency", objective);
       opt.mixed.objective = objective == "latency" ? MixedObjective::Latency : MixedObjective::Size;
     }
@@ -144,12 +155,9 @@ void register_quantize(CLI::App& app) {
     if (calib_images.images_given)
       so.recipe["calib_images"] = {{"dir", images_dir(calib_images).string()}, {"samples", calib_samples}};
     if (opt.method == QuantMethod::Awq)
-      so.recipe["awq"] = {{"grid", awq.grid},
-                          {"clip", awq.clip},
-                          {"gptq", awq_gptq},
-                          {"calib", calib},
-                          {"calib_samples", calib_samples},
-                          {"calib_seq_len", calib_seq_len}};
+      so.recipe["awq"] = {
+          {"grid", awq.grid}, {"clip", awq.clip}, {"block_loss", awq.block_loss},   {"block_rows", awq.block_rows},
+          {"gptq", awq_gptq}, {"calib", calib},   {"calib_samples", calib_samples}, {"calib_seq_len", calib_seq_len}};
     if (opt.method == QuantMethod::SmoothQuant)
       so.recipe["smoothquant"] = {
           {"alpha", alpha}, {"calib", calib}, {"calib_samples", calib_samples}, {"calib_seq_len", calib_seq_len}};
@@ -183,6 +191,10 @@ void register_quantize(CLI::App& app) {
                          {"chosen", m.candidates[static_cast<size_t>(l.chosen)]}});
       mixed = {{"candidates", m.candidates},
                {"budget_kld", m.budget_kld},
+               {"budget_drop_pct", m.budget_drop_pct},
+               {"base_ppl", m.base_ppl},
+               {"measured_ppl", m.measured_ppl},
+               {"measured_drop_pct", m.measured_drop_pct},
                {"estimated_kld", m.estimated_kld},
                {"measured_kld", m.measured_kld},
                {"met", m.met},
@@ -197,7 +209,9 @@ void register_quantize(CLI::App& app) {
                         {"alpha", g.alpha},
                         {"error_rtn", g.error_rtn},
                         {"error_scaled", g.error_scaled},
-                        {"error_clipped", g.error_clipped}});
+                        {"error_clipped", g.error_clipped},
+                        {"block_error_rtn", g.block_error_rtn},
+                        {"block_error_scaled", g.block_error_scaled}});
     for (const auto& g : rep.smooth.groups)
       groups.push_back({{"first", g.first},
                         {"producer", g.producer},
@@ -253,6 +267,11 @@ void register_quantize(CLI::App& app) {
           for (size_t c = 0; c < m.candidates.size(); ++c) std::fprintf(stderr, " %9.2e (%8zu)", l.kld[c], l.bytes[c]);
           std::fprintf(stderr, "  %s\n", m.candidates[static_cast<size_t>(l.chosen)].c_str());
         }
+        if (m.budget_drop_pct > 0)
+          std::printf(
+              "mixed precision: budget perplexity +%.3g%%, measured on held-out windows %.4g -> %.4g (%+.3g%%, "
+              "KLD %.4g)\n",
+              m.budget_drop_pct, m.base_ppl, m.measured_ppl, m.measured_drop_pct, m.measured_kld);
         std::printf(
             "mixed precision: budget KLD %.4g, estimated %.4g, measured on held-out windows %.4g (%s), %d "
             "back-offs; linears %.2f MB -> %.2f MB\n",

@@ -224,18 +224,15 @@ TEST_P(GptqReference, CodesMatchNumpy) {
   EXPECT_NEAR(e_got, e_ref, 0.02 * e_ref);
 }
 
-INSTANTIATE_TEST_SUITE_P(Schemes, GptqReference,
-                         ::testing::Values(Case{"w4a16-g32", false, false, 256},
-                                           Case{"w4a16-g32-asym", false, false, 256},
-                                           Case{"w4a16-g64", true, false, 256},
-                                           Case{"w4a16-g128-asym", true, false, 256},
-                                           Case{"w4a16-g32", false, true, 256}, Case{"w4a16-g64", false, false, 200},
-                                           Case{"w8a16", false, false, 256}, Case{"w8a16", true, false, 200},
-                                           // The scale search (IST-DASLab mse): dynamic and static groups, W8 rows.
-                                           Case{"w4a16-g32", false, false, 256, 100},
-                                           Case{"w4a16-g32-asym", false, false, 256, 100, true},
-                                           Case{"w4a16-g64", true, false, 200, 100, true},
-                                           Case{"w8a16", false, false, 256, 100}));
+INSTANTIATE_TEST_SUITE_P(
+    Schemes, GptqReference,
+    ::testing::Values(Case{"w4a16-g32", false, false, 256}, Case{"w4a16-g32-asym", false, false, 256},
+                      Case{"w4a16-g64", true, false, 256}, Case{"w4a16-g128-asym", true, false, 256},
+                      Case{"w4a16-g32", false, true, 256}, Case{"w4a16-g64", false, false, 200},
+                      Case{"w8a16", false, false, 256}, Case{"w8a16", true, false, 200},
+                      // The scale search (IST-DASLab mse): dynamic and static groups, W8 rows.
+                      Case{"w4a16-g32", false, false, 256, 100}, Case{"w4a16-g32-asym", false, false, 256, 100, true},
+                      Case{"w4a16-g64", true, false, 200, 100, true}, Case{"w8a16", false, false, 256, 100}));
 
 // With a diagonal Hessian nothing propagates: GPTQ must be round-to-nearest, byte for byte (also checks that the
 // grids are the references' grids).
@@ -347,10 +344,10 @@ TEST(GptqScaleSearch, NeverWorseThanMaxScale) {
         const double w = use_imp ? imp[j] : 1.0;
         e_max += w * std::pow(std::fabs(static_cast<double>(dq[j]) - v[j]), 2.4);
         const int lo = w4 ? 0 : -127, hi = w4 ? 15 : 127;
-        const float q = std::clamp(std::round(v[j] / c.scale + static_cast<float>(c.zero_point)), static_cast<float>(lo),
-                                   static_cast<float>(hi));
-        e_best += w * std::pow(std::fabs(static_cast<double>((q - static_cast<float>(c.zero_point)) * c.scale) - v[j]),
-                               2.4);
+        const float q = std::clamp(std::round(v[j] / c.scale + static_cast<float>(c.zero_point)),
+                                   static_cast<float>(lo), static_cast<float>(hi));
+        e_best +=
+            w * std::pow(std::fabs(static_cast<double>((q - static_cast<float>(c.zero_point)) * c.scale) - v[j]), 2.4);
       }
       EXPECT_NEAR(c.error_max, e_max, 1e-6 * (1 + e_max)) << scheme << " case " << t;
       EXPECT_NEAR(c.error_best, e_best, 1e-3 * (1 + e_best)) << scheme << " case " << t;
@@ -411,6 +408,53 @@ TEST(GptqSequential, BlockApiEqualsForward) {
     for (size_t i = 0; i < ref.size(); ++i) ASSERT_EQ(got[i], ref[i]) << preset << " logit " << i;
     EXPECT_EQ(dec->block_linears(0).size(), 4u);
   }
+}
+
+// The walk's block probe gives block b's output on the first sequences: what embed -> run_block 0..b computes here,
+// bit for bit, for every group of every block, and it is bounded by max_rows (whole sequences, at least one).
+TEST(GptqSequential, BlockProbeEqualsBlockApi) {
+  const auto dir = testing::temp_dir("gptq_probe");
+  synth_model(find_synth_preset("llama-tiny"), dir, 3);
+  auto model = load_model(dir);
+  auto* dec = dynamic_cast<DecoderModel*>(model.get());
+  ASSERT_NE(dec, nullptr);
+  CalibSet set;
+  set.sequences = {{1, 17, 250, 3, 999, 42, 7}, {1, 8, 600, 11, 5}, {1, 2, 3}};
+  const int64_t d = dec->config().hidden_size;
+  // Expected: each sequence through the blocks one by one (block outputs per block, sequences concatenated).
+  std::vector<std::vector<float>> expect(static_cast<size_t>(dec->num_blocks()));
+  for (const auto& seq : set.sequences) {
+    const int64_t n = static_cast<int64_t>(seq.size());
+    std::vector<float> h(static_cast<size_t>(n * d));
+    KvCache c = dec->new_cache(n);
+    dec->embed(seq.data(), n, 0, h.data());
+    for (int b = 0; b < dec->num_blocks(); ++b) {
+      c.reset();
+      dec->run_block(b, c, h.data(), n);
+      expect[b].insert(expect[b].end(), h.begin(), h.end());
+    }
+  }
+  int probes = 0;
+  GroupVisitor visit;
+  visit.capture = [](int, const std::vector<LinearSlot*>&) -> RowSink { return [](const float*, int64_t) {}; };
+  visit.captured = [&](int block, const std::vector<LinearSlot*>&, const BlockProbe& probe) {
+    if (block < 0) {
+      EXPECT_FALSE(probe);
+      return;
+    }
+    std::vector<float> all, first, one;
+    probe(1000, &all);
+    probe(12, &first);  // 7 + 5 tokens: the first two sequences
+    probe(1, &one);     // never less than one sequence
+    const auto& e = expect[block];
+    ASSERT_EQ(all.size(), e.size());
+    for (size_t i = 0; i < e.size(); ++i) ASSERT_EQ(all[i], e[i]) << "block " << block << " value " << i;
+    EXPECT_EQ(first.size(), static_cast<size_t>(12 * d));
+    EXPECT_EQ(one.size(), static_cast<size_t>(7 * d));
+    ++probes;
+  };
+  walk_decoder_blocks(*dec, set, visit);
+  EXPECT_EQ(probes, 4 * dec->num_blocks());
 }
 
 double logits_nmse(Model& cand, Model& base, const std::vector<int32_t>& toks) {

@@ -6,6 +6,7 @@
 #include <shrink/compress/quantize.h>
 #include <shrink/core/error.h>
 #include <shrink/eval/compare.h>
+#include <shrink/eval/perplexity.h>
 #include <shrink/ops/qlinear.h>
 
 #include <cmath>
@@ -66,6 +67,41 @@ TEST(Mixed, MeetsKldBudget) {
                .kld;
   kld /= static_cast<double>(set.sequences.size() / 2);
   EXPECT_LE(kld, 0.02 * 1.05) << "compare_decoders on the held-out windows";
+}
+
+// --budget drop=2: the held-out perplexity rises by at most 2%; checked independently with eval/perplexity on the
+// held-out (odd) calibration windows, one window per sequence as the search scores them.
+TEST(Mixed, MeetsPerplexityDropBudget) {
+  const auto calib = calib_file();
+  auto base = stories();
+  auto model = stories();
+  QuantizeOptions opt;
+  opt.auto_scheme = true;
+  opt.calib = calib;
+  opt.calib_samples = 4;  // 2 windows for the sensitivities, 2 held out
+  opt.calib_seq_len = 128;
+  opt.mixed.budget_drop_pct = 2;
+  const QuantizeReport rep = quantize_model(model, opt);
+  const MixedReport& m = rep.mixed;
+  EXPECT_TRUE(m.met) << "measured " << m.measured_drop_pct << "%";
+  EXPECT_LE(m.measured_drop_pct, 2.0);
+  EXPECT_LT(m.bytes_after, m.bytes_before) << "the budget leaves room for quantized layers";
+  const CalibSet set = read_calib_set(calib, base->require_tokenizer(), 4, 128);
+  double nll_base = 0, nll_q = 0;
+  int64_t tokens = 0;
+  for (size_t i = 1; i < set.sequences.size(); i += 2) {
+    const auto& seq = set.sequences[i];
+    const PerplexityResult b = perplexity(dynamic_cast<const DecoderModel&>(*base), seq, 128);
+    const PerplexityResult q = perplexity(dynamic_cast<const DecoderModel&>(*model), seq, 128);
+    nll_base += b.nll * static_cast<double>(b.tokens);
+    nll_q += q.nll * static_cast<double>(q.tokens);
+    tokens += b.tokens;
+  }
+  const double ppl_base = std::exp(nll_base / static_cast<double>(tokens)),
+               ppl_q = std::exp(nll_q / static_cast<double>(tokens));
+  EXPECT_NEAR(m.base_ppl, ppl_base, 1e-3 * ppl_base);
+  EXPECT_NEAR(m.measured_ppl, ppl_q, 1e-3 * ppl_q);
+  EXPECT_LE(100 * (ppl_q / ppl_base - 1), 2.0 + 1e-3) << ppl_base << " -> " << ppl_q;
 }
 
 struct LayerChoice {

@@ -23,9 +23,9 @@ struct ScaleSearchOptions {
 };
 
 struct GroupScaleChoice {
-  float shrink = 1.f;  // the chosen p
-  float scale = 0.f;   // the stored scale (W4: f16-rounded)
-  int zero_point = 0;  // W4: the code of 0 (8 when symmetric); W8: 0
+  float shrink = 1.f;                    // the chosen p
+  float scale = 0.f;                     // the stored scale (W4: f16-rounded)
+  int zero_point = 0;                    // W4: the code of 0 (8 when symmetric); W8: 0
   double error_max = 0, error_best = 0;  // sum w_j |Q(v_j) - v_j|^norm at p = 1 and at the chosen p
 };
 

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <shrink/compress/calibration.h>
+#include <shrink/compress/sequential.h>
 #include <shrink/core/tensor.h>
 #include <shrink/models/model.h>
 #include <shrink/ops/qlinear.h>
@@ -73,13 +74,16 @@ struct ChannelCapture {
 };
 
 // Called once per group of linears holding a planned slot, in execution order, with the group's captured input;
-// folds its scale (and any other weight change) into `tensors`.
-using ScaleSearch = std::function<void(const ScaleSite& site, const ChannelCapture& input, ScaledTensors& tensors)>;
+// folds its scale (and any other weight change) into `tensors`. `probe` runs the group's block on the fp32 model with
+// the slots' implementations as they are at the call (a search may swap them, e.g. SlotSwap, to score a candidate).
+using ScaleSearch = std::function<void(const ScaleSite& site, const ChannelCapture& input, ScaledTensors& tensors,
+                                       const BlockProbe& probe)>;
 
 // Walks a decoder's blocks sequentially on the fp32 model (compress/sequential.h walk_decoder_blocks; the model is
 // not changed: a folded scale is exact in fp32, so later groups and blocks see the inputs they would see after
 // folding), capturing every group that holds a slot of `planned`, and returns the edits for rebuild_model.
-// Throws naming the architecture for models without block entry points (encoders).
+// Encoders (BERT, DistilBERT) are walked layer by layer instead (walk_encoder_layers; probe empty); other models throw
+// naming the architecture.
 TensorMap search_channel_scales(Model& model, const CalibSet& set, const std::vector<std::string>& planned,
                                 int64_t max_rows, const ScaleSearch& search);
 

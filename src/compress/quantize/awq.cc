@@ -1,6 +1,7 @@
 // AWQ (include/shrink/compress/awq.h): the alpha grid search of llm-awq auto_scale on a group's output error, the
 // per-group max-value shrink search of auto_clip, and the model-level search over the decoder blocks.
 #include <shrink/compress/awq.h>
+#include <shrink/compress/sequential.h>
 #include <shrink/core/error.h>
 #include <shrink/core/parallel.h>
 #include <shrink/core/timer.h>
@@ -8,6 +9,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <limits>
 
 namespace shrink {
@@ -56,44 +58,74 @@ void fake_quantize_group(const float* w, int64_t n, const QuantSpec& spec, float
 
 }  // namespace
 
-double awq_search_alpha(const float* x, int64_t rows, const std::vector<float>& mean_abs,
-                        const std::vector<const Tensor*>& weights, const std::vector<QuantSpec>& specs, int grid,
-                        std::vector<float>* scales, double* error_rtn, double* error_best) {
-  check(weights.size() == specs.size() && grid > 0, "awq_search_alpha: {} weights, {} specs, grid {}", weights.size(),
-        specs.size(), grid);
-  const int64_t in = static_cast<int64_t>(mean_abs.size());
-  double denom = 0;
-  for (size_t k = 0; k < weights.size(); ++k)
-    if (specs[k].scheme != WeightScheme::F32) denom += output_sq_norm(x, rows, *weights[k]);
-  denom = std::max(denom, std::numeric_limits<double>::min());
+std::vector<float> awq_scales(const std::vector<float>& mean_abs, double alpha) {
+  std::vector<float> s(mean_abs.size());
+  float lo = std::numeric_limits<float>::max(), hi = 0.f;
+  for (size_t j = 0; j < s.size(); ++j) {
+    s[j] = static_cast<float>(std::pow(std::max<double>(mean_abs[j], 1e-4), alpha));
+    lo = std::min(lo, s[j]);
+    hi = std::max(hi, s[j]);
+  }
+  const float norm = std::sqrt(lo * hi);  // llm-awq: scales / sqrt(max * min)
+  for (float& v : s) v /= norm;
+  return s;
+}
+
+Tensor awq_fake_quantize(const Tensor& weight, const std::vector<float>& s, const QuantSpec& spec) {
+  if (spec.scheme == WeightScheme::F32) return weight.to_f32();
+  return scale_columns(fake_quantize_weights(scale_columns(weight, s, true), spec), s, false);
+}
+
+namespace {
+
+// The alpha in {0, 1/grid, ...} whose scales minimize loss(s); alpha 0 (s = 1: plain rounding) comes first.
+double search_alpha_by(const std::vector<float>& mean_abs, int grid,
+                       const std::function<double(const std::vector<float>&)>& loss, std::vector<float>* scales,
+                       double* loss_rtn, double* loss_best) {
   double best = std::numeric_limits<double>::infinity();
   int best_i = 0;
-  std::vector<float> s(static_cast<size_t>(in));
   for (int i = 0; i < grid; ++i) {
-    const double alpha = static_cast<double>(i) / grid;
-    float lo = std::numeric_limits<float>::max(), hi = 0.f;
-    for (int64_t j = 0; j < in; ++j) {
-      s[j] = static_cast<float>(std::pow(std::max<double>(mean_abs[j], 1e-4), alpha));
-      lo = std::min(lo, s[j]);
-      hi = std::max(hi, s[j]);
-    }
-    const float norm = std::sqrt(lo * hi);  // llm-awq: scales / sqrt(max * min)
-    for (float& v : s) v /= norm;
-    double err = 0;
-    for (size_t k = 0; k < weights.size(); ++k) {
-      if (specs[k].scheme == WeightScheme::F32) continue;
-      const Tensor q = scale_columns(fake_quantize_weights(scale_columns(*weights[k], s, true), specs[k]), s, false);
-      err += output_sq_error(x, rows, q, weights[k]->to_f32());
-    }
-    if (i == 0 && error_rtn) *error_rtn = err / denom;
+    const std::vector<float> s = awq_scales(mean_abs, static_cast<double>(i) / grid);
+    const double err = loss(s);
+    if (i == 0 && loss_rtn) *loss_rtn = err;
     if (err < best) {
       best = err;
       best_i = i;
       *scales = s;
     }
   }
-  if (error_best) *error_best = best / denom;
+  if (loss_best) *loss_best = best;
   return static_cast<double>(best_i) / grid;
+}
+
+// The planned linears' summed output error sum ||X (Q(W diag s) diag(1/s) - W)^T||^2.
+double group_error(const float* x, int64_t rows, const std::vector<const Tensor*>& weights,
+                   const std::vector<QuantSpec>& specs, const std::vector<float>& s) {
+  double err = 0;
+  for (size_t k = 0; k < weights.size(); ++k)
+    if (specs[k].scheme != WeightScheme::F32)
+      err += output_sq_error(x, rows, awq_fake_quantize(*weights[k], s, specs[k]), weights[k]->to_f32());
+  return err;
+}
+
+}  // namespace
+
+double awq_search_alpha(const float* x, int64_t rows, const std::vector<float>& mean_abs,
+                        const std::vector<const Tensor*>& weights, const std::vector<QuantSpec>& specs, int grid,
+                        std::vector<float>* scales, double* error_rtn, double* error_best) {
+  check(weights.size() == specs.size() && grid > 0, "awq_search_alpha: {} weights, {} specs, grid {}", weights.size(),
+        specs.size(), grid);
+  double denom = 0;
+  for (size_t k = 0; k < weights.size(); ++k)
+    if (specs[k].scheme != WeightScheme::F32) denom += output_sq_norm(x, rows, *weights[k]);
+  denom = std::max(denom, std::numeric_limits<double>::min());
+  double rtn = 0, best = 0;
+  const double alpha = search_alpha_by(
+      mean_abs, grid, [&](const std::vector<float>& s) { return group_error(x, rows, weights, specs, s); }, scales,
+      &rtn, &best);
+  if (error_rtn) *error_rtn = rtn / denom;
+  if (error_best) *error_best = best / denom;
+  return alpha;
 }
 
 int64_t awq_clip(Tensor& weight, const QuantSpec& spec, const float* x, int64_t rows, const AwqOptions& opt) {
@@ -157,7 +189,8 @@ TensorMap awq_search(Model& model, const CalibSet& set, const std::map<std::stri
     if (spec.scheme == WeightScheme::W4A16 || spec.scheme == WeightScheme::W8A16 || spec.scheme == WeightScheme::W8A8)
       planned.push_back(name);
   AwqReport rep;
-  auto search = [&](const ScaleSite& site, const ChannelCapture& input, ScaledTensors& tensors) {
+  auto search = [&](const ScaleSite& site, const ChannelCapture& input, ScaledTensors& tensors,
+                    const BlockProbe& probe) {
     AwqGroupReport gr;
     gr.first = site.group.front()->name;
     gr.producer = site.describe();
@@ -173,7 +206,33 @@ TensorMap awq_search(Model& model, const CalibSet& set, const std::map<std::stri
     }
     for (const Tensor& t : originals) weights.push_back(&t);
     std::vector<float> s(static_cast<size_t>(in), 1.f);
-    if (site.producer != ScaleProducer::None) {
+    if (site.producer != ScaleProducer::None && opt.block_loss && probe) {
+      // llm-awq: rank alpha by the block's output with the group fake-quantized (the rest of the block fp32).
+      std::vector<float> ref, out;
+      probe(opt.block_rows, &ref);
+      double ref_sq = 0;
+      for (const float v : ref) ref_sq += static_cast<double>(v) * v;
+      auto block_error = [&](const std::vector<float>& sc) {
+        SlotSwap swap(site.group);
+        for (size_t k = 0; k < weights.size(); ++k) swap.set_weight(k, awq_fake_quantize(*weights[k], sc, specs[k]));
+        probe(opt.block_rows, &out);
+        double e = 0;
+        for (size_t i = 0; i < out.size(); ++i) e += (static_cast<double>(out[i]) - ref[i]) * (out[i] - ref[i]);
+        return e;
+      };
+      gr.alpha =
+          search_alpha_by(input.mean_abs(), opt.grid, block_error, &s, &gr.block_error_rtn, &gr.block_error_scaled);
+      gr.block_error_rtn /= std::max(ref_sq, std::numeric_limits<double>::min());
+      gr.block_error_scaled /= std::max(ref_sq, std::numeric_limits<double>::min());
+      // The group-output errors of plain rounding and of the chosen scale, for the report.
+      double denom = 0;
+      for (size_t k = 0; k < weights.size(); ++k)
+        if (specs[k].scheme != WeightScheme::F32) denom += output_sq_norm(input.rows.data(), rows, *weights[k]);
+      denom = std::max(denom, std::numeric_limits<double>::min());
+      gr.error_rtn = group_error(input.rows.data(), rows, weights, specs, std::vector<float>(s.size(), 1.f)) / denom;
+      gr.error_scaled = group_error(input.rows.data(), rows, weights, specs, s) / denom;
+      tensors.fold(site, s);
+    } else if (site.producer != ScaleProducer::None) {
       gr.alpha = awq_search_alpha(input.rows.data(), rows, input.mean_abs(), weights, specs, opt.grid, &s,
                                   &gr.error_rtn, &gr.error_scaled);
       tensors.fold(site, s);

@@ -231,7 +231,8 @@ Grid choose_grid(const float* v, int64_t n, const QuantSpec& spec, const ScaleSe
 
 GroupScaleChoice search_group_scale(const float* v, int64_t n, const QuantSpec& spec, const ScaleSearchOptions& opt,
                                     const float* importance) {
-  check(integer_weights(spec), "scale search: scheme {} has no integer weights; expected w4a16-gN[-asym] or w8", spec.name());
+  check(integer_weights(spec), "scale search: scheme {} has no integer weights; expected w4a16-gN[-asym] or w8",
+        spec.name());
   check_scale_search(opt);
   GroupScaleChoice c;
   choose_grid(v, n, spec, opt, importance, &c);
@@ -307,10 +308,9 @@ PackedLinear gptq_quantize(const Tensor& weight, const Tensor* bias, const Tenso
       for (int64_t r = r0; r < r1; ++r)
         for (int64_t g = 0; g < groups; ++g) {
           const float* row = w + r * in;
-          grids[r * groups + g] =
-              w4 ? choose_grid(row + g * group, std::min<int64_t>(group, in - g * group), spec, opt.scale_search,
-                               importance(g * group))
-                 : choose_grid(row, in, spec, opt.scale_search, importance(0));
+          grids[r * groups + g] = w4 ? choose_grid(row + g * group, std::min<int64_t>(group, in - g * group), spec,
+                                                   opt.scale_search, importance(g * group))
+                                     : choose_grid(row, in, spec, opt.scale_search, importance(0));
         }
     });
 

@@ -1,48 +1,21 @@
 // Automatic mixed precision (include/shrink/compress/mixed.h): single-layer sensitivities, the greedy choice by
 // KLD per byte (or microsecond) saved, and the held-out verification with back-off.
 #include <shrink/compress/mixed.h>
+#include <shrink/compress/sequential.h>
 #include <shrink/core/error.h>
 #include <shrink/core/timer.h>
 #include <shrink/eval/compare.h>
+#include <shrink/eval/perplexity.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <limits>
 #include <random>
 
 namespace shrink {
 
 namespace {
-
-// Swaps slot implementations for the duration; the originals come back on destruction (also on error).
-class SlotSwap {
- public:
-  explicit SlotSwap(std::vector<LinearSlot*> slots) : slots_(std::move(slots)) {
-    for (LinearSlot* s : slots_) originals_.push_back(std::move(s->impl));
-    for (size_t i = 0; i < slots_.size(); ++i) slots_[i]->impl = make_dense_linear(slots_[i]->weight, bias(i));
-  }
-  SlotSwap(const SlotSwap&) = delete;
-  SlotSwap& operator=(const SlotSwap&) = delete;
-  ~SlotSwap() {
-    for (size_t i = 0; i < slots_.size(); ++i) slots_[i]->impl = std::move(originals_[i]);
-  }
-  // Slot i in scheme `spec` (f32: its original implementation's weights, dense).
-  void set(size_t i, const QuantSpec& spec) {
-    LinearSlot* s = slots_[i];
-    s->impl = spec.scheme == WeightScheme::F32 ? make_dense_linear(s->weight, bias(i))
-                                               : make_quantized_linear(s->weight, bias(i), spec);
-  }
-  const Linear& impl(size_t i) const { return *slots_[i]->impl; }
-  size_t original_bytes(size_t i) const { return originals_[i]->weight_bytes(); }
-
- private:
-  const Tensor* bias(size_t i) const {
-    const LinearSlot* s = slots_[i];
-    return s->bias.defined() && s->bias.numel() > 0 ? &s->bias : nullptr;
-  }
-  std::vector<LinearSlot*> slots_;
-  std::vector<std::unique_ptr<Linear>> originals_;
-};
 
 double median_latency_us(const Linear& l) {
   std::vector<float> x(static_cast<size_t>(l.in_features())), y(static_cast<size_t>(l.out_features()));
@@ -81,12 +54,14 @@ double mean_kld(const std::vector<float>& base, const std::vector<float>& cand, 
   return rows > 0 ? sum / static_cast<double>(rows) : 0.0;
 }
 
-std::vector<float> output_logits(const Model& model, const CalibSet& set, int64_t max_rows, int64_t* width) {
+std::vector<float> output_logits(const Model& model, const CalibSet& set, int64_t max_rows, int64_t* width,
+                                 std::vector<int64_t>* seq_rows) {
   const auto* dec = dynamic_cast<const DecoderModel*>(&model);
   check(dec != nullptr,
-        "{}: mixed-precision search scores next-token distributions; {} is not a decoder (encoders are not "
-        "supported yet): choose per-layer schemes with --layer REGEX=SCHEME",
+        "{}: mixed-precision search scores next-token distributions; {} is not a decoder (encoders and accuracy "
+        "budgets for classifiers are not supported yet): choose per-layer schemes with --layer REGEX=SCHEME",
         model.source().string(), model.config().architecture);
+  if (seq_rows) seq_rows->clear();
   const int64_t vocab = dec->config().vocab_size;
   *width = vocab;
   std::vector<float> out;
@@ -99,18 +74,39 @@ std::vector<float> output_logits(const Model& model, const CalibSet& set, int64_
     out.resize(at + static_cast<size_t>(n * vocab));
     dec->forward(cache, seq.data(), n, out.data() + at, true);
     rows += n;
+    if (seq_rows) seq_rows->push_back(n);
   }
   check(rows > 0, "mixed precision: the calibration set holds no tokens; pass --calib FILE with text");
   return out;
 }
 
+double mean_next_token_nll(const std::vector<float>& logits, const CalibSet& set, const std::vector<int64_t>& rows,
+                           int64_t width) {
+  check(rows.size() <= set.sequences.size(), "mean_next_token_nll: {} row counts for {} sequences", rows.size(),
+        set.sequences.size());
+  double sum = 0;
+  int64_t n = 0, at = 0;
+  for (size_t s = 0; s < rows.size(); ++s) {
+    for (int64_t j = 0; j + 1 < rows[s]; ++j, ++n)
+      sum += token_nll(logits.data() + (at + j) * width, width, set.sequences[s][static_cast<size_t>(j + 1)]);
+    at += rows[s];
+  }
+  check(n > 0, "mixed precision: the held-out windows hold no next-token predictions; use longer windows");
+  return sum / static_cast<double>(n);
+}
+
 MixedReport choose_mixed_precision(Model& model, const std::vector<std::string>& slots, const CalibSet& calib,
                                    const CalibSet& heldout, const MixedOptions& opt) {
   Timer timer;
-  check(opt.budget_kld > 0, "mixed precision: the KLD budget {} must be positive, e.g. --budget kld=0.01",
+  const bool drop = opt.budget_drop_pct > 0;
+  check(drop || opt.budget_kld > 0,
+        "mixed precision: the KLD budget {} must be positive, e.g. --budget kld=0.01 (or a drop budget, drop=1)",
         opt.budget_kld);
+  // What the budget bounds, in its unit: mean KLD, or the held-out perplexity increase in %.
+  const double budget = drop ? opt.budget_drop_pct : opt.budget_kld;
   MixedReport rep;
-  rep.budget_kld = opt.budget_kld;
+  rep.budget_kld = drop ? 0 : opt.budget_kld;
+  rep.budget_drop_pct = drop ? opt.budget_drop_pct : 0;
   rep.candidates = opt.candidates;
   if (std::find(rep.candidates.begin(), rep.candidates.end(), "f32") == rep.candidates.end())
     rep.candidates.push_back("f32");  // the starting point of the greedy
@@ -130,7 +126,20 @@ MixedReport choose_mixed_precision(Model& model, const std::vector<std::string>&
   }
   int64_t width = 0;
   const std::vector<float> base = output_logits(model, calib, opt.max_rows, &width);
-  const std::vector<float> base_held = output_logits(model, heldout, opt.max_rows, &width);
+  std::vector<int64_t> held_rows;
+  const std::vector<float> base_held = output_logits(model, heldout, opt.max_rows, &width, &held_rows);
+  const double base_nll = drop ? mean_next_token_nll(base_held, heldout, held_rows, width) : 0;
+  rep.base_ppl = drop ? std::exp(base_nll) : 0;
+  // The current slots on the held-out windows: fills measured_kld (and the perplexity figures); returns the
+  // budgeted quantity.
+  auto measure = [&] {
+    const std::vector<float> cand = output_logits(model, heldout, opt.max_rows, &width);
+    rep.measured_kld = mean_kld(base_held, cand, width);
+    if (!drop) return rep.measured_kld;
+    rep.measured_ppl = std::exp(mean_next_token_nll(cand, heldout, held_rows, width));
+    rep.measured_drop_pct = 100.0 * (rep.measured_ppl / rep.base_ppl - 1.0);
+    return rep.measured_drop_pct;
+  };
   SlotSwap swap(ptrs);
 
   // Sensitivities: one layer at a time in each candidate scheme, every other layer fp32.
@@ -176,7 +185,7 @@ MixedReport choose_mixed_precision(Model& model, const std::vector<std::string>&
       l.chosen = static_cast<int>(best_c);
     }
     for (size_t i = 0; i < rep.layers.size(); ++i) swap.set(i, specs[static_cast<size_t>(rep.layers[i].chosen)]);
-    return mean_kld(base_held, output_logits(model, heldout, opt.max_rows, &width), width);
+    return measure();
   };
   auto total_cost = [&] {
     double c = 0;
@@ -185,18 +194,19 @@ MixedReport choose_mixed_precision(Model& model, const std::vector<std::string>&
   };
   // Single-layer KLDs do not add up exactly: when the measured KLD of a choice is well inside the budget, the
   // additive budget is widened by the measured slack (up to 3 more rounds) and the cheapest choice that holds kept.
-  double additive = opt.budget_kld;
+  // A drop budget starts from the KLD that equals its NLL increase: ln(1 + drop / 100).
+  double additive = drop ? std::log1p(opt.budget_drop_pct / 100.0) : opt.budget_kld;
   std::vector<int> best;
   double best_cost = std::numeric_limits<double>::infinity();
   for (int round = 0; round < 4; ++round) {
     const double measured = greedy(additive);
-    if (measured > opt.budget_kld) break;
+    if (measured > budget) break;
     if (total_cost() < best_cost) {
       best_cost = total_cost(), best.clear();
       for (const auto& l : rep.layers) best.push_back(l.chosen);
     }
-    if (measured < 0.9 * opt.budget_kld)
-      additive *= std::min(4.0, opt.budget_kld / std::max(measured, 1e-12));
+    if (measured < 0.9 * budget)
+      additive *= std::min(4.0, budget / std::max(measured, 1e-12));
     else
       break;
   }
@@ -208,7 +218,7 @@ MixedReport choose_mixed_precision(Model& model, const std::vector<std::string>&
       swap.set(i, specs[c]);
     }
     if (total_cost() >= best_cost) continue;
-    if (mean_kld(base_held, output_logits(model, heldout, opt.max_rows, &width), width) <= opt.budget_kld) {
+    if (measure() <= budget) {
       best_cost = total_cost(), best.clear();
       for (const auto& l : rep.layers) best.push_back(l.chosen);
     }
@@ -219,13 +229,12 @@ MixedReport choose_mixed_precision(Model& model, const std::vector<std::string>&
       swap.set(i, specs[static_cast<size_t>(best[i])]);
     }
   } else {
-    greedy(opt.budget_kld);
+    greedy(drop ? std::log1p(opt.budget_drop_pct / 100.0) : opt.budget_kld);
   }
 
   // Verification on held-out windows; back off the layer with the largest single-layer KLD until the budget holds.
   for (;;) {
-    rep.measured_kld = mean_kld(base_held, output_logits(model, heldout, opt.max_rows, &width), width);
-    rep.met = rep.measured_kld <= opt.budget_kld;
+    rep.met = measure() <= budget;
     if (rep.met) break;
     size_t worst = rep.layers.size();
     for (size_t i = 0; i < rep.layers.size(); ++i) {

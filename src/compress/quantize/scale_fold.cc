@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <map>
 #include <set>
 
 namespace shrink {
@@ -86,6 +87,12 @@ ScaleSite scale_site(const Model& model, const std::vector<LinearSlot*>& group) 
   } else if (ends_with(name, "mlp.c_fc")) {
     const std::string p = prefix_of(name, "mlp.c_fc");
     norm(p + "ln_2.weight", p + "ln_2.bias");
+  } else if (ends_with(name, "attention.output.dense")) {
+    // BERT: the context is softmax-weighted values (and the weights sum to 1), so it scales with value's rows and
+    // bias. The post-LN LayerNorms also feed the residual, and GELU sits before output.dense: not foldable.
+    rows(prefix_of(name, "output.dense") + "self.value", 0);
+  } else if (ends_with(name, "attention.out_lin")) {
+    rows(prefix_of(name, "out_lin") + "v_lin", 0);  // DistilBERT, as BERT
   }
   return site;
 }
@@ -207,24 +214,32 @@ std::vector<float> ChannelCapture::mean_abs() const {
 TensorMap search_channel_scales(Model& model, const CalibSet& set, const std::vector<std::string>& planned,
                                 int64_t max_rows, const ScaleSearch& search) {
   auto* dec = dynamic_cast<DecoderModel*>(&model);
-  check(dec != nullptr,
-        "{}: channel-scale search (AWQ, SmoothQuant) walks decoder blocks; {} is an encoder, which is not supported "
-        "yet: use --method gptq or rtn",
+  auto* enc = dynamic_cast<EncoderModel*>(&model);
+  check(dec != nullptr || (enc != nullptr && set.images.empty()),
+        "{}: channel-scale search (AWQ, SmoothQuant) walks decoder blocks or text encoder layers; {} is neither: use "
+        "--method gptq or rtn",
         model.source().string(), model.config().architecture);
   const std::set<std::string> want(planned.begin(), planned.end());
   ScaledTensors tensors(model);
-  std::unique_ptr<ChannelCapture> cap;
+  // Encoders capture every group of a layer in one pass: one capture per group, by its first slot.
+  std::map<std::string, std::unique_ptr<ChannelCapture>> caps;
   GroupVisitor visit;
   visit.capture = [&](int block, const std::vector<LinearSlot*>& group) -> RowSink {
     if (block < 0 || std::none_of(group.begin(), group.end(), [&](const LinearSlot* s) { return want.count(s->name); }))
       return {};
+    auto& cap = caps[group.front()->name];
     cap = std::make_unique<ChannelCapture>(group.front()->impl->in_features(), max_rows);
     return [c = cap.get()](const float* x, int64_t m) { c->add(x, m); };
   };
-  visit.captured = [&](int /*block*/, const std::vector<LinearSlot*>& group) {
-    search(scale_site(model, group), *cap, tensors);
+  visit.captured = [&](int /*block*/, const std::vector<LinearSlot*>& group, const BlockProbe& probe) {
+    const auto it = caps.find(group.front()->name);
+    search(scale_site(model, group), *it->second, tensors, probe);
+    caps.erase(it);
   };
-  walk_decoder_blocks(*dec, set, visit);
+  if (dec)
+    walk_decoder_blocks(*dec, set, visit);
+  else
+    walk_encoder_layers(*enc, set, visit);
   return tensors.edits();
 }
 

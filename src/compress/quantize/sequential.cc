@@ -119,6 +119,30 @@ void finish_block(GptqBlockReport br, const Timer& block_timer, GptqReport& rep)
 
 }  // namespace
 
+SlotSwap::SlotSwap(std::vector<LinearSlot*> slots) : slots_(std::move(slots)) {
+  for (LinearSlot* s : slots_) originals_.push_back(std::move(s->impl));
+  for (size_t i = 0; i < slots_.size(); ++i) slots_[i]->impl = make_dense_linear(slots_[i]->weight, bias(i));
+}
+
+SlotSwap::~SlotSwap() {
+  for (size_t i = 0; i < slots_.size(); ++i) slots_[i]->impl = std::move(originals_[i]);
+}
+
+void SlotSwap::set(size_t i, const QuantSpec& spec) {
+  LinearSlot* s = slots_[i];
+  s->impl = spec.scheme == WeightScheme::F32 ? make_dense_linear(s->weight, bias(i))
+                                             : make_quantized_linear(s->weight, bias(i), spec);
+}
+
+void SlotSwap::set_weight(size_t i, const Tensor& weight) {
+  slots_[i]->impl = make_dense_linear(weight, bias(i));
+}
+
+const Tensor* SlotSwap::bias(size_t i) const {
+  const LinearSlot* s = slots_[i];
+  return s->bias.defined() && s->bias.numel() > 0 ? &s->bias : nullptr;
+}
+
 GptqReport walk_decoder_blocks(DecoderModel& model, const CalibSet& set, const GroupVisitor& visit) {
   Timer total;
   GptqReport rep;
@@ -153,8 +177,21 @@ GptqReport walk_decoder_blocks(DecoderModel& model, const CalibSet& set, const G
     }
   };
 
+  // Block `probe_block` over the first sequences' held inputs, into out.
+  int probe_block = 0;
+  const BlockProbe probe = [&](int64_t max_rows, std::vector<float>* out) {
+    size_t n = 0;
+    while (n < len.size() && (n == 0 || off[n + 1] <= max_rows)) ++n;
+    out->assign(hidden.begin(), hidden.begin() + off[n] * d);
+    for (size_t s = 0; s < n; ++s) {
+      cache.reset();
+      model.run_block(probe_block, cache, out->data() + off[s] * d, len[s]);
+    }
+  };
+
   for (int b = 0; b < model.num_blocks(); ++b) {
     Timer bt;
+    probe_block = b;
     GptqBlockReport br;
     br.block = b;
     for (const std::vector<LinearSlot*>& group : model.block_linears(b)) {
@@ -166,7 +203,7 @@ GptqReport walk_decoder_blocks(DecoderModel& model, const CalibSet& set, const G
       capture_then_quantize(
           br, scope, [&] { pass(b, false); },
           [&] {
-            if (visit.captured) visit.captured(b, group);
+            if (visit.captured) visit.captured(b, group, probe);
           });
     }
     Timer ft;
@@ -195,7 +232,7 @@ GptqReport walk_decoder_blocks(DecoderModel& model, const CalibSet& set, const G
             }
           },
           [&] {
-            if (visit.captured) visit.captured(-1, group);
+            if (visit.captured) visit.captured(-1, group, BlockProbe{});
           });
       finish_block(br, bt, rep);
     }
@@ -218,7 +255,7 @@ GptqReport gptq_decoder(DecoderModel& model, const CalibSet& set, const std::map
     acc = std::make_unique<HessianAccumulator>(group.front()->impl->in_features());
     return [a = acc.get()](const float* x, int64_t m) { a->add(x, m); };
   };
-  visit.captured = [&](int /*block*/, const std::vector<LinearSlot*>& group) {
+  visit.captured = [&](int /*block*/, const std::vector<LinearSlot*>& group, const BlockProbe& /*probe*/) {
     GptqReport r;
     for (LinearSlot* s : group)
       if (plan.count(s->name)) quantize_slot(s, *acc, plan.at(s->name), opt, &r);
@@ -253,52 +290,89 @@ void run_encoder(EncoderModel& enc, const CalibSet& set) {
   }
 }
 
-// Encoders: slots grouped by the first ".<number>." in their name (the layer index), in model order; slots without
-// one (pooler, classifier) form the last group. One full forward per group, earlier groups already quantized.
+// Encoder linears that read the attention input together (BERT attention.self.{query,key,value}, DistilBERT
+// attention.{q,k,v}_lin).
+bool reads_attention_input(const std::string& name) {
+  static const std::regex re(R"(attention\.(self\.(query|key|value)|[qkv]_lin)$)");
+  return std::regex_search(name, re);
+}
+
 GptqReport gptq_by_forward(EncoderModel& model, const CalibSet& set, const std::map<std::string, QuantSpec>& plan,
                            const GptqOptions& opt) {
+  GptqReport layers;
+  std::map<std::string, std::unique_ptr<HessianAccumulator>> accs;  // by the group's first slot
+  GroupVisitor visit;
+  visit.capture = [&](int /*layer*/, const std::vector<LinearSlot*>& group) -> RowSink {
+    if (std::none_of(group.begin(), group.end(), [&](const LinearSlot* s) { return plan.count(s->name) != 0; }))
+      return {};
+    auto& acc = accs[group.front()->name];
+    acc = std::make_unique<HessianAccumulator>(group.front()->impl->in_features());
+    return [a = acc.get()](const float* x, int64_t m) { a->add(x, m); };
+  };
+  visit.captured = [&](int /*layer*/, const std::vector<LinearSlot*>& group, const BlockProbe& /*probe*/) {
+    const auto it = accs.find(group.front()->name);
+    for (LinearSlot* s : group)
+      if (plan.count(s->name)) quantize_slot(s, *it->second, plan.at(s->name), opt, &layers);
+    accs.erase(it);
+  };
+  GptqReport rep = walk_encoder_layers(model, set, visit);
+  rep.layers = std::move(layers.layers);
+  return rep;
+}
+
+}  // namespace
+
+GptqReport walk_encoder_layers(EncoderModel& model, const CalibSet& set, const GroupVisitor& visit) {
   Timer total;
   GptqReport rep;
   for (const int64_t n : lengths_of(set, model.config().max_position_embeddings)) rep.calib_rows += n;
+  check(rep.calib_rows > 0,
+        "calibration: the calibration set holds no tokens; pass --calib FILE with text the model sees");
+  // Layers in model order, each a list of groups; slots without a layer index last (layer -1).
   const std::regex layer_re(R"(\.(\d+)\.)");
-  std::vector<std::pair<int, std::vector<LinearSlot*>>> groups;
-  std::vector<LinearSlot*> tail;
+  std::vector<std::pair<int, std::vector<std::vector<LinearSlot*>>>> layers;
+  std::vector<std::vector<LinearSlot*>> tail;
   for (LinearSlot& s : model.linears()) {
-    if (!plan.count(s.name)) continue;
     std::smatch m;
-    if (!std::regex_search(s.name, m, layer_re)) {
-      tail.push_back(&s);
-      continue;
+    std::vector<std::vector<LinearSlot*>>* groups = &tail;
+    if (std::regex_search(s.name, m, layer_re)) {
+      const int layer = std::stoi(m[1].str());
+      auto it = std::find_if(layers.begin(), layers.end(), [&](const auto& l) { return l.first == layer; });
+      if (it == layers.end()) {
+        layers.push_back({layer, {}});
+        it = layers.end() - 1;
+      }
+      groups = &it->second;
     }
-    const int layer = std::stoi(m[1].str());
-    auto it = std::find_if(groups.begin(), groups.end(), [&](const auto& g) { return g.first == layer; });
-    if (it == groups.end()) {
-      groups.push_back({layer, {}});
-      it = groups.end() - 1;
-    }
-    it->second.push_back(&s);
+    if (reads_attention_input(s.name) && !groups->empty() && reads_attention_input(groups->back().front()->name))
+      groups->back().push_back(&s);
+    else
+      groups->push_back({&s});
   }
-  if (!tail.empty()) groups.push_back({-1, tail});
-  for (auto& [layer, slots] : groups) {
+  if (!tail.empty()) layers.push_back({-1, std::move(tail)});
+  for (auto& [layer, groups] : layers) {
     Timer bt;
     GptqBlockReport br;
     br.block = layer;
     CaptureScope scope;
-    std::vector<HessianAccumulator*> accs;
-    for (LinearSlot* s : slots) accs.push_back(scope.wrap(s, false));
+    std::vector<const std::vector<LinearSlot*>*> captured;
+    for (const auto& group : groups)
+      if (RowSink sink = visit.capture(layer, group)) {
+        scope.wrap(group.front(), std::move(sink), false);
+        captured.push_back(&group);
+      }
+    if (captured.empty()) continue;
     capture_then_quantize(
         br, scope, [&] { run_encoder(model, set); },
         [&] {
-          for (size_t i = 0; i < slots.size(); ++i)
-            quantize_slot(slots[i], *accs[i], plan.at(slots[i]->name), opt, &rep);
+          if (visit.captured)
+            for (const auto* group : captured) visit.captured(layer, *group, BlockProbe{});
         });
     finish_block(br, bt, rep);
   }
   rep.time_ms = total.elapsed_ms();
   return rep;
 }
-
-}  // namespace
 
 GptqReport gptq_model(Model& model, const CalibSet& set, const std::map<std::string, QuantSpec>& plan,
                       const GptqOptions& opt) {

@@ -85,7 +85,8 @@ TensorMap smoothquant_search(Model& model, const CalibSet& set, const std::map<s
   for (const auto& [name, spec] : plan)
     if (spec.scheme == WeightScheme::W8A8) planned.push_back(name);
   SmoothQuantReport rep;
-  auto search = [&](const ScaleSite& site, const ChannelCapture& input, ScaledTensors& tensors) {
+  auto search = [&](const ScaleSite& site, const ChannelCapture& input, ScaledTensors& tensors,
+                    const BlockProbe& /*probe*/) {
     SmoothGroupReport gr;
     gr.first = site.group.front()->name;
     gr.producer = site.describe();
