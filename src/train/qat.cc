@@ -236,7 +236,10 @@ LmReport qat_lm(TrainableDecoder& model, Qat& qat, const LmData& train, const Lm
   kd.alpha = 0.f;  // KL alone: T^2 * KL(fp32 || QAT) at T = 1
   // distill_lm drops the student's extra parameters (its projections) at the end; the W8A8 ranges are ours.
   const std::vector<NamedParam> extra = model.extra_parameters;
-  LmReport rep = distill_lm(model, teacher, train, val, opt, kd, progress);
+  // No selection by validation perplexity: it does not measure faithfulness to fp32 (trained on the model's own
+  // samples, every update raised the perplexity of held-out Shakespeare while lowering the KLD), so the last weights
+  // are kept; the caller measures the KLD on held-out text.
+  LmReport rep = distill_lm(model, teacher, train, LmData{}, opt, kd, progress);
   model.extra_parameters = extra;
   return rep;
 }

@@ -84,9 +84,10 @@ QatLoss parse_qat_loss(const std::string& name);  // "ce" | "kl"; throws naming 
 // LLM-QAT's data-free training text: `sequences` samples of `length` tokens each from the model itself (BOS, then
 // temperature-1 sampling seeded by seed + i; a sample ending at EOS early is shorter), concatenated.
 std::vector<int32_t> sample_training_tokens(const DecoderModel& model, int sequences, int length, uint64_t seed);
-// Trains `model` (already hooked by `qat`) in place on `train` (train_lm: validation perplexity on `val` picks the
-// weights kept); opt.after_update also ends the W8A8 observation phase. With QatLoss::Kl the teacher is an fp32 copy
-// of the weights as they are when called.
+// Trains `model` (already hooked by `qat`) in place on `train`; opt.after_update also ends the W8A8 observation
+// phase. CrossEntropy: train_lm, validation perplexity on `val` picks the weights kept. Kl: the teacher is an fp32 copy
+// of the weights as they are when called, `val` is not used and the last weights are kept (perplexity is no measure
+// of faithfulness to fp32; compare the KLD on held-out text instead).
 LmReport qat_lm(TrainableDecoder& model, Qat& qat, const LmData& train, const LmData& val, LmTrainOptions opt,
                 QatLoss loss, const std::function<void(const LmProgress&)>& progress = {});
 
