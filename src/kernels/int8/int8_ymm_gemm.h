@@ -5,6 +5,7 @@
 
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "kernels/int8/int8_kernels.h"
@@ -16,6 +17,54 @@ inline int32_t load_u32(const uint8_t* p) {
   int32_t v;
   std::memcpy(&v, p, 4);
   return v;
+}
+
+// The epilogue of one row of a tile: columns [lo, hi) of the 16 at `col`, from the two accumulators of the row.
+template <class Dot>
+// acc0/acc1 come by value: an address taken here would keep a tile's accumulators in memory through its k loop.
+inline void ymm_store_row(const Int8GemmArgs& g, int64_t row, int64_t col, int lo, int hi, __m256i acc0, __m256i acc1) {
+  const bool full = lo == 0 && hi == 16;
+  const __m256i acc[2] = {acc0, acc1};
+  __m256i v[2];
+#pragma GCC unroll 2
+  for (int j = 0; j < 2; ++j) {
+    const __m256i ws = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g.wsum + col + 8 * j));
+    // raw = acc + kBias wsum; y mode wants raw - zp wsum.
+    const int32_t coef = g.c ? Dot::kBias : Dot::kBias - g.zp;
+    v[j] = coef ? _mm256_add_epi32(acc[j], _mm256_mullo_epi32(_mm256_set1_epi32(coef), ws)) : acc[j];
+  }
+  if (g.c) {
+    int32_t* dst = g.c + row * g.ldc + col;
+    if (full) {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), v[0]);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 8), v[1]);
+    } else {
+      alignas(32) int32_t out[16];
+      _mm256_store_si256(reinterpret_cast<__m256i*>(out), v[0]);
+      _mm256_store_si256(reinterpret_cast<__m256i*>(out + 8), v[1]);
+      for (int c = lo; c < hi; ++c) dst[c] = out[c];
+    }
+    return;
+  }
+  const __m256 s = _mm256_set1_ps(g.a_scale[row * g.a_scale_stride]);
+  float* dst = g.y + row * g.ldy + col;
+  // A partial tile takes its bias through a zero-padded copy so that full and partial tiles run the same vector
+  // code: a column slice (forward_rows) then equals the full call bit for bit, whatever the compiler contracts.
+  alignas(32) float f[16], btmp[16] = {};
+  if (g.bias && !full)
+    for (int c = lo; c < hi; ++c) btmp[c] = g.bias[col + c];
+#pragma GCC unroll 2
+  for (int j = 0; j < 2; ++j) {
+    const __m256 ws = _mm256_mul_ps(s, _mm256_loadu_ps(g.w_scale + col + 8 * j));
+    __m256 y = _mm256_mul_ps(_mm256_cvtepi32_ps(v[j]), ws);
+    if (g.bias) y = _mm256_add_ps(y, full ? _mm256_loadu_ps(g.bias + col + 8 * j) : _mm256_load_ps(btmp + 8 * j));
+    if (full)
+      _mm256_storeu_ps(dst + 8 * j, y);
+    else
+      _mm256_store_ps(f + 8 * j, y);
+  }
+  if (!full)
+    for (int c = lo; c < hi; ++c) dst[c] = f[c];
 }
 
 // Dot provides kMr, kBias, kAStride and load(p) -> A (the activations of one k group of a row, at p + q * kAStride
@@ -38,49 +87,8 @@ void ymm_tile(const Int8GemmArgs& g, int64_t row, const int8_t* b, int64_t group
       acc[r][1] = Dot::dot(acc[r][1], av, b1);
     }
   }
-  alignas(32) int32_t out[16];
-  const bool full = lo == 0 && hi == 16;
-  for (int r = 0; r < R; ++r) {
-    __m256i v[2];
-#pragma GCC unroll 2
-    for (int j = 0; j < 2; ++j) {
-      const __m256i ws = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g.wsum + col + 8 * j));
-      // raw = acc + kBias wsum; y mode wants raw - zp wsum.
-      const int32_t coef = g.c ? Dot::kBias : Dot::kBias - g.zp;
-      v[j] = coef ? _mm256_add_epi32(acc[r][j], _mm256_mullo_epi32(_mm256_set1_epi32(coef), ws)) : acc[r][j];
-    }
-    if (g.c) {
-      int32_t* dst = g.c + (row + r) * g.ldc + col;
-      if (full) {
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), v[0]);
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 8), v[1]);
-      } else {
-        _mm256_store_si256(reinterpret_cast<__m256i*>(out), v[0]);
-        _mm256_store_si256(reinterpret_cast<__m256i*>(out + 8), v[1]);
-        for (int c = lo; c < hi; ++c) dst[c] = out[c];
-      }
-      continue;
-    }
-    const __m256 s = _mm256_set1_ps(g.a_scale[(row + r) * g.a_scale_stride]);
-    float* dst = g.y + (row + r) * g.ldy + col;
-    // A partial tile takes its bias through a zero-padded copy so that full and partial tiles run the same vector
-    // code: a column slice (forward_rows) then equals the full call bit for bit, whatever the compiler contracts.
-    alignas(32) float f[16], btmp[16] = {};
-    if (g.bias && !full)
-      for (int c = lo; c < hi; ++c) btmp[c] = g.bias[col + c];
-#pragma GCC unroll 2
-    for (int j = 0; j < 2; ++j) {
-      const __m256 ws = _mm256_mul_ps(s, _mm256_loadu_ps(g.w_scale + col + 8 * j));
-      __m256 y = _mm256_mul_ps(_mm256_cvtepi32_ps(v[j]), ws);
-      if (g.bias) y = _mm256_add_ps(y, full ? _mm256_loadu_ps(g.bias + col + 8 * j) : _mm256_load_ps(btmp + 8 * j));
-      if (full)
-        _mm256_storeu_ps(dst + 8 * j, y);
-      else
-        _mm256_store_ps(f + 8 * j, y);
-    }
-    if (!full)
-      for (int c = lo; c < hi; ++c) dst[c] = f[c];
-  }
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) ymm_store_row<Dot>(g, row + r, col, lo, hi, acc[r][0], acc[r][1]);
 }
 
 template <class Dot, int R = Dot::kMr>
@@ -93,10 +101,43 @@ inline void ymm_tile_rows(int rows, const Int8GemmArgs& g, int64_t row, const in
   }
 }
 
+// One row (decode) against a whole 64-column panel: the four 16-column quarters of each k group together, so the
+// panel streams once, contiguously, instead of once per quarter with a 256-byte stride.
+template <class Dot>
+void ymm_row_panel(const Int8GemmArgs& g, int64_t row, const int8_t* panel, int64_t groups, int64_t col, int lo,
+                   int hi) {
+  __m256i acc[4][2];
+#pragma GCC unroll 4
+  for (int q = 0; q < 4; ++q) acc[q][0] = acc[q][1] = _mm256_setzero_si256();
+  const uint8_t* a = g.a + row * g.lda;
+  for (int64_t k = 0; k < groups; ++k) {
+    const int8_t* bq = panel + k * (kInt8Nr * kInt8Kg);
+    const typename Dot::A av = Dot::load(a + k * Dot::kAStride);
+#pragma GCC unroll 4
+    for (int q = 0; q < 4; ++q) {
+      acc[q][0] = Dot::dot(acc[q][0], av, _mm256_load_si256(reinterpret_cast<const __m256i*>(bq + 64 * q)));
+      acc[q][1] = Dot::dot(acc[q][1], av, _mm256_load_si256(reinterpret_cast<const __m256i*>(bq + 64 * q + 32)));
+    }
+  }
+#pragma GCC unroll 4
+  for (int q = 0; q < 4; ++q) {
+    const int qlo = std::clamp(lo - 16 * q, 0, 16), qhi = std::clamp(hi - 16 * q, 0, 16);
+    if (qhi > qlo) ymm_store_row<Dot>(g, row, col + 16 * q, qlo, qhi, acc[q][0], acc[q][1]);
+  }
+}
+
 template <class Dot>
 void ymm_gemm_panels(const Int8GemmArgs& g, int64_t p0, int64_t p1) {
   constexpr int64_t kMc = 128;
   const int64_t groups = g.kpad / kInt8Kg;
+  if (g.m == 1) {
+    for (int64_t p = p0; p < p1; ++p) {
+      int lo, hi;
+      panel_cols(p, g.n, g.col0, g.col1, &lo, &hi);
+      if (hi > lo) ymm_row_panel<Dot>(g, 0, g.packed + p * g.kpad * kInt8Nr, groups, p * kInt8Nr, lo, hi);
+    }
+    return;
+  }
   for (int64_t ic = 0; ic < g.m; ic += kMc) {
     const int64_t mc = std::min(kMc, g.m - ic);
     for (int64_t p = p0; p < p1; ++p) {
