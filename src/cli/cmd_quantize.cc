@@ -57,6 +57,10 @@ void register_quantize(CLI::App& app) {
                 "gptq --scale-search: weight each column's error by its Hessian diagonal");
   sub->add_option("--block", gptq.block, "gptq: columns per lazy-update block (128)")->check(CLI::PositiveNumber);
   sub->add_flag("--awq-clip", awq.clip, "awq: also search a max-value shrink per weight group");
+  sub->add_option("--awq-clip-grid", awq.clip_grid, "awq --awq-clip: shrink steps of 1/N (100)")
+      ->check(CLI::PositiveNumber);
+  sub->add_option("--awq-max-shrink", awq.max_shrink, "awq --awq-clip: largest shrink of the range (0.8)")
+      ->check(CLI::Range(0.01, 0.99));
   sub->add_option("--awq-grid", awq.grid, "awq: alpha grid points in [0, 1) (20)")->check(CLI::PositiveNumber);
   sub->add_flag("--awq-block-loss", awq.block_loss,
                 "awq: rank alpha by the decoder block's output error (llm-awq) instead of the group's linear outputs");

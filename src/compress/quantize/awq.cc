@@ -139,7 +139,9 @@ int64_t awq_clip(Tensor& weight, const QuantSpec& spec, const float* x, int64_t 
   const int64_t step = std::max<int64_t>(1, rows / std::max<int64_t>(1, opt.clip_rows));
   std::vector<const float*> xs;
   for (int64_t t = 0; t < rows; t += step) xs.push_back(x + t * in);
-  const int n_ratios = std::max(1, static_cast<int>(std::ceil(opt.max_shrink * opt.grid)));
+  check(opt.clip_grid > 0 && opt.max_shrink > 0 && opt.max_shrink < 1,
+        "AWQ clip: grid {} must be positive and max shrink {} in (0, 1)", opt.clip_grid, opt.max_shrink);
+  const int n_ratios = std::max(1, static_cast<int>(std::ceil(opt.max_shrink * opt.clip_grid)));
   std::vector<int64_t> clipped(static_cast<size_t>(out), 0);
   float* w = weight.data<float>();
   parallel_for(out, 4, [&](int64_t r0, int64_t r1) {
@@ -154,7 +156,7 @@ int64_t awq_clip(Tensor& weight, const QuantSpec& spec, const float* x, int64_t 
         double best = std::numeric_limits<double>::infinity();
         int best_i = 0;
         for (int i = 0; i < n_ratios; ++i) {
-          const float m = amax * static_cast<float>(1.0 - static_cast<double>(i) / opt.grid);
+          const float m = amax * static_cast<float>(1.0 - static_cast<double>(i) / opt.clip_grid);
           for (int64_t j = 0; j < n; ++j) wc[j] = std::clamp(wr[j], -m, m);
           fake_quantize_group(wc.data(), n, spec, dq.data());
           double err = 0;
