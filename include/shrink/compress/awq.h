@@ -16,8 +16,8 @@
 namespace shrink {
 
 struct AwqOptions {
-  int grid = 20;            // alpha in {0, 1/grid, ..., (grid-1)/grid}; alpha 0 is plain rounding
-  bool clip = false;        // search a max-value shrink per weight group (W8: per row)
+  int grid = 20;      // alpha in {0, 1/grid, ..., (grid-1)/grid}; alpha 0 is plain rounding
+  bool clip = false;  // search a max-value shrink per weight group (W8: per row)
   // clip: shrink ratios 1, 1 - 1/clip_grid, ... down to 1 - max_shrink (exclusive). llm-awq uses 20 steps to 0.5;
   // GPTQ's scale search grid (100 steps to 0.2) does better here: stories260K W4A16-g32 AWQ + clip 0.765 -> 0.739x
   // RTN's KLD (docs/awq-smoothquant-mixed.md).
