@@ -120,7 +120,7 @@ void TokenStream::feed() {
   model_.forward(cache_, &ids_.back(), 1, logits_.data(), false);
 }
 
-void TokenStream::advance(const std::vector<TokenStream*>& streams, std::vector<float>& scratch) {
+size_t TokenStream::advance(const std::vector<TokenStream*>& streams, std::vector<float>& scratch) {
   std::vector<TokenStream*> run;
   std::vector<SeqTokens> seqs;
   for (TokenStream* s : streams) {
@@ -138,7 +138,7 @@ void TokenStream::advance(const std::vector<TokenStream*>& streams, std::vector<
     check(run.empty() || &s->model_ == &run.front()->model_, "TokenStream::advance: streams of different models");
     run.push_back(s);
   }
-  if (run.empty()) return;
+  if (run.empty()) return 0;
   const int64_t vocab = static_cast<int64_t>(run.front()->logits_.size());
   std::vector<float> logits(run.size() * static_cast<size_t>(vocab));
   run.front()->model_.forward_batch(seqs, logits.data(), scratch);
@@ -146,6 +146,7 @@ void TokenStream::advance(const std::vector<TokenStream*>& streams, std::vector<
     std::copy_n(logits.data() + i * vocab, vocab, run[i]->logits_.data());
     run[i]->prefilled_ = true;
   }
+  return run.size();
 }
 
 std::string TokenStream::text() const {

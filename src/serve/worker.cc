@@ -256,7 +256,7 @@ void ModelWorker::run_decoder_step(std::unique_lock<std::mutex>& lock) {
   const auto round_start = Clock::now();
   size_t tokens = 0;
   Ended ended;
-  size_t fed = 0;  // sequences in this step's forward
+  size_t fed = 0;  // sequences this step's forwards ran
   {
     std::lock_guard engine(engine_);
     std::vector<std::unique_ptr<Sequence>*> step;
@@ -284,8 +284,7 @@ void ModelWorker::run_decoder_step(std::unique_lock<std::mutex>& lock) {
       }
     }
     for (auto& s : joining) step.push_back(&s);
-    fed = step.size();
-    advance_sequences(step, ended);
+    fed = advance_sequences(step, ended);
   }
   for (auto& s : joining)
     if (s) running_.push_back(std::move(s));
@@ -303,7 +302,8 @@ void ModelWorker::run_decoder_step(std::unique_lock<std::mutex>& lock) {
   update_gauges();
 }
 
-void ModelWorker::advance_sequences(std::vector<std::unique_ptr<Sequence>*>& step, Ended& ended) {
+size_t ModelWorker::advance_sequences(std::vector<std::unique_ptr<Sequence>*>& step, Ended& ended) {
+  size_t fed = 0;
   // Groups by model, in order; a failed batch is retried one sequence at a time, so an error is charged to the
   // sequence that caused it (forward_batch checks every sequence before it touches a cache).
   while (!step.empty()) {
@@ -314,7 +314,7 @@ void ModelWorker::advance_sequences(std::vector<std::unique_ptr<Sequence>*>& ste
     auto run = [&](const std::vector<std::unique_ptr<Sequence>*>& seqs) {
       std::vector<TokenStream*> streams;
       for (auto* s : seqs) streams.push_back((*s)->stream.get());
-      TokenStream::advance(streams, scratch_);
+      fed += TokenStream::advance(streams, scratch_);
     };
     try {
       run(group);
@@ -333,6 +333,7 @@ void ModelWorker::advance_sequences(std::vector<std::unique_ptr<Sequence>*>& ste
     for (auto* s : group)
       if (*s && (*s)->stream->finished()) ended.emplace_back(std::move(*s), std::nullopt);
   }
+  return fed;
 }
 
 }  // namespace shrink::serve

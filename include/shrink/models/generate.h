@@ -60,8 +60,8 @@ class TokenStream {
   // What prefill() or feed() would do, for many streams of one model in one DecoderModel::forward_batch: the prompt
   // of each stream not yet prefilled, the pending token of each other. Finished streams are left out, and so is a
   // stream whose last allowed token was taken (it is marked finished). scratch: work memory kept across steps by the
-  // caller.
-  static void advance(const std::vector<TokenStream*>& streams, std::vector<float>& scratch);
+  // caller. Returns how many streams the forward ran (0: no forward).
+  static size_t advance(const std::vector<TokenStream*>& streams, std::vector<float>& scratch);
   bool prefilled() const { return prefilled_; }
   bool finished() const { return finished_; }
   bool stopped_at_eos() const { return eos_; }

@@ -95,7 +95,8 @@ class ModelWorker {
   // Sequences that left the running set this step, with the error that ended them (none: finished normally).
   using Ended = std::vector<std::pair<std::unique_ptr<Sequence>, std::optional<ApiError>>>;
   // One TokenStream::advance per model over the given sequences; ended ones are moved out (their slot left null).
-  void advance_sequences(std::vector<std::unique_ptr<Sequence>*>& step, Ended& ended);
+  // Returns how many sequences the forwards ran.
+  size_t advance_sequences(std::vector<std::unique_ptr<Sequence>*>& step, Ended& ended);
   void update_gauges();
 
   std::string variant_;
