@@ -68,26 +68,6 @@ std::string map_str(const std::vector<int>& m) {
   return s;
 }
 
-template <class P>
-std::function<void(const P&)> progress_line(const char* what) {
-  if (quiet()) return {};
-  auto last = std::make_shared<int64_t>(0);
-  return [last, what](const P& p) {
-    if (p.step - *last < 10 && p.step != p.total_steps) return;
-    *last = p.step;
-    std::string val;
-    if constexpr (std::is_same_v<P, train::TrainProgress>)
-      val = p.val_accuracy < 0 ? "-" : fmt::format("val acc {:.2f}%", 100 * p.val_accuracy);
-    else
-      val = p.val_ppl < 0 ? "-" : fmt::format("val ppl {:.3f}", p.val_ppl);
-    std::fprintf(stderr, "%s%s step %lld/%lld  loss %.4f  %s  elapsed %.0fs  ETA %.0fs   %s",
-                 stderr_is_tty() ? "\r" : "", what, static_cast<long long>(p.step),
-                 static_cast<long long>(p.total_steps), p.loss, val.c_str(), p.elapsed_s, p.eta_s,
-                 stderr_is_tty() ? "" : "\n");
-    if (p.step == p.total_steps && stderr_is_tty()) std::fprintf(stderr, "\n");
-  };
-}
-
 int64_t count_params(const std::vector<train::NamedParam>& ps) {
   int64_t n = 0;
   for (auto& p : ps) n += p.var.numel();
@@ -136,8 +116,7 @@ void distill_classifier(Model& tm) {
                   init_from_teacher() ? "from teacher layers " + map_str(kd.layer_map) : std::string("fresh")));
   Timer timer;
   auto student = make_student();
-  const auto rep =
-      train::distill_classifier(*student, teacher, tr, va, o, kd, progress_line<train::TrainProgress>("distill"));
+  const auto rep = train::distill_classifier(*student, teacher, tr, va, o, kd, progress_line(quiet(), "distill"));
   const double kd_seconds = timer.elapsed_ms() * 1e-3;
   student->save(f.out, tok_file);
   nlohmann::json j = {{"task", "classify"},
@@ -165,8 +144,7 @@ void distill_classifier(Model& tm) {
     train::KdOptions plain = kd;
     plain.alpha = 1.f;
     plain.hidden_weight = 0.f;
-    const auto brep =
-        train::distill_classifier(*base, teacher, tr, va, o, plain, progress_line<train::TrainProgress>("baseline"));
+    const auto brep = train::distill_classifier(*base, teacher, tr, va, o, plain, progress_line(quiet(), "baseline"));
     j["baseline_accuracy"] = brep.best_val_accuracy;
     j["baseline_seconds"] = bt.elapsed_ms() * 1e-3;
     j["baseline_train"] = brep.to_json();
@@ -227,7 +205,7 @@ void distill_lm(Model& tm) {
                   init_from_teacher() ? "from teacher layers " + map_str(kd.layer_map) : std::string("fresh")));
   Timer timer;
   auto student = make_student();
-  const auto rep = train::distill_lm(*student, teacher, tr, va, o, kd, progress_line<train::LmProgress>("distill"));
+  const auto rep = train::distill_lm(*student, teacher, tr, va, o, kd, lm_progress_line(quiet(), "distill"));
   const double kd_seconds = timer.elapsed_ms() * 1e-3;
   student->save(f.out, tok_file);
   nlohmann::json j = {{"task", "lm"},
@@ -257,7 +235,7 @@ void distill_lm(Model& tm) {
     train::KdOptions plain = kd;
     plain.alpha = 1.f;
     plain.hidden_weight = 0.f;
-    const auto brep = train::distill_lm(*base, teacher, tr, va, o, plain, progress_line<train::LmProgress>("baseline"));
+    const auto brep = train::distill_lm(*base, teacher, tr, va, o, plain, lm_progress_line(quiet(), "baseline"));
     j["baseline_ppl"] = brep.best_val_ppl;
     j["baseline_seconds"] = bt.elapsed_ms() * 1e-3;
     j["baseline_train"] = brep.to_json();

@@ -69,32 +69,7 @@ train::TrainReport run(train::TrainableEncoder& model, const train::ClassifySour
     std::fprintf(stderr, "training %s (%d layers, hidden %d) on %zu examples, validating on %zu\n",
                  model.config().model_type.c_str(), model.config().num_layers, model.config().hidden_size, tr.size(),
                  va.size());
-  int64_t last = 0;
-  const auto rep = train::train_classifier(model, tr, va, options(), [&](const train::TrainProgress& p) {
-    if (quiet || (p.step - last < 10 && p.step != p.total_steps)) return;
-    last = p.step;
-    const std::string acc = p.val_accuracy < 0 ? "-" : fmt::format("{:.2f}%", 100 * p.val_accuracy);
-    std::fprintf(stderr, "%sstep %lld/%lld  loss %.4f  val acc %s  elapsed %.0fs  ETA %.0fs   %s",
-                 stderr_is_tty() ? "\r" : "", static_cast<long long>(p.step), static_cast<long long>(p.total_steps),
-                 p.loss, acc.c_str(), p.elapsed_s, p.eta_s, stderr_is_tty() ? "" : "\n");
-  });
-  if (!quiet && stderr_is_tty()) std::fprintf(stderr, "\n");
-  return rep;
-}
-
-// Progress line of an LM run on stderr (as run() prints for classifiers).
-std::function<void(const train::LmProgress&)> lm_progress(bool quiet) {
-  if (quiet) return {};
-  auto last = std::make_shared<int64_t>(0);
-  return [last](const train::LmProgress& p) {
-    if (p.step - *last < 10 && p.step != p.total_steps) return;
-    *last = p.step;
-    const std::string ppl = p.val_ppl < 0 ? "-" : fmt::format("{:.3f}", p.val_ppl);
-    std::fprintf(stderr, "%sstep %lld/%lld  loss %.4f (ppl %.2f)  val ppl %s  elapsed %.0fs  ETA %.0fs   %s",
-                 stderr_is_tty() ? "\r" : "", static_cast<long long>(p.step), static_cast<long long>(p.total_steps),
-                 p.loss, std::exp(p.loss), ppl.c_str(), p.elapsed_s, p.eta_s, stderr_is_tty() ? "" : "\n");
-    if (p.step == p.total_steps && stderr_is_tty()) std::fprintf(stderr, "\n");
-  };
+  return train::train_classifier(model, tr, va, options(), progress_line(quiet));
 }
 
 void report(const train::TrainReport& rep, size_t ntr, size_t nva, nlohmann::json extra) {
@@ -246,7 +221,7 @@ void train_lm() {
   o.eval_every = c.eval_every;
   o.patience = c.patience;
   o.seed = c.seed;
-  const auto rep = train::train_lm(*model, tr, va, o, lm_progress(quiet));
+  const auto rep = train::train_lm(*model, tr, va, o, lm_progress_line(quiet));
   model->save(f.out, tok_file);
   if (!learned.empty()) {
     AtomicFileWriter w(std::filesystem::path(f.out) / "tokenizer.json");

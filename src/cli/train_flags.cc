@@ -1,11 +1,48 @@
 // Shared training flags and classification data loading, TSV or images (src/cli/train_flags.h).
 #include "cli/train_flags.h"
 
+#include <fmt/format.h>
 #include <shrink/core/error.h>
 #include <shrink/eval/classification.h>
 #include <shrink/train/data.h>
 
+#include <cstdio>
+
+#include "cli/common.h"
+
 namespace shrink::cli {
+
+namespace {
+
+template <class P>
+std::function<void(const P&)> progress(bool quiet, const std::string& what) {
+  if (quiet) return {};
+  auto last = std::make_shared<int64_t>(0);
+  const std::string prefix = what.empty() ? "" : what + " ";
+  return [last, prefix](const P& p) {
+    if (p.step - *last < 10 && p.step != p.total_steps) return;
+    *last = p.step;
+    std::string val;
+    if constexpr (std::is_same_v<P, train::TrainProgress>)
+      val = p.val_accuracy < 0 ? "-" : fmt::format("val acc {:.2f}%", 100 * p.val_accuracy);
+    else
+      val = p.val_ppl < 0 ? "-" : fmt::format("val ppl {:.3f}", p.val_ppl);
+    const bool tty = stderr_is_tty();
+    std::fprintf(stderr, "%s%sstep %lld/%lld  loss %.4f  %s  elapsed %.0fs  ETA %.0fs   %s", tty ? "\r" : "",
+                 prefix.c_str(), static_cast<long long>(p.step), static_cast<long long>(p.total_steps), p.loss,
+                 val.c_str(), p.elapsed_s, p.eta_s, tty ? "" : "\n");
+    if (p.step == p.total_steps && tty) std::fprintf(stderr, "\n");
+  };
+}
+
+}  // namespace
+
+std::function<void(const train::TrainProgress&)> progress_line(bool quiet, const std::string& what) {
+  return progress<train::TrainProgress>(quiet, what);
+}
+std::function<void(const train::LmProgress&)> lm_progress_line(bool quiet, const std::string& what) {
+  return progress<train::LmProgress>(quiet, what);
+}
 
 void TrainFlags::add_to(CLI::App* sub) {
   sub->add_option("--epochs", epochs, "passes over the training data")

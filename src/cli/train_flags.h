@@ -5,14 +5,22 @@
 #pragma once
 
 #include <shrink/tokenizers/tokenizer.h>
+#include <shrink/train/lm_trainer.h>
 #include <shrink/train/trainer.h>
 
 #include <CLI/CLI.hpp>
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
 
 namespace shrink::cli {
+
+// The progress line of a training run on stderr, at most every 10 updates and at the last:
+// "[what ]step i/n  loss L  val acc A% | val ppl P  elapsed Es  ETA Es" (one line rewritten in place on a terminal).
+// No callback (no output) when quiet.
+std::function<void(const train::TrainProgress&)> progress_line(bool quiet, const std::string& what = "");
+std::function<void(const train::LmProgress&)> lm_progress_line(bool quiet, const std::string& what = "");
 
 struct TrainFlags {
   int epochs = 3, batch = 32, accumulate = 1, eval_every = 0, patience = 3;
