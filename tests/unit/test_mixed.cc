@@ -35,15 +35,21 @@ std::unique_ptr<Model> stories() {
   return load_model(testing::fixture("stories260K/stories260K.bin"), lo);
 }
 
+// --scheme auto on `samples` windows of 128 tokens of the calibration file (half for the sensitivities, half held out).
+QuantizeOptions auto_options(const std::filesystem::path& calib, int samples) {
+  QuantizeOptions opt;
+  opt.auto_scheme = true;
+  opt.calib = calib;
+  opt.calib_samples = samples;
+  opt.calib_seq_len = 128;
+  return opt;
+}
+
 TEST(Mixed, MeetsKldBudget) {
   const auto calib = calib_file();
   auto base = stories();
   auto model = stories();
-  QuantizeOptions opt;
-  opt.auto_scheme = true;
-  opt.calib = calib;
-  opt.calib_samples = 8;
-  opt.calib_seq_len = 128;
+  QuantizeOptions opt = auto_options(calib, 8);
   opt.mixed.budget_kld = 0.02;
   const QuantizeReport rep = quantize_model(model, opt);
   const MixedReport& m = rep.mixed;
@@ -75,11 +81,7 @@ TEST(Mixed, MeetsPerplexityDropBudget) {
   const auto calib = calib_file();
   auto base = stories();
   auto model = stories();
-  QuantizeOptions opt;
-  opt.auto_scheme = true;
-  opt.calib = calib;
-  opt.calib_samples = 4;  // 2 windows for the sensitivities, 2 held out
-  opt.calib_seq_len = 128;
+  QuantizeOptions opt = auto_options(calib, 4);  // 2 windows for the sensitivities, 2 held out
   opt.mixed.budget_drop_pct = 2;
   const QuantizeReport rep = quantize_model(model, opt);
   const MixedReport& m = rep.mixed;
