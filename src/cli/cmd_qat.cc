@@ -50,26 +50,6 @@ bool quiet() {
   return F().common.quiet || F().common.json;
 }
 
-// "step 40/120  loss 0.1234  val acc 81.25%  elapsed 12s  ETA 30s" every 10 updates, classifier or LM.
-template <class P>
-std::function<void(const P&)> progress_line() {
-  if (quiet()) return {};
-  auto last = std::make_shared<int64_t>(0);
-  return [last](const P& p) {
-    if (p.step - *last < 10 && p.step != p.total_steps) return;
-    *last = p.step;
-    std::string val;
-    if constexpr (std::is_same_v<P, train::TrainProgress>)
-      val = p.val_accuracy < 0 ? "-" : fmt::format("val acc {:.2f}%", 100 * p.val_accuracy);
-    else
-      val = p.val_ppl < 0 ? "-" : fmt::format("val ppl {:.3f}", p.val_ppl);
-    std::fprintf(stderr, "%sstep %lld/%lld  loss %.4f  %s  elapsed %.0fs  ETA %.0fs   %s", stderr_is_tty() ? "\r" : "",
-                 static_cast<long long>(p.step), static_cast<long long>(p.total_steps), p.loss, val.c_str(),
-                 p.elapsed_s, p.eta_s, stderr_is_tty() ? "" : "\n");
-    if (p.step == p.total_steps && stderr_is_tty()) std::fprintf(stderr, "\n");
-  };
-}
-
 train::QatOptions qat_options(const QuantSpec& spec) {
   train::QatOptions qo;
   qo.spec = spec;
@@ -132,21 +112,11 @@ void run_lm(Model& m) {
                  100 * ptq_cmp.top1_agreement, ptq_cmp.candidate.ppl, ptq_cmp.base.ppl);
 
   const train::TrainOptions c = f.train.options();
-  train::LmTrainOptions o;
-  o.epochs = c.epochs;
+  train::LmTrainOptions o = lm_train_options(c);
   // LM defaults (measured on stories260K, docs/qat.md): 16 chunks per update at 5e-4.
   o.batch = f.given("--batch") ? c.batch : 16;
-  o.accumulate = c.accumulate;
   o.lr = f.given("--lr") ? c.lr : 5e-4f;
-  o.warmup_fraction = c.warmup_fraction;
-  o.decay = c.decay;
-  o.weight_decay = c.weight_decay;
-  o.clip = c.clip;
-  o.max_minutes = c.max_minutes;
-  o.eval_every = c.eval_every;
-  o.patience = c.patience;
-  o.seed = c.seed;
-  const auto rep = train::qat_lm(model, qat, tr, va, o, loss, progress_line<train::LmProgress>());
+  const auto rep = train::qat_lm(model, qat, tr, va, o, loss, lm_progress_line(quiet()));
 
   auto packed = convert_qat(model, qat);
   const DecoderComparison qat_cmp = compare_decoders(base, dynamic_cast<DecoderModel&>(*packed), held, f.ctx);
@@ -250,7 +220,7 @@ void run() {
   if (!quiet())
     std::fprintf(stderr, "qat %s: %zu layers fake-quantized, %zu training / %zu validation examples\n",
                  spec.name().c_str(), qat.slots().size(), tr.size(), va.size());
-  const auto rep = train::train_classifier(model, tr, va, o, progress_line<train::TrainProgress>());
+  const auto rep = train::train_classifier(model, tr, va, o, progress_line(quiet()));
 
   const double fq_acc = train::accuracy(model, va);
   const auto fq_pred = train::predict(model, va);

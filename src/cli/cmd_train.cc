@@ -207,20 +207,10 @@ void train_lm() {
                  "validating on %zu\n",
                  model->config().num_layers, model->config().hidden_size,
                  static_cast<long long>(model->parameter_count()), tr.size(), f.ctx, va.size());
-  train::LmTrainOptions o;
   const train::TrainOptions c = options();
-  o.epochs = c.epochs;
-  o.batch = c.batch;
-  o.accumulate = c.accumulate;
+  train::LmTrainOptions o = lm_train_options(c);
   o.lr = f.given("--lr") ? c.lr : 2e-3f;
-  o.warmup_fraction = c.warmup_fraction;
   o.decay = f.given("--decay") ? c.decay : train::Decay::Cosine;
-  o.weight_decay = c.weight_decay;
-  o.clip = c.clip;
-  o.max_minutes = c.max_minutes;
-  o.eval_every = c.eval_every;
-  o.patience = c.patience;
-  o.seed = c.seed;
   const auto rep = train::train_lm(*model, tr, va, o, lm_progress_line(quiet));
   model->save(f.out, tok_file);
   if (!learned.empty()) {
