@@ -11,6 +11,7 @@
 
 #include "kernels/bf16/bf16_kernels.h"
 #include "kernels/gemm/sgemm_kernels.h"
+#include "kernels/gemv_row_blocks.h"
 #include "kernels/int4/transpose_simd.h"
 
 namespace shrink::kernels::detail {
@@ -63,21 +64,8 @@ template <int R>
 void gemv_rows(const Bf16Matrix& w, const float* x, int64_t ldx, const float* bias, float* y, int64_t ldy, int64_t o0,
                int64_t o1) {
   constexpr int NR = R <= 2 ? 4 : 2;
-  int64_t o = o0;
-  for (; o + NR <= o1; o += NR) {
-    float out[NR][R];
-    gemv_block<R, NR>(w, x, ldx, o, out);
-#pragma GCC unroll 4
-    for (int j = 0; j < NR; ++j)
-#pragma GCC unroll 4
-      for (int r = 0; r < R; ++r) y[r * ldy + o + j] = out[j][r] + (bias ? bias[o + j] : 0.f);
-  }
-  for (; o < o1; ++o) {
-    float out[1][R];
-    gemv_block<R, 1>(w, x, ldx, o, out);
-#pragma GCC unroll 4
-    for (int r = 0; r < R; ++r) y[r * ldy + o] = out[0][r] + (bias ? bias[o] : 0.f);
-  }
+  gemv_row_blocks<R, NR>(bias, y, ldy, o0, o1,
+                         [&]<int N>(int64_t o, float out[N][R]) { gemv_block<R, N>(w, x, ldx, o, out); });
 }
 
 }  // namespace

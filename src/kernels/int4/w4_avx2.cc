@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "kernels/gemm/sgemm_kernels.h"
+#include "kernels/gemv_row_blocks.h"
 #include "kernels/int4/transpose_simd.h"
 #include "kernels/int4/w4_kernels.h"
 
@@ -129,23 +130,10 @@ void gemv_rows(const W4Matrix& w, const PreparedX& px, const float* bias, float*
   params.resize(static_cast<size_t>(2 * NR * groups));
   float* sf = params.data();
   float* zf = sf + NR * groups;
-  int64_t o = o0;
-  for (; o + NR <= o1; o += NR) {
-    float out[NR][R];
-    row_params<NR>(w, o, groups, sf, zf);
-    gemv_block<G, R, NR, Asym>(w, px, o, sf, zf, out);
-#pragma GCC unroll 4
-    for (int j = 0; j < NR; ++j)
-#pragma GCC unroll 4
-      for (int r = 0; r < R; ++r) y[r * ldy + o + j] = out[j][r] + (bias ? bias[o + j] : 0.f);
-  }
-  for (; o < o1; ++o) {
-    float out[1][R];
-    row_params<1>(w, o, groups, sf, zf);
-    gemv_block<G, R, 1, Asym>(w, px, o, sf, zf, out);
-#pragma GCC unroll 4
-    for (int r = 0; r < R; ++r) y[r * ldy + o] = out[0][r] + (bias ? bias[o] : 0.f);
-  }
+  gemv_row_blocks<R, NR>(bias, y, ldy, o0, o1, [&]<int N>(int64_t o, float out[N][R]) {
+    row_params<N>(w, o, groups, sf, zf);
+    gemv_block<G, R, N, Asym>(w, px, o, sf, zf, out);
+  });
 }
 
 template <int G, bool Asym>

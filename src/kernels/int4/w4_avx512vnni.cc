@@ -163,9 +163,8 @@ void w4_gemv_rows_avx512vnni(const W4Matrix& w, const float* x, int64_t m, int64
   const XqView v = prepared_xq(w, x, m, ldx, px, prepare_xq);
   w4_gemv_dispatch(w, m, [&]<int G, int R, bool Asym>() {
     constexpr int NR = R <= 2 ? 4 : 2;
-    w4_gemv_row_blocks<R, NR>(bias, y, ldy, o0, o1, [&]<int N>(int64_t o, float out[N][R]) {
-      gemv_block<G, R, N, Asym>(w, v, o, out);
-    });
+    gemv_row_blocks<R, NR>(bias, y, ldy, o0, o1,
+                           [&]<int N>(int64_t o, float out[N][R]) { gemv_block<G, R, N, Asym>(w, v, o, out); });
   });
 }
 

@@ -44,8 +44,7 @@ const W4Kernels& w4_kernels(Isa isa) {
   static const bool use_q8 = [] {
     const char* env = std::getenv("SHRINK_W4_GEMV");
     check(!env || std::string_view(env) == "f32" || std::string_view(env) == "q8",
-          "SHRINK_W4_GEMV={}: expected f32 (exact fp32 GEMV) or q8 (x rounded to int8 per 32 values)",
-          env ? env : "");
+          "SHRINK_W4_GEMV={}: expected f32 (exact fp32 GEMV) or q8 (x rounded to int8 per 32 values)", env ? env : "");
     return !(env && std::string_view(env) == "f32");
   }();
   if (isa == Isa::Avx512 && use_q8 && cpu_features().avx512vnni) return kVnni;

@@ -1,5 +1,6 @@
-// Run-time to compile-time dispatch and the output-row loop shared by the W4 GEMV TUs of every ISA. Each TU includes
-// it with its own -m flags; everything is in an unnamed namespace so code built for different ISAs never merges.
+// Run-time to compile-time dispatch and the output-row loop (kernels/gemv_row_blocks.h) shared by the W4 GEMV TUs of
+// every ISA. Each TU includes it with its own -m flags; everything is in an unnamed namespace so code built for
+// different ISAs never merges.
 #pragma once
 
 #include <shrink/kernels/int4.h>
@@ -7,6 +8,8 @@
 #include <cstdint>
 #include <cstring>
 #include <vector>
+
+#include "kernels/gemv_row_blocks.h"
 
 namespace shrink::kernels::detail {
 namespace {
@@ -39,8 +42,7 @@ struct XqView {
 // rounded from and is reused while x, its shape and the weight layout are unchanged (a memcmp of k floats per row,
 // ~10x cheaper); otherwise prepare(w, x, m, ldx, p), the ISA's rounding, fills it again.
 template <class Prepare>
-inline XqView prepared_xq(const W4Matrix& w, const float* x, int64_t m, int64_t ldx, PreparedXq& p,
-                          Prepare&& prepare) {
+inline XqView prepared_xq(const W4Matrix& w, const float* x, int64_t m, int64_t ldx, PreparedXq& p, Prepare&& prepare) {
   const bool asym = w.zero_points != nullptr;
   bool same = p.m == m && p.k == w.k && p.group == w.group && p.asym == asym;
   const size_t row_bytes = static_cast<size_t>(w.k) * sizeof(float);
@@ -74,27 +76,6 @@ inline void w4_gemv_dispatch(const W4Matrix& w, int64_t m, Fn&& fn) {
     case 32: return asym ? by_m.template operator()<32, true>() : by_m.template operator()<32, false>();
     case 64: return asym ? by_m.template operator()<64, true>() : by_m.template operator()<64, false>();
     default: return asym ? by_m.template operator()<128, true>() : by_m.template operator()<128, false>();
-  }
-}
-
-// Output rows [o0, o1) of R x rows: blocks of NR weight rows (block.template operator()<NR>(o, out) fills
-// out[NR][R]), then the rest one by one; adds the bias and stores into y (row stride ldy).
-template <int R, int NR, class Block>
-inline void w4_gemv_row_blocks(const float* bias, float* y, int64_t ldy, int64_t o0, int64_t o1, Block&& block) {
-  int64_t o = o0;
-  for (; o + NR <= o1; o += NR) {
-    float out[NR][R];
-    block.template operator()<NR>(o, out);
-#pragma GCC unroll 4
-    for (int j = 0; j < NR; ++j)
-#pragma GCC unroll 4
-      for (int r = 0; r < R; ++r) y[r * ldy + o + j] = out[j][r] + (bias ? bias[o + j] : 0.f);
-  }
-  for (; o < o1; ++o) {
-    float out[1][R];
-    block.template operator()<1>(o, out);
-#pragma GCC unroll 4
-    for (int r = 0; r < R; ++r) y[r * ldy + o] = out[0][r] + (bias ? bias[o] : 0.f);
   }
 }
 

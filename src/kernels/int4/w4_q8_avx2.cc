@@ -23,15 +23,16 @@ namespace {
 inline __m256 load_first(const float* p, int64_t valid) {
   if (valid >= 8) return _mm256_loadu_ps(p);
   if (valid <= 0) return _mm256_setzero_ps();
-  const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(valid)),
-                                          _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  const __m256i mask =
+      _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(valid)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
   return _mm256_maskload_ps(p, mask);
 }
 
 // Even (Odd = false) or odd elements of a[0..7], b[0..7], in order.
 template <bool Odd>
 inline __m256 deinterleave(__m256 a, __m256 b) {
-  const __m256 t = Odd ? _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1)) : _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
+  const __m256 t =
+      Odd ? _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1)) : _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
   return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(t), _MM_SHUFFLE(3, 1, 2, 0)));
 }
 
@@ -169,10 +170,13 @@ void gemv_block(const W4Matrix& w, const XqView px, int64_t o, float out[NR][R])
 #pragma GCC unroll 4
       for (int r = 0; r < R; ++r) {
         const int64_t lane = r * px.lanes + 8 * c;
-        const __m256i pe = _mm256_maddubs_epi16(lo, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(px.xe + 4 * lane)));
-        const __m256i po = _mm256_maddubs_epi16(hi, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(px.xo + 4 * lane)));
+        const __m256i pe =
+            _mm256_maddubs_epi16(lo, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(px.xe + 4 * lane)));
+        const __m256i po =
+            _mm256_maddubs_epi16(hi, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(px.xo + 4 * lane)));
         __m256i ai = _mm256_madd_epi16(_mm256_add_epi16(pe, po), ones16);
-        if constexpr (!Asym) ai = _mm256_add_epi32(ai, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(px.xsum_i + lane)));
+        if constexpr (!Asym)
+          ai = _mm256_add_epi32(ai, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(px.xsum_i + lane)));
         __m256 t = _mm256_cvtepi32_ps(ai);
         if constexpr (Asym) t = _mm256_fnmadd_ps(z, _mm256_loadu_ps(px.xsum_f + lane), t);
         t = _mm256_mul_ps(t, _mm256_loadu_ps(px.dx + lane));
@@ -194,9 +198,8 @@ void w4_gemv_rows_q8_avx2(const W4Matrix& w, const float* x, int64_t m, int64_t 
   const XqView v = prepared_xq(w, x, m, ldx, px, prepare_xq);
   w4_gemv_dispatch(w, m, [&]<int G, int R, bool Asym>() {
     constexpr int NR = R <= 2 ? 4 : 2;
-    w4_gemv_row_blocks<R, NR>(bias, y, ldy, o0, o1, [&]<int N>(int64_t o, float out[N][R]) {
-      gemv_block<G, R, N, Asym>(w, v, o, out);
-    });
+    gemv_row_blocks<R, NR>(bias, y, ldy, o0, o1,
+                           [&]<int N>(int64_t o, float out[N][R]) { gemv_block<G, R, N, Asym>(w, v, o, out); });
   });
 }
 
