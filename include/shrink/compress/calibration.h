@@ -43,6 +43,12 @@ struct ActRange {
   std::vector<float> channel_lo, channel_hi;
 };
 
+// Runs the model once over the set, as calibration does: decoders DecoderModel::forward on each sequence (a new
+// cache per sequence, truncated to the context, all positions' logits); text encoders EncoderModel::forward on one
+// unpadded sequence at a time (padding would be observed as text), truncated to max_position_embeddings; image
+// encoders forward_images on set.images. Throws naming the mismatch when the set does not fit the model.
+void run_calibration_set(Model& model, const CalibSet& set);
+
 // Runs the model over the set with every linear's input observed (each slot's impl is wrapped in an observing
 // Linear decorator for the duration and restored after, also on error: no model code changes) and returns, per
 // slot name, activation quantization parameters for u8 static activations. Decoders run DecoderModel::forward on

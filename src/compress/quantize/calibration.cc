@@ -214,50 +214,6 @@ class ObserveScope {
   std::vector<Wrapped> wrapped_;
 };
 
-void run_model(Model& model, const CalibSet& set) {
-  if (auto* dec = dynamic_cast<DecoderModel*>(&model)) {
-    const int64_t vocab = dec->config().vocab_size;
-    std::vector<float> logits;
-    for (const auto& seq : set.sequences) {
-      const int64_t n = std::min<int64_t>(static_cast<int64_t>(seq.size()), dec->max_context());
-      if (n <= 0) continue;
-      KvCache cache = dec->new_cache(n);
-      logits.resize(static_cast<size_t>(n * vocab));
-      dec->forward(cache, seq.data(), n, logits.data(), true);  // all positions: the head sees every row
-    }
-    return;
-  }
-  auto* enc = dynamic_cast<EncoderModel*>(&model);
-  check(enc != nullptr, "calibration: the model is neither a decoder nor an encoder");
-  if (enc->takes_images()) {
-    const ModelConfig& c = enc->config();
-    const int64_t per = int64_t{c.num_channels} * c.image_size * c.image_size,
-                  n = static_cast<int64_t>(set.images.size()) / per;
-    check(n > 0 && static_cast<int64_t>(set.images.size()) == n * per,
-          "calibration: {} pixel values; {} takes images of {}x{}x{} (pass calibration images, e.g. --calib-images)",
-          set.images.size(), c.architecture, c.num_channels, c.image_size, c.image_size);
-    constexpr int64_t kBatch = 16;  // no padding in images: batching changes nothing the observers see
-    for (int64_t i = 0; i < n; i += kBatch) enc->forward_images(set.images.data() + i * per, std::min(kBatch, n - i));
-    return;
-  }
-  check(!set.sequences.empty(), "calibration: {} reads text; the calibration set holds images",
-        enc->config().architecture);
-  const int64_t max_len = enc->config().max_position_embeddings;
-  for (const auto& seq : set.sequences) {
-    const int64_t n =
-        max_len > 0 ? std::min<int64_t>(static_cast<int64_t>(seq.size()), max_len) : static_cast<int64_t>(seq.size());
-    if (n <= 0) continue;
-    BatchEncoding b;  // one unpadded row: padding would be observed as if it were text
-    b.batch = 1;
-    b.seq = n;
-    b.ids.assign(seq.begin(), seq.begin() + n);
-    b.type_ids.assign(static_cast<size_t>(n), 0);
-    b.attention_mask.assign(static_cast<size_t>(n), 1);
-    b.lengths = {static_cast<int32_t>(n)};
-    enc->forward(b);
-  }
-}
-
 ActRange range_from(ClipRange r, const std::string& observer) {
   ActRange a;
   a.lo = r.lo;
@@ -323,6 +279,50 @@ ActRange choose_auto(const LinearSlot& slot, const Linear& inner, const LayerSta
 
 }  // namespace
 
+void run_calibration_set(Model& model, const CalibSet& set) {
+  if (auto* dec = dynamic_cast<DecoderModel*>(&model)) {
+    const int64_t vocab = dec->config().vocab_size;
+    std::vector<float> logits;
+    for (const auto& seq : set.sequences) {
+      const int64_t n = std::min<int64_t>(static_cast<int64_t>(seq.size()), dec->max_context());
+      if (n <= 0) continue;
+      KvCache cache = dec->new_cache(n);
+      logits.resize(static_cast<size_t>(n * vocab));
+      dec->forward(cache, seq.data(), n, logits.data(), true);  // all positions: the head sees every row
+    }
+    return;
+  }
+  auto* enc = dynamic_cast<EncoderModel*>(&model);
+  check(enc != nullptr, "calibration: the model is neither a decoder nor an encoder");
+  if (enc->takes_images()) {
+    const ModelConfig& c = enc->config();
+    const int64_t per = int64_t{c.num_channels} * c.image_size * c.image_size,
+                  n = static_cast<int64_t>(set.images.size()) / per;
+    check(n > 0 && static_cast<int64_t>(set.images.size()) == n * per,
+          "calibration: {} pixel values; {} takes images of {}x{}x{} (pass calibration images, e.g. --calib-images)",
+          set.images.size(), c.architecture, c.num_channels, c.image_size, c.image_size);
+    constexpr int64_t kBatch = 16;  // no padding in images: batching changes nothing the observers see
+    for (int64_t i = 0; i < n; i += kBatch) enc->forward_images(set.images.data() + i * per, std::min(kBatch, n - i));
+    return;
+  }
+  check(!set.sequences.empty(), "calibration: {} reads text; the calibration set holds images",
+        enc->config().architecture);
+  const int64_t max_len = enc->config().max_position_embeddings;
+  for (const auto& seq : set.sequences) {
+    const int64_t n =
+        max_len > 0 ? std::min<int64_t>(static_cast<int64_t>(seq.size()), max_len) : static_cast<int64_t>(seq.size());
+    if (n <= 0) continue;
+    BatchEncoding b;  // one unpadded row: padding would be observed as if it were text
+    b.batch = 1;
+    b.seq = n;
+    b.ids.assign(seq.begin(), seq.begin() + n);
+    b.type_ids.assign(static_cast<size_t>(n), 0);
+    b.attention_mask.assign(static_cast<size_t>(n), 1);
+    b.lengths = {static_cast<int32_t>(n)};
+    enc->forward(b);
+  }
+}
+
 std::map<std::string, ActRange> calibrate_activations(Model& model, const CalibSet& set, const ObserverOptions& opt) {
   check_observer_name(opt.observer);
   check(opt.percentile > 0 && opt.percentile <= 100,
@@ -331,7 +331,7 @@ std::map<std::string, ActRange> calibrate_activations(Model& model, const CalibS
   const bool is_auto = opt.observer == "auto";
   std::map<std::string, ActRange> result;
   ObserveScope scope(model, opt, is_auto);
-  run_model(model, set);
+  run_calibration_set(model, set);
   for (auto& w : scope.wrapped_) {
     const LayerStats& st = *w.stats;
     if (st.hist.nonfinite() > 0)

@@ -273,23 +273,6 @@ GptqReport gptq_decoder(DecoderModel& model, const CalibSet& set, const std::map
   return rep;
 }
 
-void run_encoder(EncoderModel& enc, const CalibSet& set) {
-  const int64_t max_len = enc.config().max_position_embeddings;
-  for (const auto& seq : set.sequences) {
-    const int64_t n =
-        max_len > 0 ? std::min<int64_t>(static_cast<int64_t>(seq.size()), max_len) : static_cast<int64_t>(seq.size());
-    if (n <= 0) continue;
-    BatchEncoding b;  // one unpadded row: padding rows would enter the Hessians
-    b.batch = 1;
-    b.seq = n;
-    b.ids.assign(seq.begin(), seq.begin() + n);
-    b.type_ids.assign(static_cast<size_t>(n), 0);
-    b.attention_mask.assign(static_cast<size_t>(n), 1);
-    b.lengths = {static_cast<int32_t>(n)};
-    enc.forward(b);
-  }
-}
-
 // Encoder linears that read the attention input together (BERT attention.self.{query,key,value}, DistilBERT
 // attention.{q,k,v}_lin).
 bool reads_attention_input(const std::string& name) {
@@ -363,7 +346,7 @@ GptqReport walk_encoder_layers(EncoderModel& model, const CalibSet& set, const G
       }
     if (captured.empty()) continue;
     capture_then_quantize(
-        br, scope, [&] { run_encoder(model, set); },
+        br, scope, [&] { run_calibration_set(model, set); },
         [&] {
           if (visit.captured)
             for (const auto* group : captured) visit.captured(layer, *group, BlockProbe{});
