@@ -140,7 +140,8 @@ size_t TokenStream::advance(const std::vector<TokenStream*>& streams, std::vecto
   }
   if (run.empty()) return 0;
   const int64_t vocab = static_cast<int64_t>(run.front()->logits_.size());
-  std::vector<float> logits(run.size() * static_cast<size_t>(vocab));
+  thread_local std::vector<float> logits;  // kept across steps: a decode step allocates nothing
+  logits.resize(run.size() * static_cast<size_t>(vocab));
   run.front()->model_.forward_batch(seqs, logits.data(), scratch);
   for (size_t i = 0; i < run.size(); ++i) {
     std::copy_n(logits.data() + i * vocab, vocab, run[i]->logits_.data());
