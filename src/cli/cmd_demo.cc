@@ -151,7 +151,7 @@ void register_demo(CLI::App& app) {
     const std::vector<SweepConfig> configs =
         parse_sweep_space(demo_space(limit), "(built-in demo space)", so.pipeline.commands, in);
     run_sweep_rank(configs, so);
-    merge_sweep_results(so.pipeline.out, configs, 1);
+    merge_sweep_results(configs, so);
     const ReportPaths paths = write_report(so.pipeline.out);
     const ReportInput rep = load_report_input(so.pipeline.out / "results.jsonl");
     if (f.json) {

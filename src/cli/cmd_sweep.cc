@@ -100,7 +100,7 @@ void register_sweep(CLI::App& app) {
     }
     mpi.barrier();
     if (mpi.rank != 0) return;
-    const size_t rows = merge_sweep_results(so.pipeline.out, configs, mpi.ranks);
+    const size_t rows = merge_sweep_results(configs, so);
     run_report(so.pipeline);
     if (f.json)
       return print_json({{"out", out},

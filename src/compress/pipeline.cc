@@ -8,6 +8,7 @@
 #include <shrink/formats/model_dir.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -148,7 +149,8 @@ nlohmann::json measure(const Recipe& r, const PipelineOptions& opt, const std::s
 
 // The recipe parts that change a measurement but not a model.
 nlohmann::json measure_key(const Recipe& r, const PipelineOptions& opt) {
-  return {{"eval", r.eval},
+  return {{"baseline_files", model_fingerprint(opt.model)},
+          {"eval", r.eval},
           {"bench", r.bench},
           {"task", r.in.task},
           {"input", recipe_eval_input(r.in)},
@@ -200,6 +202,33 @@ std::string command_cache_key(const std::string& prefix, int version, const std:
   j["args"] = args;
   j["version"] = version;
   return prefix + "-" + hash_of(j).substr(0, 16);
+}
+
+std::string model_fingerprint(const std::string& model) {
+  std::vector<fs::path> files;
+  std::error_code ec;
+  if (fs::is_directory(model, ec)) {
+    for (const auto& e : fs::directory_iterator(model, ec))
+      if (e.is_regular_file(ec)) files.push_back(e.path());
+  } else if (fs::exists(model, ec)) {
+    files.push_back(model);
+  }
+  std::sort(files.begin(), files.end());
+  nlohmann::json j = nlohmann::json::array();
+  for (const auto& f : files) {
+    const auto size = fs::file_size(f, ec);
+    const auto mtime = fs::last_write_time(f, ec).time_since_epoch().count();
+    j.push_back({f.filename().string(), ec ? -1 : static_cast<int64_t>(size), static_cast<int64_t>(mtime)});
+  }
+  return hash_of(j).substr(0, 16);
+}
+
+std::string sweep_row_key(const Recipe& r, const PipelineOptions& opt, bool baseline) {
+  nlohmann::json stages = nlohmann::json::array();
+  if (!baseline)
+    for (const auto& st : r.stages)
+      stages.push_back({{"kind", st.kind}, {"params", resolved_stage_params(r, st, opt.commands.at(st.kind))}});
+  return hash_of({{"measure", measure_key(r, opt)}, {"stages", stages}}).substr(0, 16);
 }
 
 std::string stage_dir_name(size_t index, const std::string& kind) {
@@ -258,8 +287,9 @@ PipelineResult run_pipeline(const Recipe& r, const PipelineOptions& opt) {
 
   std::string input = opt.model, chain;
   nlohmann::json stages = nlohmann::json::array();
-  std::string prev_hash =
-      hash_of({{"model", fs::absolute(opt.model).lexically_normal().string()}, {"tokenizer", r.in.tokenizer}});
+  std::string prev_hash = hash_of({{"model", fs::absolute(opt.model).lexically_normal().string()},
+                                   {"files", model_fingerprint(opt.model)},
+                                   {"tokenizer", r.in.tokenizer}});
   for (size_t i = 0; i < r.stages.size(); ++i) {
     const RecipeStage& st = r.stages[i];
     const nlohmann::json params = resolved_stage_params(r, st, opt.commands.at(st.kind));

@@ -5,6 +5,7 @@
 #include <shrink/compress/pipeline.h>
 #include <shrink/core/mmap.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -92,6 +93,47 @@ TEST(Sweep, SingleRankResumesAndRecordsFailures) {
   EXPECT_HAS(r2.err, "quantize-w4a16-g32 (5/5): skipped, already in the results");
   EXPECT_EQ(r2.err.find(": running"), std::string::npos) << r2.err;
   EXPECT_EQ(read_text_file(out / "results.jsonl"), before);
+}
+
+// A sweep into a DIR that holds rows of another model (here: the same file rewritten, so its fingerprint changes) must
+// measure everything again and keep no row of the old one: the demo once showed a stale baseline this way.
+TEST(Sweep, RowsOfAnotherModelAreMeasuredAgain) {
+  const fs::path dir = testing::temp_dir("sweep-stale"), space_file = dir / "space.yaml", out = dir / "out",
+                 model = dir / "model.bin";
+  fs::copy_file(testing::fixture("stories260K/stories260K.bin"), model);
+  testing::write_bytes(space_file,
+                       "base:\n  task: lm\n  eval: {max-bytes: 2048, max-tokens: 256, ctx: 128}\n"
+                       "  bench: {prompt-len: 4, gen: 4, iters: 2, warmup: 1}\n"
+                       "configs:\n  - id: bf16\n    stages: [{kind: quantize, scheme: bf16}]\n");
+  const std::string args = "sweep " + model.string() + " --tokenizer " +
+                           testing::fixture("stories260K/tok512.bin").string() + " --text " +
+                           testing::fixture("text/tinyshakespeare.txt").string() + " --space " + space_file.string() +
+                           " --out " + out.string();
+  const auto r1 = testing::run_cli(args);
+  ASSERT_EQ(r1.code, 0) << r1.err;
+  const auto first = read_jsonl(out / "results.jsonl");
+  ASSERT_EQ(names(first), (std::vector<std::string>{"baseline", "bf16"}));
+  ASSERT_TRUE(first[0].contains("key") && first[1].contains("key"));
+  EXPECT_NE(first[0]["key"], first[1]["key"]);
+
+  // Same path, new file: a later modification time is enough to make it another model.
+  fs::last_write_time(model, fs::last_write_time(model) + std::chrono::seconds(5));
+  const auto r2 = testing::run_cli(args);
+  ASSERT_EQ(r2.code, 0) << r2.err;
+  EXPECT_HAS(r2.err, "came from another model or other settings: measuring them again");
+  EXPECT_HAS(r2.err, "baseline: measuring");
+  EXPECT_HAS(r2.err, "bf16 (1/1): running");
+  EXPECT_HAS(r2.err, "stage 1/1 01-quantize: running");  // the stage marker is not reused either
+  const auto second = read_jsonl(out / "results.jsonl");
+  ASSERT_EQ(names(second), (std::vector<std::string>{"baseline", "bf16"}));
+  EXPECT_NE(second[0]["key"], first[0]["key"]);
+  EXPECT_NE(second[1]["key"], first[1]["key"]);
+
+  // And unchanged, nothing runs.
+  const auto r3 = testing::run_cli(args);
+  ASSERT_EQ(r3.code, 0) << r3.err;
+  EXPECT_EQ(r3.err.find(": running"), std::string::npos) << r3.err;
+  EXPECT_EQ(r3.err.find("measuring them again"), std::string::npos) << r3.err;
 }
 
 }  // namespace

@@ -45,6 +45,15 @@ nlohmann::json measure_baseline(const Recipe& recipe, const PipelineOptions& opt
 // JSON {"args":[ARGS...],"version":V}, so changed arguments or a new format version never reuse an old result.
 std::string command_cache_key(const std::string& prefix, int version, const std::vector<std::string>& args);
 
+// What a model's files are, cheaply: 16 hex digits of the SHA-256 of each file's name, size and modification time
+// (a directory's regular files, or the one file). A model retrained or replaced at the same path changes it, so stage
+// markers and sweep rows made from the old one are not reused.
+std::string model_fingerprint(const std::string& model);
+
+// The identity of a result row: the model's fingerprint, the measurement settings and (unless `baseline`) the stages
+// with their resolved parameters. A sweep reuses a row only when its `key` equals this.
+std::string sweep_row_key(const Recipe& recipe, const PipelineOptions& opt, bool baseline);
+
 // The stage directory name: "01-prune".
 std::string stage_dir_name(size_t index, const std::string& kind);
 
@@ -62,12 +71,16 @@ struct SweepOptions {
 std::filesystem::path sweep_results_file(const std::filesystem::path& out, int rank, int ranks);
 
 // Runs this rank's share of `configs` (rank 0 also measures the baseline), skipping ids already in DIR/results.jsonl
-// or any rank file. A configuration that fails becomes a row with `error`; the sweep goes on. Returns the ids run.
+// or any rank file with the same `key` (sweep_row_key). Rows of those ids with another key (an earlier sweep of a
+// different model or settings into the same DIR) are stale: rank 0 removes them from DIR/results.jsonl, saying so,
+// and they are measured again. A configuration that fails becomes a row with `error`; the sweep goes on.
+// Returns the ids run.
 std::vector<std::string> run_sweep_rank(const std::vector<SweepConfig>& configs, const SweepOptions& opt);
 
 // After every rank is done: DIR/results.jsonl = its old rows + the rank files' rows (baseline first, each name once,
-// configurations in space order); the rank files are removed. Returns the number of rows.
-size_t merge_sweep_results(const std::filesystem::path& out, const std::vector<SweepConfig>& configs, int ranks);
+// configurations in space order, stale rows of `configs` dropped); the rank files are removed. Returns the number of
+// rows.
+size_t merge_sweep_results(const std::vector<SweepConfig>& configs, const SweepOptions& opt);
 
 // `shrink report DIR` as a child when the build has it; otherwise a note on stderr. Never throws on its failure.
 void run_report(const PipelineOptions& opt);
