@@ -84,8 +84,11 @@ struct GemmShape {
   const char* what;
   int64_t m, k, n;
 };
-const GemmShape kGemmShapes[] = {
-    {"attn_qkv_out", 128, 768, 768}, {"ffn_up", 128, 768, 3072}, {"ffn_down", 128, 3072, 768}};
+// BERT-base rows of 128 tokens, and the demo's ViT (hidden 64, FFN 128) at batch 32: 544 rows of 17 patches, a
+// 64-column projection is one panel.
+const GemmShape kGemmShapes[] = {{"attn_qkv_out", 128, 768, 768}, {"ffn_up", 128, 768, 3072},
+                                 {"ffn_down", 128, 3072, 768},    {"vit_attn", 544, 64, 64},
+                                 {"vit_ffn_up", 544, 64, 128},    {"vit_ffn_down", 544, 128, 64}};
 
 struct GemmOperands {
   std::vector<int8_t> wq;

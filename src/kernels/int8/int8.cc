@@ -87,6 +87,39 @@ void run_panels(int64_t macs, int64_t panels, Fn&& fn) {
     parallel_for(panels, 1, fn);
 }
 
+// Like run_panels for the GEMMs, but with fn(p0, p1, r0, r1) over panels and row ranges: when there are fewer than
+// two panels per thread the rows are split too, in blocks of a multiple of 12 rows (whole 4- and 6-row tiles).
+// A [544 x 64] x [64 x 64] ViT projection is one 64-column panel: by panels alone one thread did all of it.
+template <class Fn>
+void run_panel_rows(int64_t macs, int64_t panels, int64_t m, Fn&& fn) {
+  const int64_t threads = num_threads();
+  if (macs < kSerialMacs || threads <= 1 || panels >= threads || m < 24) {
+    run_panels(macs, panels, [&](int64_t p0, int64_t p1) { fn(p0, p1, int64_t{0}, m); });
+    return;
+  }
+  const int64_t want = (2 * threads + panels - 1) / panels;  // row blocks per panel
+  const int64_t rows = std::max<int64_t>(12, ((m + want - 1) / want + 11) / 12 * 12);
+  const int64_t blocks = (m + rows - 1) / rows;
+  // Units are (panel, row block), panel-major: a thread's contiguous units share panels.
+  parallel_for(panels * blocks, 1, [&](int64_t u0, int64_t u1) {
+    for (int64_t u = u0; u < u1;) {
+      const int64_t p = u / blocks, last = std::min(u1, (p + 1) * blocks);
+      fn(p, p + 1, (u % blocks) * rows, std::min(m, ((last - 1) % blocks + 1) * rows));
+      u = last;
+    }
+  });
+}
+
+// The same GEMM on rows [r0, r1) only.
+detail::Int8GemmArgs row_slice(detail::Int8GemmArgs g, int64_t r0, int64_t r1) {
+  g.a += r0 * g.lda;
+  g.m = r1 - r0;
+  if (g.c) g.c += r0 * g.ldc;
+  if (g.y) g.y += r0 * g.ldy;
+  if (g.a_scale) g.a_scale += r0 * g.a_scale_stride;
+  return g;
+}
+
 }  // namespace
 
 const char* int8_isa_name(Int8Isa isa) {
@@ -213,7 +246,8 @@ void gemm_u8s8s32(Int8Isa isa, const PackedWeightsS8& w, const uint8_t* a, int64
   detail::Int8GemmArgs g{a,   lda,     m, w.data(), w.kpad(), w.n(), w.wsum(), w.scale(), c,
                          ldc, nullptr, 0, nullptr,  0,        0,     nullptr,  0,         w.n()};
   const auto fn = detail::int8_kernels(isa).gemm;
-  run_panels(m * w.n() * w.k(), w.panels(), [&](int64_t p0, int64_t p1) { fn(g, p0, p1); });
+  run_panel_rows(m * w.n() * w.k(), w.panels(), m,
+                 [&](int64_t p0, int64_t p1, int64_t r0, int64_t r1) { fn(row_slice(g, r0, r1), p0, p1); });
 }
 
 namespace {
@@ -234,7 +268,8 @@ void gemm_u8s8_f32(Int8Isa isa, const PackedWeightsS8& w, const A8Rows& a, int64
   const detail::Int8GemmArgs g = w8a8_args(w, a, m, bias, y, ldy, 0, w.n());
   if (m == 0) return;
   const auto fn = detail::int8_kernels(isa).gemm;
-  run_panels(m * w.n() * w.k(), w.panels(), [&](int64_t p0, int64_t p1) { fn(g, p0, p1); });
+  run_panel_rows(m * w.n() * w.k(), w.panels(), m,
+                 [&](int64_t p0, int64_t p1, int64_t r0, int64_t r1) { fn(row_slice(g, r0, r1), p0, p1); });
 }
 
 void gemm_u8s8_f32_cols(Int8Isa isa, const PackedWeightsS8& w, const A8Rows& a, int64_t m, const float* bias, float* y,
@@ -289,14 +324,15 @@ void gemm_w8a16(Int8Isa isa, const PackedWeightsS8& w, const float* x, int64_t m
   const detail::SgemmKernels& f32 = detail::sgemm_kernels(kt.f32_isa);
   const int nr = f32.nr;
   const int64_t k = w.k();
-  run_panels(m * w.n() * k, w.panels(), [&](int64_t p0, int64_t p1) {
+  run_panel_rows(m * w.n() * k, w.panels(), m, [&](int64_t p0, int64_t p1, int64_t r0, int64_t r1) {
     thread_local Tensor buf;
     if (buf.raw() == nullptr || buf.numel() < k * kInt8Nr) buf = Tensor::empty(DType::F32, {k * kInt8Nr});
     float* panel = buf.data<float>();
     for (int64_t p = p0; p < p1; ++p) {
       const int64_t col = p * kInt8Nr, cols = std::min<int64_t>(kInt8Nr, w.n() - col);
       kt.dequant_panel(w.panel(p), k, w.scale() + col, nr, panel);
-      const detail::SgemmArgs a{x, ldx, m, cols, k, panel, bias ? bias + col : nullptr, y + col, ldy};
+      const detail::SgemmArgs a{x + r0 * ldx,       ldx, r1 - r0, cols, k, panel, bias ? bias + col : nullptr,
+                                y + r0 * ldy + col, ldy};
       f32.gemm(a, 0, (cols + nr - 1) / nr);
     }
   });
