@@ -70,7 +70,8 @@ void register_quantize(CLI::App& app) {
   sub->add_option("--alpha", alpha, "smoothquant: migration strength in [0, 1], or auto (per group by output error)");
   sub->add_option("--budget", budget,
                   "--scheme auto: kld=MAX (mean KLD to the fp32 outputs, nats; default 0.01) | drop=MAX (perplexity "
-                  "increase in %, language models)");
+                  "increase in % for language models; accuracy points for classifiers, with --calib FILE.tsv of "
+                  "sentence<TAB>label)");
   sub->add_option("--objective", objective, "--scheme auto: size (default) | latency (measured per layer)");
   sub->add_option("--skip", skip, "regex of slots to leave unquantized (repeatable)");
   sub->add_option("--layer", layer, "REGEX=SCHEME: another scheme for matching slots (repeatable; first wins)");
@@ -97,7 +98,8 @@ void register_quantize(CLI::App& app) {
       } catch (const std::exception&) {
         fail(
             "--budget '{}': expected kld=MAX (mean KLD to the fp32 outputs, nats, e.g. kld=0.01) or drop=MAX (held-out "
-            "perplexity increase in %, e.g. drop=2), MAX a positive number",
+            "perplexity increase in % for a language model, accuracy points for a classifier, e.g. drop=2), MAX a "
+            "positive number",
             budget);
       }
       (kind == "kld" ? opt.mixed.budget_kld : opt.mixed.budget_drop_pct) = value;
@@ -199,6 +201,8 @@ void register_quantize(CLI::App& app) {
                {"base_ppl", m.base_ppl},
                {"measured_ppl", m.measured_ppl},
                {"measured_drop_pct", m.measured_drop_pct},
+               {"base_accuracy", m.base_accuracy},
+               {"measured_accuracy", m.measured_accuracy},
                {"estimated_kld", m.estimated_kld},
                {"measured_kld", m.measured_kld},
                {"met", m.met},
@@ -271,7 +275,12 @@ void register_quantize(CLI::App& app) {
           for (size_t c = 0; c < m.candidates.size(); ++c) std::fprintf(stderr, " %9.2e (%8zu)", l.kld[c], l.bytes[c]);
           std::fprintf(stderr, "  %s\n", m.candidates[static_cast<size_t>(l.chosen)].c_str());
         }
-        if (m.budget_drop_pct > 0)
+        if (m.budget_drop_pct > 0 && m.base_accuracy > 0)
+          std::printf(
+              "mixed precision: budget accuracy -%.3g points, measured on held-out rows %.2f%% -> %.2f%% (%+.3g "
+              "points, KLD %.4g)\n",
+              m.budget_drop_pct, m.base_accuracy, m.measured_accuracy, -m.measured_drop_pct, m.measured_kld);
+        else if (m.budget_drop_pct > 0)
           std::printf(
               "mixed precision: budget perplexity +%.3g%%, measured on held-out windows %.4g -> %.4g (%+.3g%%, "
               "KLD %.4g)\n",

@@ -7,8 +7,11 @@
 #include <shrink/core/error.h>
 #include <shrink/eval/compare.h>
 #include <shrink/eval/perplexity.h>
+#include <shrink/formats/model_dir.h>
+#include <shrink/models/synth.h>
 #include <shrink/ops/qlinear.h>
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <sstream>
@@ -148,6 +151,127 @@ TEST(Mixed, SensitiveLayerKeepsHigherPrecision) {
   EXPECT_GT(hot_choice.bytes, plain.bytes) << "the sensitive layer got a higher precision";
   // The model itself is left as it was.
   for (const auto& s : model->linears()) EXPECT_EQ(s.impl->scheme(), "f32") << s.name;
+}
+
+// A classifier with --budget drop=X: at most X points of held-out accuracy lost. The labels are the fp32 model's own
+// predictions (computed here, row by row), so fp32 scores 100% and the loss is the share of held-out predictions
+// the chosen schemes flip; the quantized model's accuracy is recomputed here the same way.
+std::vector<int> predictions(const EncoderModel& m, const CalibSet& set) {
+  std::vector<int> p;
+  for (const auto& seq : set.sequences) {
+    const EncoderOutput o = m.forward(one_row_batch(seq, m.config().max_position_embeddings));
+    const float* l = o.logits.data<float>();
+    p.push_back(static_cast<int>(std::max_element(l, l + o.logits.numel()) - l));
+  }
+  return p;
+}
+
+// The rows' fp32 logit margins (label 1 minus label 0).
+std::vector<float> margins(const EncoderModel& m, const CalibSet& set) {
+  std::vector<float> d;
+  for (const auto& seq : set.sequences) {
+    const EncoderOutput o = m.forward(one_row_batch(seq, m.config().max_position_embeddings));
+    d.push_back(o.logits.data<float>()[1] - o.logits.data<float>()[0]);
+  }
+  return d;
+}
+
+double held_out_accuracy(const EncoderModel& m, const CalibSet& set) {
+  const std::vector<int> p = predictions(m, set);
+  int right = 0, held = 0;
+  for (size_t i = 1; i < set.sequences.size(); i += 2, ++held) right += p[i] == set.labels[i];
+  return 100.0 * right / held;
+}
+
+TEST(Mixed, ClassifierMeetsAccuracyDropBudget) {
+  const auto dir = testing::temp_dir("mixed_cls");
+  synth_model(find_synth_preset("bert-tiny"), dir / "synth", 11);
+  // 48 SST-2 sentences.
+  const auto texts_path = dir / "texts.tsv";
+  {
+    std::ifstream in(testing::fixture("sst2/train.tsv"));
+    std::string line, out = "sentence\n";
+    std::getline(in, line);  // header
+    for (int i = 0; i < 48 && std::getline(in, line); ++i) out += line.substr(0, line.find('\t')) + "\n";
+    testing::write_bytes(texts_path, out);
+  }
+  // A random model gives every sentence nearly the same margin, and 4 bits flip nothing. Make it a sensitive
+  // classifier: the classifier bias centres the margins (half the rows each way, many close calls) and the
+  // classifier weight is scaled so those close calls are a few hundredths of a logit apart; one weight per
+  // 32-column group of the last FFN output is set to 30x the layer's max (a W4 group scale then zeroes the rest).
+  auto src = load_model(dir / "synth");
+  const CalibSet texts = read_calib_set(texts_path, src->require_tokenizer(), 48, 32);
+  ASSERT_EQ(texts.sequences.size(), 48u);
+  TensorMap tensors = src->tensors();
+  Tensor w = tensors.at("classifier.weight").to_f32();
+  for (int64_t i = 0; i < w.numel(); ++i) w.data<float>()[i] *= 50.f;
+  tensors["classifier.weight"] = w;
+  const std::string hot = "bert.encoder.layer.1.output.dense.weight";
+  Tensor h = tensors.at(hot).to_f32();
+  float amax = 0;
+  for (int64_t i = 0; i < h.numel(); ++i) amax = std::max(amax, std::fabs(h.data<float>()[i]));
+  for (int64_t i = 0; i < h.numel(); i += 32) h.data<float>()[i] = (i / 32 % 2 ? 30.f : -30.f) * amax;
+  tensors[hot] = h;
+  auto scaled = build_model(src->config(), tensors, src->source());
+  std::vector<float> d = margins(dynamic_cast<const EncoderModel&>(*scaled), texts);
+  std::nth_element(d.begin(), d.begin() + 24, d.end());
+  Tensor b = tensors.at("classifier.bias").to_f32();
+  b.data<float>()[1] -= d[24];
+  tensors["classifier.bias"] = b;
+  SaveOptions so;
+  so.tokenizer = dir / "synth" / "tokenizer.json";
+  save_model(*build_model(src->config(), tensors, src->source()), dir / "model", so);
+
+  auto base = load_model(dir / "model");
+  const std::vector<int> fp32 = predictions(dynamic_cast<const EncoderModel&>(*base), texts);
+  const auto calib = dir / "calib.tsv";
+  {
+    std::ifstream in(texts_path);
+    std::string line, out = "sentence\tlabel\n";
+    std::getline(in, line);
+    for (int i = 0; std::getline(in, line); ++i)
+      out += line + "\t" + std::to_string(fp32[static_cast<size_t>(i)]) + "\n";
+    testing::write_bytes(calib, out);
+  }
+  const CalibSet set = read_calib_set(calib, base->require_tokenizer(), 48, 32);
+  ASSERT_EQ(set.labels.size(), 48u);
+  EXPECT_DOUBLE_EQ(held_out_accuracy(dynamic_cast<const EncoderModel&>(*base), set), 100.0);
+
+  // Uniform W4 loses more than the budget: the search has to choose.
+  QuantizeOptions w4;
+  w4.scheme = parse_quant_spec("w4a16-g32");
+  auto uniform = load_model(dir / "model");
+  quantize_model(uniform, w4);
+  const double w4_accuracy = held_out_accuracy(dynamic_cast<const EncoderModel&>(*uniform), set);
+  constexpr double kBudget = 5;  // points: 1 of the 24 held-out rows may flip
+  ASSERT_LT(w4_accuracy, 100.0 - kBudget) << "the test model must be sensitive to 4 bits";
+
+  QuantizeOptions opt;
+  opt.auto_scheme = true;
+  opt.calib = calib;
+  opt.calib_samples = 48;
+  opt.calib_seq_len = 32;
+  opt.mixed.budget_drop_pct = kBudget;
+  auto model = load_model(dir / "model");
+  const QuantizeReport rep = quantize_model(model, opt);
+  const MixedReport& m = rep.mixed;
+  EXPECT_DOUBLE_EQ(m.base_accuracy, 100.0);
+  EXPECT_TRUE(m.met) << "measured " << m.measured_drop_pct << " points";
+  EXPECT_LT(m.bytes_after, m.bytes_before);
+  // Independently: the quantized model's held-out accuracy against the labels.
+  const double acc = held_out_accuracy(dynamic_cast<const EncoderModel&>(*model), set);
+  EXPECT_NEAR(m.measured_accuracy, acc, 1e-9);
+  EXPECT_GE(acc, 100.0 - kBudget) << "uniform w4: " << w4_accuracy;
+
+  // Without labels (an unlabelled TSV) the accuracy budget says what it needs.
+  auto again = load_model(dir / "model");
+  opt.calib = texts_path;
+  try {
+    quantize_model(again, opt);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("sentence<TAB>label"), std::string::npos) << e.what();
+  }
 }
 
 TEST(Mixed, NeedsCalibration) {

@@ -22,8 +22,15 @@ struct CalibSet {
   // Image classifiers (ViT): pixel values [n][channels][image_size][image_size] as EncoderModel::forward_images takes
   // them; used instead of `sequences` for models that take images.
   std::vector<float> images;
+  // Labels of a classification TSV (sentence<TAB>label), one per sequence; empty when any chosen line lacks an
+  // integer label in its second column. The accuracy budget of --scheme auto (drop=X) scores against them.
+  std::vector<int32_t> labels;
   bool empty() const { return sequences.empty() && images.empty(); }
 };
+
+// One unpadded row of an encoder batch (ids truncated to max_len when max_len > 0): what calibration and the
+// mixed-precision search feed a text encoder, since padding would be seen as if it were text.
+BatchEncoding one_row_batch(const std::vector<int32_t>& ids, int64_t max_len);
 
 // Plain text: tokenized and split into `samples` non-overlapping windows of `seq_len` tokens spread evenly over
 // the text (fewer when the text holds fewer whole windows), each starting with the tokenizer's special tokens.

@@ -8,6 +8,7 @@
 #include <shrink/kernels/quant.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <mutex>
 #include <random>
@@ -49,6 +50,8 @@ void special_frame(const Tokenizer& tok, std::vector<int32_t>* prefix, std::vect
 CalibSet read_tsv(const std::filesystem::path& path, const std::string& text, const Tokenizer& tok, int samples,
                   int seq_len) {
   std::vector<std::string_view> rows;
+  std::vector<int32_t> labels;  // parallel to rows while every row has one; cleared at the first row without
+  bool labelled = true;
   size_t pos = 0;
   bool first = true;
   while (pos < text.size()) {
@@ -62,6 +65,15 @@ CalibSet read_tsv(const std::filesystem::path& path, const std::string& text, co
     first = false;
     if (header || is_blank(col)) continue;
     rows.push_back(col);
+    if (labelled) {
+      const size_t tab = line.find('\t');
+      std::string_view rest = tab == std::string_view::npos ? std::string_view() : line.substr(tab + 1);
+      rest = rest.substr(0, rest.find('\t'));
+      int32_t v = 0;
+      const auto [end_ptr, ec] = std::from_chars(rest.data(), rest.data() + rest.size(), v);
+      labelled = !rest.empty() && ec == std::errc() && end_ptr == rest.data() + rest.size();
+      if (labelled) labels.push_back(v);
+    }
   }
   if (rows.empty())
     fail(
@@ -75,7 +87,9 @@ CalibSet read_tsv(const std::filesystem::path& path, const std::string& text, co
   for (size_t k = 0; k < take; ++k) {
     const size_t r = k * rows.size() / take;  // spread evenly over the file
     Encoding e = tok.encode_full(rows[r], {}, eo);
-    if (!e.ids.empty()) set.sequences.push_back(std::move(e.ids));
+    if (e.ids.empty()) continue;
+    set.sequences.push_back(std::move(e.ids));
+    if (labelled) set.labels.push_back(labels[r]);
   }
   if (set.sequences.empty())
     fail("calibration file {}: {} line(s) of text gave no tokens; expected readable text in the first column",
@@ -307,20 +321,21 @@ void run_calibration_set(Model& model, const CalibSet& set) {
   }
   check(!set.sequences.empty(), "calibration: {} reads text; the calibration set holds images",
         enc->config().architecture);
-  const int64_t max_len = enc->config().max_position_embeddings;
-  for (const auto& seq : set.sequences) {
-    const int64_t n =
-        max_len > 0 ? std::min<int64_t>(static_cast<int64_t>(seq.size()), max_len) : static_cast<int64_t>(seq.size());
-    if (n <= 0) continue;
-    BatchEncoding b;  // one unpadded row: padding would be observed as if it were text
-    b.batch = 1;
-    b.seq = n;
-    b.ids.assign(seq.begin(), seq.begin() + n);
-    b.type_ids.assign(static_cast<size_t>(n), 0);
-    b.attention_mask.assign(static_cast<size_t>(n), 1);
-    b.lengths = {static_cast<int32_t>(n)};
-    enc->forward(b);
-  }
+  for (const auto& seq : set.sequences)
+    if (!seq.empty()) enc->forward(one_row_batch(seq, enc->config().max_position_embeddings));
+}
+
+BatchEncoding one_row_batch(const std::vector<int32_t>& ids, int64_t max_len) {
+  const int64_t n =
+      max_len > 0 ? std::min<int64_t>(static_cast<int64_t>(ids.size()), max_len) : static_cast<int64_t>(ids.size());
+  BatchEncoding b;
+  b.batch = 1;
+  b.seq = n;
+  b.ids.assign(ids.begin(), ids.begin() + n);
+  b.type_ids.assign(static_cast<size_t>(n), 0);
+  b.attention_mask.assign(static_cast<size_t>(n), 1);
+  b.lengths = {static_cast<int32_t>(n)};
+  return b;
 }
 
 std::map<std::string, ActRange> calibrate_activations(Model& model, const CalibSet& set, const ObserverOptions& opt) {

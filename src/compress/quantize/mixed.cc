@@ -56,16 +56,44 @@ double mean_kld(const std::vector<float>& base, const std::vector<float>& cand, 
 
 std::vector<float> output_logits(const Model& model, const CalibSet& set, int64_t max_rows, int64_t* width,
                                  std::vector<int64_t>* seq_rows) {
-  const auto* dec = dynamic_cast<const DecoderModel*>(&model);
-  check(dec != nullptr,
-        "{}: mixed-precision search scores next-token distributions; {} is not a decoder (encoders and accuracy "
-        "budgets for classifiers are not supported yet): choose per-layer schemes with --layer REGEX=SCHEME",
-        model.source().string(), model.config().architecture);
   if (seq_rows) seq_rows->clear();
-  const int64_t vocab = dec->config().vocab_size;
-  *width = vocab;
   std::vector<float> out;
   int64_t rows = 0;
+  if (const auto* enc = dynamic_cast<const EncoderModel*>(&model)) {
+    // Classifiers: one row of label logits per example.
+    check(enc->has_classifier(),
+          "{}: mixed-precision search scores the model's output distribution; this {} has no classification head "
+          "(num_labels 0): choose per-layer schemes with --layer REGEX=SCHEME",
+          model.source().string(), model.config().architecture);
+    *width = enc->config().num_labels;
+    auto take = [&](const EncoderOutput& o) {
+      out.insert(out.end(), o.logits.data<float>(), o.logits.data<float>() + o.logits.numel());
+      const int64_t n = o.logits.numel() / *width;
+      rows += n;
+      if (seq_rows)
+        for (int64_t i = 0; i < n; ++i) seq_rows->push_back(1);
+    };
+    if (enc->takes_images()) {
+      const ModelConfig& c = enc->config();
+      const int64_t per = int64_t{c.num_channels} * c.image_size * c.image_size;
+      const int64_t n = std::min(static_cast<int64_t>(set.images.size()) / per, max_rows);
+      for (int64_t i = 0; i < n; i += 16)
+        take(enc->forward_images(set.images.data() + i * per, std::min<int64_t>(16, n - i)));
+    } else {
+      for (const auto& seq : set.sequences) {
+        if (rows >= max_rows) break;
+        if (!seq.empty()) take(enc->forward(one_row_batch(seq, enc->config().max_position_embeddings)));
+      }
+    }
+    check(rows > 0, "mixed precision: the calibration set holds no examples for this {}; pass --calib FILE",
+          model.config().architecture);
+    return out;
+  }
+  const auto* dec = dynamic_cast<const DecoderModel*>(&model);
+  check(dec != nullptr, "{}: mixed-precision search needs a decoder or an encoder classifier; {} is neither",
+        model.source().string(), model.config().architecture);
+  const int64_t vocab = dec->config().vocab_size;
+  *width = vocab;
   for (const auto& seq : set.sequences) {
     const int64_t n = std::min({static_cast<int64_t>(seq.size()), dec->max_context(), max_rows - rows});
     if (n <= 0) break;
@@ -78,6 +106,18 @@ std::vector<float> output_logits(const Model& model, const CalibSet& set, int64_
   }
   check(rows > 0, "mixed precision: the calibration set holds no tokens; pass --calib FILE with text");
   return out;
+}
+
+double accuracy_pct(const std::vector<float>& logits, const std::vector<int32_t>& labels, int64_t width) {
+  const int64_t rows = static_cast<int64_t>(logits.size()) / width;
+  check(rows > 0 && rows <= static_cast<int64_t>(labels.size()), "accuracy_pct: {} rows of logits for {} labels", rows,
+        labels.size());
+  int64_t right = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* l = logits.data() + r * width;
+    right += std::max_element(l, l + width) - l == labels[static_cast<size_t>(r)];
+  }
+  return 100.0 * static_cast<double>(right) / static_cast<double>(rows);
 }
 
 double mean_next_token_nll(const std::vector<float>& logits, const CalibSet& set, const std::vector<int64_t>& rows,
@@ -128,14 +168,28 @@ MixedReport choose_mixed_precision(Model& model, const std::vector<std::string>&
   const std::vector<float> base = output_logits(model, calib, opt.max_rows, &width);
   std::vector<int64_t> held_rows;
   const std::vector<float> base_held = output_logits(model, heldout, opt.max_rows, &width, &held_rows);
-  const double base_nll = drop ? mean_next_token_nll(base_held, heldout, held_rows, width) : 0;
-  rep.base_ppl = drop ? std::exp(base_nll) : 0;
+  // A drop budget bounds the held-out perplexity increase (decoders, %) or accuracy loss (classifiers, points).
+  const bool classifier = model.kind() == ModelKind::Encoder;
+  if (drop && classifier)
+    check(heldout.labels.size() >= held_rows.size(),
+          "mixed precision: --budget drop={} on a classifier bounds the accuracy loss on labelled held-out rows; the "
+          "calibration set has no labels. Pass --calib FILE.tsv with sentence<TAB>label lines (an integer label on "
+          "every line), or use --budget kld=X",
+          opt.budget_drop_pct);
+  const double base_nll = drop && !classifier ? mean_next_token_nll(base_held, heldout, held_rows, width) : 0;
+  rep.base_ppl = drop && !classifier ? std::exp(base_nll) : 0;
+  rep.base_accuracy = drop && classifier ? accuracy_pct(base_held, heldout.labels, width) : 0;
   // The current slots on the held-out windows: fills measured_kld (and the perplexity figures); returns the
   // budgeted quantity.
   auto measure = [&] {
     const std::vector<float> cand = output_logits(model, heldout, opt.max_rows, &width);
     rep.measured_kld = mean_kld(base_held, cand, width);
     if (!drop) return rep.measured_kld;
+    if (classifier) {
+      rep.measured_accuracy = accuracy_pct(cand, heldout.labels, width);
+      rep.measured_drop_pct = rep.base_accuracy - rep.measured_accuracy;
+      return rep.measured_drop_pct;
+    }
     rep.measured_ppl = std::exp(mean_next_token_nll(cand, heldout, held_rows, width));
     rep.measured_drop_pct = 100.0 * (rep.measured_ppl / rep.base_ppl - 1.0);
     return rep.measured_drop_pct;
@@ -194,8 +248,12 @@ MixedReport choose_mixed_precision(Model& model, const std::vector<std::string>&
   };
   // Single-layer KLDs do not add up exactly: when the measured KLD of a choice is well inside the budget, the
   // additive budget is widened by the measured slack (up to 3 more rounds) and the cheapest choice that holds kept.
-  // A drop budget starts from the KLD that equals its NLL increase: ln(1 + drop / 100).
-  double additive = drop ? std::log1p(opt.budget_drop_pct / 100.0) : opt.budget_kld;
+  // A perplexity budget starts from the KLD that equals its NLL increase, ln(1 + drop / 100); an accuracy budget
+  // from drop / 100 nats (the rounds below widen it while the measured drop stays well inside).
+  const double start = !drop        ? opt.budget_kld
+                       : classifier ? opt.budget_drop_pct / 100.0
+                                    : std::log1p(opt.budget_drop_pct / 100.0);
+  double additive = start;
   std::vector<int> best;
   double best_cost = std::numeric_limits<double>::infinity();
   for (int round = 0; round < 4; ++round) {
@@ -229,7 +287,7 @@ MixedReport choose_mixed_precision(Model& model, const std::vector<std::string>&
       swap.set(i, specs[static_cast<size_t>(best[i])]);
     }
   } else {
-    greedy(drop ? std::log1p(opt.budget_drop_pct / 100.0) : opt.budget_kld);
+    greedy(start);
   }
 
   // Verification on held-out windows; back off the layer with the largest single-layer KLD until the budget holds.

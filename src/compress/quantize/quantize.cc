@@ -121,10 +121,10 @@ std::vector<Plan> plan_slots(Model& model, const QuantizeOptions& opt, bool* any
 // overrides come first (the first match wins), the search's choice after them.
 QuantizeReport quantize_auto(Model& model, const QuantizeOptions& opt) {
   Timer timer;
-  if (opt.calib.empty())
+  if (opt.calib.empty() && opt.calib_images.empty())
     fail(
         "--scheme auto measures each layer's sensitivity on calibration data: pass --calib FILE (text the model "
-        "sees in use, e.g. 32 windows of 128 tokens)");
+        "sees in use, e.g. 32 windows of 128 tokens; for a classifier a TSV of sentence<TAB>label)");
   QuantizeOptions probe = opt;
   probe.auto_scheme = false;
   probe.scheme = parse_quant_spec("w8a16");
@@ -137,11 +137,28 @@ QuantizeReport quantize_auto(Model& model, const QuantizeOptions& opt) {
           model.source().string(), name);
     slots.push_back(name);
   }
-  const CalibSet set = read_calib_set(opt.calib, model.require_tokenizer(), opt.calib_samples, opt.calib_seq_len);
-  check(set.sequences.size() >= 2, "{}: --scheme auto needs at least 2 calibration windows (found {}); use more text",
-        opt.calib.string(), set.sequences.size());
+  // Even examples measure the sensitivities, odd ones are the held-out check (labels follow their examples).
   CalibSet calib, heldout;
-  for (size_t i = 0; i < set.sequences.size(); ++i) (i % 2 ? heldout : calib).sequences.push_back(set.sequences[i]);
+  if (!opt.calib_images.empty()) {
+    const ModelConfig& c = model.config();
+    const size_t per = static_cast<size_t>(c.num_channels) * c.image_size * c.image_size;
+    const size_t n = per ? opt.calib_images.size() / per : 0;
+    check(n >= 2, "--scheme auto needs at least 2 calibration images (found {})", n);
+    for (size_t i = 0; i < n; ++i) {
+      auto& dst = (i % 2 ? heldout : calib).images;
+      dst.insert(dst.end(), opt.calib_images.begin() + static_cast<ptrdiff_t>(i * per),
+                 opt.calib_images.begin() + static_cast<ptrdiff_t>((i + 1) * per));
+    }
+  } else {
+    const CalibSet set = read_calib_set(opt.calib, model.require_tokenizer(), opt.calib_samples, opt.calib_seq_len);
+    check(set.sequences.size() >= 2, "{}: --scheme auto needs at least 2 calibration windows (found {}); use more text",
+          opt.calib.string(), set.sequences.size());
+    for (size_t i = 0; i < set.sequences.size(); ++i) {
+      CalibSet& dst = i % 2 ? heldout : calib;
+      dst.sequences.push_back(set.sequences[i]);
+      if (!set.labels.empty()) dst.labels.push_back(set.labels[i]);
+    }
+  }
   MixedReport mixed = choose_mixed_precision(model, slots, calib, heldout, opt.mixed);
   QuantizeOptions rest = probe;
   rest.scheme = QuantSpec{};  // layers the search left at f32 stay dense
