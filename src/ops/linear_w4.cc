@@ -1,8 +1,15 @@
 // W4A16 Linear: the packed tensors (weight_packed, weight_scale, weight_zero_point; possibly views into a mapped
-// file) used in place by the kernels of kernels/int4.h; GEMV for m <= 4 and forward_rows, dequantized-panel GEMM
-// for batches.
+// file) used in place by the kernels of kernels/int4.h; GEMV passes for m <= 16 and forward_rows, dequantized-panel
+// GEMM for batches. A small layer (fp32 weights <= kDequantizedCacheBytes) keeps its dequantized weights packed for the
+// fp32 GEMM for the batches w4_matmul would give the GEMM (m > kW4GemvPassMaxRows): at the demo ViT's 64x64 and 64x128
+// the per-call dequantization cost half as much as the GEMM itself (perf, batch 1), and the copy is at most 256 KiB.
+// Same values, so the same results up to summation order.
 #include <shrink/kernels/gemm.h>
 #include <shrink/kernels/int4.h>
+#include <shrink/kernels/quant.h>
+
+#include <optional>
+#include <vector>
 
 #include "ops/qlinear_impl.h"
 
@@ -20,9 +27,19 @@ class W4Linear final : public PackedTensorsLinear {
     w_.n = out_;
     w_.k = in_;
     w_.group = p_.spec.group;
+    if (out_ * in_ * int64_t{sizeof(float)} <= kDequantizedCacheBytes) {
+      std::vector<float> w(static_cast<size_t>(out_ * in_));
+      for (int64_t r = 0; r < out_; ++r)
+        kernels::dequantize_row_w4_ref(w_.codes + r * w_.row_bytes(), w_.scales_f16 + r * w_.groups(),
+                                       w_.zero_points ? w_.zero_points + r * w_.groups() : nullptr, in_, w_.group,
+                                       w.data() + r * in_);
+      dequantized_ = kernels::PackedWeightsF32::pack(w.data(), DType::F32, out_, in_, in_, isa_);
+    }
   }
 
   void forward(const float* x, int64_t m, float* y) const override {
+    if (dequantized_ && m > kernels::kW4GemvPassMaxRows)
+      return kernels::sgemm_packed(*dequantized_, x, m, in_, bias_, y, out_);
     kernels::w4_matmul(w_, x, m, in_, bias_, y, out_, isa_);
   }
 
@@ -33,8 +50,10 @@ class W4Linear final : public PackedTensorsLinear {
   }
 
  private:
+  static constexpr int64_t kDequantizedCacheBytes = 256 << 10;
   Isa isa_;
   kernels::W4Matrix w_;
+  std::optional<kernels::PackedWeightsF32> dequantized_;
 };
 
 }  // namespace
