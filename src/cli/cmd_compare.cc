@@ -38,6 +38,10 @@ void register_compare(CLI::App& app) {
   sub->add_option("--max-length", max_length, "classifiers: truncate to this many tokens")->check(CLI::PositiveNumber);
   sub->add_option("--batch", batch, "classifiers: texts per forward pass")->check(CLI::PositiveNumber);
   sub->add_option("--tokenizer", tokenizer, "tokenizer file for both (llama2.c .bin models)");
+  static bool decode = false;
+  sub->add_flag("--decode", decode,
+                "decoders: one token per forward, the path generation runs (decode GEMVs, e.g. the W4/W8A16 ones "
+                "that round x to int8), instead of one forward per window (the prefill GEMMs)");
   add_common_flags(sub, f);
   sub->callback([] {
     apply(f);
@@ -103,7 +107,8 @@ void register_compare(CLI::App& app) {
     if (max_tokens > 0 && static_cast<int64_t>(ids.size()) > max_tokens) ids.resize(static_cast<size_t>(max_tokens));
     const int64_t window = ctx > 0 ? ctx : std::min(db.max_context(), dc.max_context());
     Progress progress("compare", (static_cast<int64_t>(ids.size()) + window - 1) / window, f.quiet || f.json);
-    DecoderComparison r = compare_decoders(db, dc, ids, ctx, [&](int64_t done, int64_t) { progress.update(done); });
+    DecoderComparison r = compare_decoders(
+        db, dc, ids, ctx, [&](int64_t done, int64_t) { progress.update(done); }, decode);
     progress.finish();
     if (f.json)
       return print_json({{"kld", r.kld},
@@ -111,11 +116,13 @@ void register_compare(CLI::App& app) {
                          {"top1_agreement", r.top1_agreement},
                          {"tokens", r.positions},
                          {"windows", r.base.windows},
+                         {"path", decode ? "decode" : "prefill"},
                          {"base", {{"ppl", r.base.ppl}, {"nll", r.base.nll}}},
                          {"candidate", {{"ppl", r.candidate.ppl}, {"nll", r.candidate.nll}}}});
-    std::printf("perplexity base %.4f, candidate %.4f (%+.2f%%) over %lld predictions in %lld windows\n", r.base.ppl,
-                r.candidate.ppl, 100 * (r.candidate.ppl / r.base.ppl - 1), static_cast<long long>(r.positions),
-                static_cast<long long>(r.base.windows));
+    std::printf("perplexity base %.4f, candidate %.4f (%+.2f%%) over %lld predictions in %lld windows (%s path)\n",
+                r.base.ppl, r.candidate.ppl, 100 * (r.candidate.ppl / r.base.ppl - 1),
+                static_cast<long long>(r.positions), static_cast<long long>(r.base.windows),
+                decode ? "decode" : "prefill");
     std::printf("KLD(base || candidate) mean %.6f nats (max %.4f), top-1 agreement %.2f%%\n", r.kld, r.kld_max,
                 100 * r.top1_agreement);
   });

@@ -39,7 +39,8 @@ void finish(PerplexityResult& r) {
 }  // namespace
 
 DecoderComparison compare_decoders(const DecoderModel& base, const DecoderModel& cand, const std::vector<int32_t>& ids,
-                                   int64_t ctx, const std::function<void(int64_t, int64_t)>& on_window) {
+                                   int64_t ctx, const std::function<void(int64_t, int64_t)>& on_window,
+                                   bool decode_steps) {
   const int64_t vocab = base.config().vocab_size;
   if (cand.config().vocab_size != vocab)
     fail("compare: the base has a vocabulary of {} tokens and the candidate {} ({}); compare models of one family",
@@ -64,8 +65,15 @@ DecoderComparison compare_decoders(const DecoderModel& base, const DecoderModel&
     cc.reset();
     lb.resize(static_cast<size_t>(len * vocab));
     lc.resize(static_cast<size_t>(len * vocab));
-    base.forward(cb, ids.data() + begin, len, lb.data(), true);
-    cand.forward(cc, ids.data() + begin, len, lc.data(), true);
+    if (decode_steps) {
+      for (int64_t j = 0; j < len; ++j) {
+        base.forward(cb, ids.data() + begin + j, 1, lb.data() + j * vocab, true);
+        cand.forward(cc, ids.data() + begin + j, 1, lc.data() + j * vocab, true);
+      }
+    } else {
+      base.forward(cb, ids.data() + begin, len, lb.data(), true);
+      cand.forward(cc, ids.data() + begin, len, lc.data(), true);
+    }
     // Position j predicts token j+1: the same positions perplexity scores.
     for (int64_t j = 0; j + 1 < len; ++j) {
       const float* pb = &lb[j * vocab];

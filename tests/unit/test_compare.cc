@@ -5,8 +5,10 @@
 #include <shrink/core/error.h>
 #include <shrink/core/mmap.h>
 #include <shrink/eval/compare.h>
+#include <shrink/kernels/int8.h>
 #include <shrink/models/synth.h>
 
+#include <algorithm>
 #include <cmath>
 #include <nlohmann/json.hpp>
 
@@ -101,6 +103,48 @@ TEST(CompareDecoders, EachSideIsThePerplexityProtocolAndAgreementCountsArgmaxes)
   EXPECT_NEAR(r.kld, kld / n, 1e-12);
   EXPECT_GT(r.kld, 0.0);
   EXPECT_LT(r.top1_agreement, 1.0);
+}
+
+// --decode: the same positions, each through a one-token forward. The base (fp32) scores as in the prefill protocol
+// up to summation order; agreement and KLD are recomputed here token by token; on a CPU whose W8A16 decode GEMV rounds
+// x to int8, the decode path of a W8A16 candidate differs from its prefill path (what --decode is for).
+TEST(CompareDecoders, DecodePathScoresOneTokenPerForward) {
+  const std::string text = read_text_file(fixture("text/tinyshakespeare.txt"));
+  auto base = load_stories();
+  auto cand = load_stories();
+  QuantizeOptions o;
+  o.scheme = parse_quant_spec("w8a16");
+  quantize_model(*cand, o);
+  auto ids = base->require_tokenizer().encode(text.substr(0, 2048), true);
+  ids.resize(200);
+  const int64_t ctx = 128, V = 512;
+  const DecoderComparison pre = compare_decoders(dec(*base), dec(*cand), ids, ctx);
+  const DecoderComparison r = compare_decoders(dec(*base), dec(*cand), ids, ctx, {}, true);
+  EXPECT_EQ(r.positions, pre.positions);
+  EXPECT_NEAR(r.base.ppl, pre.base.ppl, 1e-4 * pre.base.ppl);
+  int64_t agree = 0, n = 0;
+  double kld = 0;
+  for (int64_t begin = 0; begin < 200; begin += ctx) {
+    const int64_t len = std::min<int64_t>(ctx, 200 - begin);
+    std::vector<float> lb(len * V), lc(len * V);
+    KvCache cb = dec(*base).new_cache(ctx), cc = dec(*cand).new_cache(ctx);
+    for (int64_t j = 0; j < len; ++j) {
+      dec(*base).forward(cb, ids.data() + begin + j, 1, lb.data() + j * V, true);
+      dec(*cand).forward(cc, ids.data() + begin + j, 1, lc.data() + j * V, true);
+    }
+    for (int64_t j = 0; j + 1 < len; ++j, ++n) {
+      const float* x = &lb[j * V];
+      const float* y = &lc[j * V];
+      agree += std::max_element(x, x + V) - x == std::max_element(y, y + V) - y;
+      kld += kl_divergence_logits(x, y, V);
+    }
+  }
+  EXPECT_EQ(n, r.positions);
+  EXPECT_DOUBLE_EQ(r.top1_agreement, static_cast<double>(agree) / n);
+  EXPECT_NEAR(r.kld, kld / n, 1e-12);
+  if (kernels::w8a16_gemv_rounds_x(kernels::int8_isa_for(active_isa()))) {
+    EXPECT_NE(r.kld, pre.kld);
+  }
 }
 
 using testing::error_of;

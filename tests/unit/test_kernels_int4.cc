@@ -19,6 +19,7 @@
 
 #include "kernels/int4/w4_kernels.h"
 #include "ops/qlinear_impl.h"
+#include "unit/test_util.h"
 
 namespace shrink::kernels {
 namespace {
@@ -30,22 +31,9 @@ constexpr double kW4KernelNmse = 1e-9;
 // The VNNI GEMV defines its product as W4 times x rounded to int8 per 32 values: d = max|x| / 127 per block,
 // q = round-to-nearest-even(x * (127 / max|x|)), x' = q * d. Its reference is the W4 reference on x', at the same
 // kW4KernelNmse (against the exact x it is ~1e-5 on average, but unbounded for an output that cancels to ~0).
-std::vector<float> round_x_q8(const std::vector<float>& x, int64_t m, int64_t ldx, int64_t k) {
-  std::vector<float> out = x;
-  for (int64_t r = 0; r < m; ++r)
-    for (int64_t b = 0; b < k; b += 32) {
-      const int64_t e = std::min<int64_t>(k, b + 32);
-      float amax = 0.f;
-      for (int64_t i = b; i < e; ++i) amax = std::max(amax, std::fabs(x[r * ldx + i]));
-      const float inv = amax > 0.f ? 127.f / amax : 0.f, d = amax / 127.f;
-      for (int64_t i = b; i < e; ++i) out[r * ldx + i] = std::nearbyint(x[r * ldx + i] * inv) * d;
-    }
-  return out;
-}
-
 // x as the GEMV of `isa` sees it.
 std::vector<float> gemv_input(Isa isa, const std::vector<float>& x, int64_t m, int64_t ldx, int64_t k) {
-  return w4_gemv_rounds_x(isa) ? round_x_q8(x, m, ldx, k) : x;
+  return w4_gemv_rounds_x(isa) ? shrink::testing::round_x_q8(x, m, ldx, k) : x;
 }
 
 std::vector<float> random_vector(size_t n, uint32_t seed) {
@@ -197,8 +185,8 @@ TEST_P(W4Kernels, GemvMatchesReference) {
               expect_matches(ye, reference(c.w, x, m, ldx, bias, ldy), m, n, ldy, kW4KernelNmse,
                              fmt::format("gemv_rows f32 {}", what));
               detail::w4_gemv_rows_q8_avx2(c.w, x.data(), m, ldx, bias, yq.data(), ldy, 0, n);
-              expect_matches(yq, reference(c.w, round_x_q8(x, m, ldx, k), m, ldx, bias, ldy), m, n, ldy,
-                             kW4KernelNmse, fmt::format("gemv_rows q8 {}", what));
+              expect_matches(yq, reference(c.w, shrink::testing::round_x_q8(x, m, ldx, k), m, ldx, bias, ldy), m, n,
+                             ldy, kW4KernelNmse, fmt::format("gemv_rows q8 {}", what));
             }
             // On AVX-512 both GEMVs by name: the exact fp32 one and the VNNI one (when the CPU has VNNI).
             if (isa == Isa::Avx512) {
@@ -209,8 +197,8 @@ TEST_P(W4Kernels, GemvMatchesReference) {
               if (cpu_features().avx512vnni) {
                 std::vector<float> yq(m * ldy, NAN);
                 detail::w4_gemv_rows_avx512vnni(c.w, x.data(), m, ldx, bias, yq.data(), ldy, 0, n);
-                expect_matches(yq, reference(c.w, round_x_q8(x, m, ldx, k), m, ldx, bias, ldy), m, n, ldy,
-                               kW4KernelNmse, fmt::format("gemv_rows q8 {}", what));
+                expect_matches(yq, reference(c.w, shrink::testing::round_x_q8(x, m, ldx, k), m, ldx, bias, ldy), m, n,
+                               ldy, kW4KernelNmse, fmt::format("gemv_rows q8 {}", what));
               }
             }
           }

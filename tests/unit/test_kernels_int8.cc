@@ -3,6 +3,7 @@
 // the dequantizing epilogues and W8A16 paths are held to the double-precision references by nmse.
 #include <gtest/gtest.h>
 #include <shrink/core/error.h>
+#include <shrink/kernels/gemm.h>
 #include <shrink/kernels/int8.h>
 #include <shrink/kernels/quant.h>
 
@@ -10,6 +11,8 @@
 #include <limits>
 #include <random>
 #include <vector>
+
+#include "unit/test_util.h"
 
 namespace shrink::kernels {
 namespace {
@@ -228,6 +231,34 @@ TEST_P(Int8Kernels, W8A8EpilogueMatchesReference) {
       }
 }
 
+// The rounding by hand: block max 2 -> d = 2/127, x * 63.5 rounded to nearest even; an all-zero block has d = 0;
+// a short last block uses its own max.
+TEST(Q8Rounding, HandComputed) {
+  std::vector<float> x(40, 0.f);
+  x[0] = -2.f;      // -127
+  x[1] = 0.5f;      // 31.75 -> 32
+  x[2] = 1.f;       // 63.5 -> 64 (even)
+  x[3] = 0.3f;      // 19.05 -> 19
+  x[34] = 0.25f;    // block 1: max 0.25 -> 127
+  x[35] = -0.125f;  // -63.5 -> -64 (even)
+  std::vector<int8_t> q(40);
+  float d[2];
+  quantize_row_q8_32_ref(x.data(), 40, q.data(), d);
+  EXPECT_FLOAT_EQ(d[0], 2.f / 127.f);
+  EXPECT_FLOAT_EQ(d[1], 0.25f / 127.f);
+  EXPECT_EQ(q[0], -127);
+  EXPECT_EQ(q[1], 32);
+  EXPECT_EQ(q[2], 64);
+  EXPECT_EQ(q[3], 19);
+  EXPECT_EQ(q[4], 0);
+  EXPECT_EQ(q[34], 127);
+  EXPECT_EQ(q[35], -64);
+  std::vector<float> zero(32, 0.f);
+  quantize_row_q8_32_ref(zero.data(), 32, q.data(), d);
+  EXPECT_EQ(d[0], 0.f);
+  EXPECT_EQ(q[0], 0);
+}
+
 TEST_P(Int8Kernels, W8A16MatchesReference) {
   const Int8Isa isa = GetParam();
   uint32_t seed = 200;
@@ -240,10 +271,13 @@ TEST_P(Int8Kernels, W8A16MatchesReference) {
         const std::vector<float> bias = random_f32(n, seed + 6);
         std::vector<float> y(m * n);
         gemm_w8a16(isa, w.packed, x.data(), m, k, seed % 2 ? bias.data() : nullptr, y.data(), n);
+        // The q8 GEMV's product is defined on x rounded to int8 per 32 values.
+        const std::vector<float> xs =
+            m <= kGemvMaxRows && w8a16_gemv_rounds_x(isa) ? shrink::testing::round_x_q8(x, m, k, k) : x;
         std::vector<double> want(m * n);
         for (int64_t i = 0; i < m; ++i)
           for (int64_t j = 0; j < n; ++j)
-            want[i * n + j] = dot_w8_f32_ref(&w.q[j * k], w.scale[j], &x[i * k], k) + (seed % 2 ? bias[j] : 0.f);
+            want[i * n + j] = dot_w8_f32_ref(&w.q[j * k], w.scale[j], &xs[i * k], k) + (seed % 2 ? bias[j] : 0.f);
         ASSERT_LT(nmse_d(y, want), kW8A16Nmse) << "m " << m << " k " << k << " n " << n;
       }
 }

@@ -3,6 +3,7 @@
 // tensors it was built from back byte for byte; forward_rows equals forward; bad inputs give clear errors.
 #include <gtest/gtest.h>
 #include <shrink/core/error.h>
+#include <shrink/kernels/gemm.h>
 #include <shrink/kernels/int8.h>
 #include <shrink/kernels/quant.h>
 #include <shrink/ops/qlinear.h>
@@ -12,6 +13,7 @@
 #include <vector>
 
 #include "ops/qlinear_impl.h"
+#include "unit/test_util.h"
 
 namespace shrink {
 namespace {
@@ -69,7 +71,11 @@ TEST_P(Int8Linear, MatchesReferenceLinear) {
           if (m > 2) std::memset(x.data<float>() + k, 0, k * sizeof(float));  // a zero row
           std::vector<float> y(m * n), want(m * n);
           fast->forward(x.data<float>(), m, y.data());
-          ref->forward(x.data<float>(), m, want.data());
+          // The W8A16 GEMV of sets that round x (AVX2) is defined on x rounded per 32 values.
+          std::vector<float> xs(x.data<float>(), x.data<float>() + m * k);
+          if (std::string(scheme) == "w8a16" && m <= kernels::kGemvMaxRows && kernels::w8a16_gemv_rounds_x(GetParam()))
+            xs = testing::round_x_q8(xs, m, k, k);
+          ref->forward(xs.data(), m, want.data());
           const double e = kernels::nmse(y.data(), want.data(), m * n);
           ASSERT_LT(e, std::string(scheme) == "w8a16" ? kW8A16Nmse : kW8A8Nmse)
               << scheme << " m " << m << " k " << k << " n " << n;

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <shrink/core/error.h>
 #include <shrink/eval/compare.h>
+#include <shrink/kernels/quant.h>
 #include <shrink/models/synth.h>
 #include <unistd.h>
 
@@ -15,6 +16,17 @@
 #include <vector>
 
 namespace shrink::testing {
+
+std::vector<float> round_x_q8(const std::vector<float>& x, int64_t m, int64_t ldx, int64_t k) {
+  std::vector<float> out = x;
+  std::vector<int8_t> q(static_cast<size_t>(k));
+  std::vector<float> d(static_cast<size_t>((k + 31) / 32));
+  for (int64_t r = 0; r < m; ++r) {
+    kernels::quantize_row_q8_32_ref(&x[r * ldx], k, q.data(), d.data());
+    for (int64_t i = 0; i < k; ++i) out[r * ldx + i] = static_cast<float>(q[i]) * d[i / 32];
+  }
+  return out;
+}
 
 std::filesystem::path fixture(const std::string& rel) {
   const char* env = std::getenv("SHRINK_FIXTURES_DIR");

@@ -35,6 +35,10 @@ RunResult run_cli(const std::string& args);
 // Runs a shell command line (e.g. /usr/bin/python3 computing a reference); stdin is /dev/null.
 RunResult run_command(const std::string& command_line);
 
+// x' = q * d of kernels/quant.h quantize_row_q8_32_ref for rows [0, m) of x (row stride ldx, k values each): what
+// the decode GEMVs that round x to int8 per 32 values (W4, W8A16 on AVX2) multiply by; the rest of x is copied.
+std::vector<float> round_x_q8(const std::vector<float>& x, int64_t m, int64_t ldx, int64_t k);
+
 // The tiny Shakespeare fixture (text/tinyshakespeare.txt) as text.
 std::string shakespeare();
 // A calibration file under a fresh temp dir: the first `bytes` of tiny Shakespeare.

@@ -25,9 +25,12 @@ struct DecoderComparison {
 };
 
 // Both models must share the vocabulary. ctx <= 0: the smaller of the two contexts.
+// decode_steps: every window runs one token per forward (the decode path, its GEMV kernels and KV-cache appends, as
+// generation runs) instead of one whole-window forward (the prefill GEMMs); the same positions are scored.
 DecoderComparison compare_decoders(const DecoderModel& base, const DecoderModel& candidate,
                                    const std::vector<int32_t>& ids, int64_t ctx,
-                                   const std::function<void(int64_t, int64_t)>& on_window = {});
+                                   const std::function<void(int64_t, int64_t)>& on_window = {},
+                                   bool decode_steps = false);
 
 struct EncoderComparison {
   ClassificationMetrics base, candidate;

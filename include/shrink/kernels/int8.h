@@ -85,6 +85,10 @@ void gemm_u8s8_f32_cols(Int8Isa isa, const PackedWeightsS8& w, const A8Rows& a, 
 // the fp32 GEMM micro-kernel of kernels/gemm. Threaded over panels.
 void gemm_w8a16(Int8Isa isa, const PackedWeightsS8& w, const float* x, int64_t m, int64_t ldx, const float* bias,
                 float* y, int64_t ldy);
+// The GEMV (m <= 4) rounds x to int8 per 32 values (quantize_row_q8_32_ref, llama.cpp's Q8_0 activations) and
+// dots in integers on sets where the exact GEMV is compute-bound (AVX2, AVX-VNNI): this says whether `isa` does.
+// SHRINK_W8_GEMV=f32 keeps the exact fp32 GEMV. The GEMM (m > 4) is always exact.
+bool w8a16_gemv_rounds_x(Int8Isa isa);
 // The GEMV (m <= 4) over columns [col0, col1) on the calling thread.
 void gemv_w8a16_cols(Int8Isa isa, const PackedWeightsS8& w, const float* x, int64_t m, int64_t ldx, const float* bias,
                      float* y, int64_t ldy, int64_t col0, int64_t col1);

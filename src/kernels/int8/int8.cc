@@ -3,9 +3,12 @@
 #include <shrink/core/error.h>
 #include <shrink/core/parallel.h>
 #include <shrink/kernels/gemm.h>
+#include <shrink/kernels/quant.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <string_view>
 
 #include "kernels/gemm/sgemm_kernels.h"
 #include "kernels/int8/int8_kernels.h"
@@ -18,6 +21,7 @@ const Int8Kernels& int8_kernels(Int8Isa isa) {
       {Int8Isa::Scalar,
        gemm_u8s8_panels_scalar,
        w8a16_gemv_panels_scalar,
+       nullptr,
        dequant_panel_scalar,
        Isa::Scalar,
        quant_dynamic_scalar,
@@ -27,6 +31,7 @@ const Int8Kernels& int8_kernels(Int8Isa isa) {
       {Int8Isa::Avx2,
        gemm_u8s8_panels_avx2,
        w8a16_gemv_panels_avx2,
+       w8a16_gemv_q8_panels_avx2,
        dequant_panel_avx2,
        Isa::Avx2,
        quant_dynamic_avx2,
@@ -36,6 +41,7 @@ const Int8Kernels& int8_kernels(Int8Isa isa) {
       {Int8Isa::AvxVnni,
        gemm_u8s8_panels_avxvnni,
        w8a16_gemv_panels_avx2,
+       w8a16_gemv_q8_panels_avx2,
        dequant_panel_avx2,
        Isa::Avx2,
        quant_dynamic_avx2,
@@ -45,6 +51,7 @@ const Int8Kernels& int8_kernels(Int8Isa isa) {
       {Int8Isa::Avx512,
        gemm_u8s8_panels_avx2,
        w8a16_gemv_panels_avx512,
+       nullptr,
        dequant_panel_avx512,
        Isa::Avx512,
        quant_dynamic_avx512,
@@ -54,6 +61,7 @@ const Int8Kernels& int8_kernels(Int8Isa isa) {
       {Int8Isa::Avx512Vnni,
        gemm_u8s8_panels_avx512vnni,
        w8a16_gemv_panels_avx512,
+       nullptr,
        dequant_panel_avx512,
        Isa::Avx512,
        quant_dynamic_avx512,
@@ -161,7 +169,9 @@ Int8Isa int8_isa_for(Isa isa) {
 }
 
 Int8KernelNames int8_kernel_names(Int8Isa isa) {
-  return detail::int8_kernels(isa).names;
+  Int8KernelNames names = detail::int8_kernels(isa).names;
+  if (w8a16_gemv_rounds_x(isa)) names.w8a16_gemv = "f32q8-qs8w-gemv-1x64-vnnipack-avx2-maddubs";
+  return names;
 }
 
 PackedWeightsS8 PackedWeightsS8::pack(const int8_t* w, const float* scale, int64_t n, int64_t k, int64_t ldw) {
@@ -294,15 +304,87 @@ const float* padded_x(const PackedWeightsS8& w, const float* x, int64_t m, int64
 
 }  // namespace
 
+namespace {
+
+bool w8_gemv_q8_allowed() {
+  static const bool allowed = [] {
+    const char* env = std::getenv("SHRINK_W8_GEMV");
+    check(!env || std::string_view(env) == "f32" || std::string_view(env) == "q8",
+          "SHRINK_W8_GEMV={}: expected f32 (exact fp32 W8A16 GEMV) or q8 (x rounded to int8 per 32 values)",
+          env ? env : "");
+    return !(env && std::string_view(env) == "f32");
+  }();
+  return allowed;
+}
+
+// x rounded per 32 values in the layout of W8A16Q8Args, for this thread. Decode calls a layer once per 64-column
+// unit (ops::linear_fused) and q/k/v on the same x: the rounding is redone only when x, its shape or kpad changed
+// (a memcmp of k floats per row), as the W4 q8 GEMV does.
+struct PreparedQ8 {
+  std::vector<uint8_t> xq;
+  std::vector<float> dx, src;
+  std::vector<int8_t> q;
+  int64_t m = -1, k = -1, kpad = -1, ldxq = 0, lddx = 0;
+};
+
+const PreparedQ8& prepared_q8(const float* x, int64_t m, int64_t ldx, int64_t k, int64_t kpad) {
+  thread_local PreparedQ8 p;
+  bool same = p.m == m && p.k == k && p.kpad == kpad;
+  const size_t row_bytes = static_cast<size_t>(k) * sizeof(float);
+  for (int64_t r = 0; same && r < m; ++r) same = std::memcmp(p.src.data() + r * k, x + r * ldx, row_bytes) == 0;
+  if (same) return p;
+  p.ldxq = kpad * 2;
+  p.lddx = (kpad + 31) / 32;
+  p.xq.assign(static_cast<size_t>(m * p.ldxq), 0);
+  p.dx.assign(static_cast<size_t>(m * p.lddx), 0.f);
+  p.q.assign(static_cast<size_t>(kpad), 0);
+  p.src.resize(static_cast<size_t>(m * k));
+  for (int64_t r = 0; r < m; ++r) {
+    quantize_row_q8_32_ref(x + r * ldx, k, p.q.data(), p.dx.data() + r * p.lddx);
+    uint8_t* o = p.xq.data() + r * p.ldxq;
+    for (int64_t i = 0; i < kpad; ++i) {  // per k group of 4: |q| then q
+      const int8_t v = p.q[static_cast<size_t>(i)];
+      o[(i / kInt8Kg) * 2 * kInt8Kg + i % kInt8Kg] = static_cast<uint8_t>(v < 0 ? -v : v);
+      o[(i / kInt8Kg) * 2 * kInt8Kg + kInt8Kg + i % kInt8Kg] = static_cast<uint8_t>(v);
+    }
+    std::memcpy(p.src.data() + r * k, x + r * ldx, row_bytes);
+  }
+  p.m = m;
+  p.k = k;
+  p.kpad = kpad;
+  return p;
+}
+
+// The W8A16 GEMV of panels [p0, p1): the q8 kernel where the set has one (and SHRINK_W8_GEMV allows), else exact.
+template <class Run>
+void w8a16_gemv(const detail::Int8Kernels& kt, const PackedWeightsS8& w, const float* x, int64_t m, int64_t ldx,
+                const float* bias, float* y, int64_t ldy, int64_t col0, int64_t col1, Run&& run) {
+  if (kt.w8a16_gemv_q8 && w8_gemv_q8_allowed()) {
+    const PreparedQ8& p = prepared_q8(x, m, ldx, w.k(), w.kpad());
+    const detail::W8A16Q8Args g{p.xq.data(), p.ldxq,    p.dx.data(), p.lddx, m,   w.data(), w.kpad(),
+                                w.n(),       w.scale(), bias,        y,      ldy, col0,     col1};
+    run([&](int64_t p0, int64_t p1) { kt.w8a16_gemv_q8(g, p0, p1); });
+    return;
+  }
+  x = padded_x(w, x, m, ldx);
+  const detail::W8A16Args g{x, ldx, m, w.data(), w.kpad(), w.n(), w.scale(), bias, y, ldy, col0, col1};
+  run([&](int64_t p0, int64_t p1) { kt.w8a16_gemv(g, p0, p1); });
+}
+
+}  // namespace
+
+bool w8a16_gemv_rounds_x(Int8Isa isa) {
+  return detail::int8_kernels(isa).w8a16_gemv_q8 != nullptr && w8_gemv_q8_allowed();
+}
+
 void gemv_w8a16_cols(Int8Isa isa, const PackedWeightsS8& w, const float* x, int64_t m, int64_t ldx, const float* bias,
                      float* y, int64_t ldy, int64_t col0, int64_t col1) {
   check(m >= 0 && m <= kGemvMaxRows && ldx >= w.k() && ldy >= w.n() && col0 >= 0 && col1 <= w.n(),
         "gemv_w8a16: m = {}, ldx = {}, ldy = {}, columns [{}, {}) do not fit weights [n = {}, k = {}] (m <= {})", m,
         ldx, ldy, col0, col1, w.n(), w.k(), kGemvMaxRows);
   if (m == 0 || col1 <= col0) return;
-  x = padded_x(w, x, m, ldx);
-  const detail::W8A16Args g{x, ldx, m, w.data(), w.kpad(), w.n(), w.scale(), bias, y, ldy, col0, col1};
-  detail::int8_kernels(isa).w8a16_gemv(g, col0 / kInt8Nr, (col1 + kInt8Nr - 1) / kInt8Nr);
+  w8a16_gemv(detail::int8_kernels(isa), w, x, m, ldx, bias, y, ldy, col0, col1,
+             [&](auto&& fn) { fn(col0 / kInt8Nr, (col1 + kInt8Nr - 1) / kInt8Nr); });
 }
 
 void gemm_w8a16(Int8Isa isa, const PackedWeightsS8& w, const float* x, int64_t m, int64_t ldx, const float* bias,
@@ -314,9 +396,8 @@ void gemm_w8a16(Int8Isa isa, const PackedWeightsS8& w, const float* x, int64_t m
   if (m == 0) return;
   const detail::Int8Kernels& kt = detail::int8_kernels(isa);
   if (m <= kGemvMaxRows) {
-    x = padded_x(w, x, m, ldx);
-    const detail::W8A16Args g{x, ldx, m, w.data(), w.kpad(), w.n(), w.scale(), bias, y, ldy, 0, w.n()};
-    run_panels(m * w.n() * w.k(), w.panels(), [&](int64_t p0, int64_t p1) { kt.w8a16_gemv(g, p0, p1); });
+    w8a16_gemv(kt, w, x, m, ldx, bias, y, ldy, 0, w.n(),
+               [&](auto&& fn) { run_panels(m * w.n() * w.k(), w.panels(), fn); });
     return;
   }
   // Each panel is dequantized once (scales folded in) into the fp32 micro-kernel's layout and multiplied by all m

@@ -43,6 +43,24 @@ struct W8A16Args {
 };
 using W8A16PanelsFn = void (*)(const W8A16Args& g, int64_t p0, int64_t p1);
 
+// The W8A16 GEMV with x rounded to int8 per 32 values (quantize_row_q8_32_ref): an integer dot per 32-value block,
+// scaled by the block's d into fp32. Per x row r: xq + r * ldxq holds, per k group of 4, |q| (4 bytes) then q (4
+// bytes), zero past k up to kpad; dx + r * lddx the ceil(kpad / 32) block scales.
+struct W8A16Q8Args {
+  const uint8_t* xq;
+  int64_t ldxq;
+  const float* dx;
+  int64_t lddx, m;
+  const int8_t* packed;
+  int64_t kpad, n;
+  const float* w_scale;
+  const float* bias;
+  float* y;
+  int64_t ldy;
+  int64_t col0, col1;
+};
+using W8A16Q8PanelsFn = void (*)(const W8A16Q8Args& g, int64_t p0, int64_t p1);
+
 // One panel (64 columns) to fp32 in the packed fp32 layout of kernels/gemm with panel width nr (64: [k][64];
 // 16: four [k][16] panels one after the other), scales folded in: out = q * scale[col].
 using DequantPanelFn = void (*)(const int8_t* panel, int64_t k, const float* scale, int nr, float* out);
@@ -56,6 +74,8 @@ struct Int8Kernels {
   Int8Isa isa;
   Int8PanelsFn gemm;  // any m (m <= 4 is the W8A8 GEMV: the same tile streams each panel once)
   W8A16PanelsFn w8a16_gemv;
+  // Null where the exact GEMV keeps up with memory (AVX-512); SHRINK_W8_GEMV=f32 keeps the exact one everywhere.
+  W8A16Q8PanelsFn w8a16_gemv_q8;
   DequantPanelFn dequant_panel;
   Isa f32_isa;  // the fp32 GEMM micro-kernel the W8A16 GEMM feeds
   QuantDynamicFn quant_dynamic;
@@ -71,6 +91,7 @@ void gemm_u8s8_panels_avxvnni(const Int8GemmArgs& g, int64_t p0, int64_t p1);
 void gemm_u8s8_panels_avx512vnni(const Int8GemmArgs& g, int64_t p0, int64_t p1);
 void w8a16_gemv_panels_scalar(const W8A16Args& g, int64_t p0, int64_t p1);
 void w8a16_gemv_panels_avx2(const W8A16Args& g, int64_t p0, int64_t p1);
+void w8a16_gemv_q8_panels_avx2(const W8A16Q8Args& g, int64_t p0, int64_t p1);
 void w8a16_gemv_panels_avx512(const W8A16Args& g, int64_t p0, int64_t p1);
 void dequant_panel_scalar(const int8_t* panel, int64_t k, const float* scale, int nr, float* out);
 void dequant_panel_avx2(const int8_t* panel, int64_t k, const float* scale, int nr, float* out);

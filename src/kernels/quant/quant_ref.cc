@@ -10,7 +10,9 @@ namespace shrink::kernels {
 
 namespace {
 
-inline int32_t round_away(float v) { return static_cast<int32_t>(std::lround(v)); }
+inline int32_t round_away(float v) {
+  return static_cast<int32_t>(std::lround(v));
+}
 
 // ---- uniform row adapters for the traits table ----
 void w8_quantize(const float* x, int64_t n, int, bool, void* codes, void* scales, uint8_t*) {
@@ -19,9 +21,15 @@ void w8_quantize(const float* x, int64_t n, int, bool, void* codes, void* scales
 void w8_dequantize(const void* codes, const void* scales, const uint8_t*, int64_t n, int, float* out) {
   dequantize_row_s8_ref(static_cast<const int8_t*>(codes), *static_cast<const float*>(scales), n, out);
 }
-size_t bytes_1(int64_t n, int) { return static_cast<size_t>(n); }
-size_t bytes_2(int64_t n, int) { return static_cast<size_t>(n) * 2; }
-size_t bytes_w4(int64_t n, int group) { return static_cast<size_t>(w4_row_bytes(n, group)); }
+size_t bytes_1(int64_t n, int) {
+  return static_cast<size_t>(n);
+}
+size_t bytes_2(int64_t n, int) {
+  return static_cast<size_t>(n) * 2;
+}
+size_t bytes_w4(int64_t n, int group) {
+  return static_cast<size_t>(w4_row_bytes(n, group));
+}
 
 void a8_quantize(const float* x, int64_t n, int, bool, void* codes, void* scales, uint8_t* zero_points) {
   int32_t zp = 0;
@@ -40,8 +48,8 @@ void w4_quantize(const float* x, int64_t n, int group, bool asym, void* codes, v
 }
 void w4_dequantize(const void* codes, const void* scales, const uint8_t* zero_points, int64_t n, int group,
                    float* out) {
-  dequantize_row_w4_ref(static_cast<const uint8_t*>(codes), static_cast<const uint16_t*>(scales), zero_points, n,
-                        group, out);
+  dequantize_row_w4_ref(static_cast<const uint8_t*>(codes), static_cast<const uint16_t*>(scales), zero_points, n, group,
+                        out);
 }
 void bf16_quantize(const float* x, int64_t n, int, bool, void* codes, void*, uint8_t*) {
   quantize_row_bf16_ref(x, n, static_cast<uint16_t*>(codes));
@@ -60,7 +68,9 @@ const QFormatTraits kTable[kQFormatCount] = {
 
 }  // namespace
 
-const QFormatTraits* qformat_table() { return kTable; }
+const QFormatTraits* qformat_table() {
+  return kTable;
+}
 
 const QFormatTraits& qformat_traits(QFormat f) {
   const auto i = static_cast<int>(f);
@@ -77,14 +87,24 @@ void quantize_row_s8_ref(const float* x, int64_t n, int8_t* q, float* scale) {
   *scale = s;
 }
 
+void quantize_row_q8_32_ref(const float* x, int64_t n, int8_t* q, float* d) {
+  for (int64_t b = 0; b < n; b += 32) {
+    const int64_t e = std::min<int64_t>(n, b + 32);
+    float amax = 0.f;
+    for (int64_t i = b; i < e; ++i) amax = std::max(amax, std::fabs(x[i]));
+    const float inv = amax > 0.f ? 127.f / amax : 0.f;
+    d[b / 32] = amax / 127.f;
+    for (int64_t i = b; i < e; ++i) q[i] = static_cast<int8_t>(std::nearbyint(x[i] * inv));
+  }
+}
+
 void dequantize_row_s8_ref(const int8_t* q, float scale, int64_t n, float* out) {
   for (int64_t i = 0; i < n; ++i) out[i] = static_cast<float>(q[i]) * scale;
 }
 
 void quantize_row_u8_ref(const float* x, int64_t n, float scale, int32_t zero_point, uint8_t* q) {
   const float inv = 1.f / scale;
-  for (int64_t i = 0; i < n; ++i)
-    q[i] = static_cast<uint8_t>(std::clamp(round_away(x[i] * inv) + zero_point, 0, 255));
+  for (int64_t i = 0; i < n; ++i) q[i] = static_cast<uint8_t>(std::clamp(round_away(x[i] * inv) + zero_point, 0, 255));
 }
 
 void choose_u8_params(float lo, float hi, float* scale, int32_t* zero_point) {
@@ -172,8 +192,8 @@ int32_t dot_u8s8_ref(const uint8_t* a, const int8_t* w, int64_t n) {
   return static_cast<int32_t>(acc);
 }
 
-float dot_w4_f32_ref(const uint8_t* codes, const uint16_t* scales_f16, const uint8_t* zero_points, int64_t n,
-                     int group, const float* x) {
+float dot_w4_f32_ref(const uint8_t* codes, const uint16_t* scales_f16, const uint8_t* zero_points, int64_t n, int group,
+                     const float* x) {
   double acc = 0;
   for (int64_t i = 0; i < n; ++i) {
     const int64_t g = i / group;
