@@ -64,6 +64,38 @@ TEST(CompareDecoders, SameModelMatchesLlama2cPerplexity) {
   EXPECT_EQ(r.base.windows, 2);
 }
 
+// Agreement and KLD recomputed from both models' logits, window by window: whole-window forwards, or one token per
+// forward (decode), then every position but each window's last. Checks the comparison's position count.
+void expect_recomputed(const DecoderModel& base, const DecoderModel& cand, const std::vector<int32_t>& ids, int64_t ctx,
+                       bool decode, const DecoderComparison& r) {
+  const int64_t V = base.config().vocab_size, total = static_cast<int64_t>(ids.size());
+  int64_t agree = 0, n = 0;
+  double kld = 0;
+  for (int64_t begin = 0; begin < total; begin += ctx) {
+    const int64_t len = std::min<int64_t>(ctx, total - begin);
+    std::vector<float> lb(len * V), lc(len * V);
+    KvCache cb = base.new_cache(ctx), cc = cand.new_cache(ctx);
+    if (decode) {
+      for (int64_t j = 0; j < len; ++j) {
+        base.forward(cb, ids.data() + begin + j, 1, lb.data() + j * V, true);
+        cand.forward(cc, ids.data() + begin + j, 1, lc.data() + j * V, true);
+      }
+    } else {
+      base.forward(cb, ids.data() + begin, len, lb.data(), true);
+      cand.forward(cc, ids.data() + begin, len, lc.data(), true);
+    }
+    for (int64_t j = 0; j + 1 < len; ++j, ++n) {
+      const float* x = &lb[j * V];
+      const float* y = &lc[j * V];
+      agree += std::max_element(x, x + V) - x == std::max_element(y, y + V) - y;
+      kld += kl_divergence_logits(x, y, V);
+    }
+  }
+  EXPECT_EQ(n, r.positions);
+  EXPECT_DOUBLE_EQ(r.top1_agreement, static_cast<double>(agree) / n);
+  EXPECT_NEAR(r.kld, kld / n, 1e-12);
+}
+
 TEST(CompareDecoders, EachSideIsThePerplexityProtocolAndAgreementCountsArgmaxes) {
   const std::string text = read_text_file(fixture("text/tinyshakespeare.txt"));
   auto base = load_stories();
@@ -81,26 +113,7 @@ TEST(CompareDecoders, EachSideIsThePerplexityProtocolAndAgreementCountsArgmaxes)
   EXPECT_DOUBLE_EQ(r.base.ppl, pb.ppl);
   EXPECT_DOUBLE_EQ(r.candidate.ppl, pc.ppl);
   EXPECT_EQ(r.positions, 127 + 127 + 43);
-  // Agreement and KLD recomputed here from both models' logits, window by window.
-  const int64_t V = 512;
-  int64_t agree = 0, n = 0;
-  double kld = 0;
-  for (int64_t begin = 0; begin < 300; begin += ctx) {
-    const int64_t len = std::min<int64_t>(ctx, 300 - begin);
-    std::vector<float> lb(len * V), lc(len * V);
-    KvCache cb = dec(*base).new_cache(ctx), cc = dec(*cand).new_cache(ctx);
-    dec(*base).forward(cb, ids.data() + begin, len, lb.data(), true);
-    dec(*cand).forward(cc, ids.data() + begin, len, lc.data(), true);
-    for (int64_t j = 0; j + 1 < len; ++j, ++n) {
-      const float* x = &lb[j * V];
-      const float* y = &lc[j * V];
-      agree += std::max_element(x, x + V) - x == std::max_element(y, y + V) - y;
-      kld += kl_divergence_logits(x, y, V);
-    }
-  }
-  EXPECT_EQ(n, r.positions);
-  EXPECT_DOUBLE_EQ(r.top1_agreement, static_cast<double>(agree) / n);
-  EXPECT_NEAR(r.kld, kld / n, 1e-12);
+  expect_recomputed(dec(*base), dec(*cand), ids, ctx, false, r);
   EXPECT_GT(r.kld, 0.0);
   EXPECT_LT(r.top1_agreement, 1.0);
 }
@@ -117,31 +130,12 @@ TEST(CompareDecoders, DecodePathScoresOneTokenPerForward) {
   quantize_model(*cand, o);
   auto ids = base->require_tokenizer().encode(text.substr(0, 2048), true);
   ids.resize(200);
-  const int64_t ctx = 128, V = 512;
+  const int64_t ctx = 128;
   const DecoderComparison pre = compare_decoders(dec(*base), dec(*cand), ids, ctx);
   const DecoderComparison r = compare_decoders(dec(*base), dec(*cand), ids, ctx, {}, true);
   EXPECT_EQ(r.positions, pre.positions);
   EXPECT_NEAR(r.base.ppl, pre.base.ppl, 1e-4 * pre.base.ppl);
-  int64_t agree = 0, n = 0;
-  double kld = 0;
-  for (int64_t begin = 0; begin < 200; begin += ctx) {
-    const int64_t len = std::min<int64_t>(ctx, 200 - begin);
-    std::vector<float> lb(len * V), lc(len * V);
-    KvCache cb = dec(*base).new_cache(ctx), cc = dec(*cand).new_cache(ctx);
-    for (int64_t j = 0; j < len; ++j) {
-      dec(*base).forward(cb, ids.data() + begin + j, 1, lb.data() + j * V, true);
-      dec(*cand).forward(cc, ids.data() + begin + j, 1, lc.data() + j * V, true);
-    }
-    for (int64_t j = 0; j + 1 < len; ++j, ++n) {
-      const float* x = &lb[j * V];
-      const float* y = &lc[j * V];
-      agree += std::max_element(x, x + V) - x == std::max_element(y, y + V) - y;
-      kld += kl_divergence_logits(x, y, V);
-    }
-  }
-  EXPECT_EQ(n, r.positions);
-  EXPECT_DOUBLE_EQ(r.top1_agreement, static_cast<double>(agree) / n);
-  EXPECT_NEAR(r.kld, kld / n, 1e-12);
+  expect_recomputed(dec(*base), dec(*cand), ids, ctx, true, r);
   if (kernels::w8a16_gemv_rounds_x(kernels::int8_isa_for(active_isa()))) {
     EXPECT_NE(r.kld, pre.kld);
   }
