@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -95,6 +96,29 @@ std::string read_text_file(const std::filesystem::path& path) {
   std::ostringstream ss;
   ss << in.rdbuf();
   return ss.str();
+}
+
+bool drop_mapped_pages(const void* p, size_t n) {
+  const long page = sysconf(_SC_PAGESIZE);
+  if (!p || page <= 0 || n < static_cast<size_t>(page)) return false;
+  const auto begin = reinterpret_cast<uintptr_t>(p), end = begin + n;
+  const uintptr_t first = (begin + page - 1) / page * page, last = end / page * page;
+  if (first >= last) return false;
+  std::FILE* maps = std::fopen("/proc/self/maps", "r");
+  if (!maps) return false;
+  char line[4096];
+  bool file_readonly_private = false;
+  while (std::fgets(line, sizeof line, maps)) {
+    unsigned long lo = 0, hi = 0, inode = 0;
+    char perms[8] = {};
+    if (std::sscanf(line, "%lx-%lx %7s %*s %*s %lu", &lo, &hi, perms, &inode) != 4) continue;
+    if (first >= lo && last <= hi) {
+      file_readonly_private = inode != 0 && perms[0] == 'r' && perms[1] == '-' && perms[3] == 'p';
+      break;
+    }
+  }
+  std::fclose(maps);
+  return file_readonly_private && madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED) == 0;
 }
 
 }  // namespace shrink

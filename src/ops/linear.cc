@@ -1,15 +1,16 @@
-// Dense fp32 Linear: weights converted and packed once for the active ISA; GEMV for m <= 4, and for batches the
-// packed GEMM or oneDNN's matmul, whichever src/kernels/gemm/README.md measured faster here.
+// Dense fp32 Linear: weights converted and packed for the active ISA on first use (and again after release_packed);
+// GEMV for m <= 4, and for batches the packed GEMM or oneDNN's matmul, whichever src/kernels/gemm/README.md measured
+// faster here.
 #include <shrink/core/cpu.h>
 #include <shrink/core/error.h>
+#include <shrink/core/mmap.h>
 #include <shrink/kernels/gemm.h>
 #include <shrink/ops/linear.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <cstdio>
+#include <atomic>
 #include <cstdlib>
+#include <mutex>
 #include <string_view>
 #include <vector>
 
@@ -37,33 +38,6 @@ bool prefer_onednn(Isa isa, int64_t out, int64_t in) {
   return false;
 }
 
-// After packing, the checkpoint's pages of the source weight are dead weight in RSS (the model would otherwise
-// hold the mapped file and the packed copy: 8.8 GB for TinyLlama). When [p, p + n) lies in a read-only private
-// file mapping, its whole pages are dropped with MADV_DONTNEED: the view stays valid and reloads from the file on
-// demand (quantization passes read LinearSlot::weight again). Heap or writable memory is never touched.
-void release_mapped_pages(const void* p, size_t n) {
-  const long page = sysconf(_SC_PAGESIZE);
-  if (!p || page <= 0 || n < static_cast<size_t>(page)) return;
-  const auto begin = reinterpret_cast<uintptr_t>(p), end = begin + n;
-  const uintptr_t first = (begin + page - 1) / page * page, last = end / page * page;
-  if (first >= last) return;
-  std::FILE* maps = std::fopen("/proc/self/maps", "r");
-  if (!maps) return;
-  char line[4096];
-  bool file_readonly_private = false;
-  while (std::fgets(line, sizeof line, maps)) {
-    unsigned long lo = 0, hi = 0, inode = 0;
-    char perms[8] = {};
-    if (std::sscanf(line, "%lx-%lx %7s %*s %*s %lu", &lo, &hi, perms, &inode) != 4) continue;
-    if (first >= lo && last <= hi) {
-      file_readonly_private = inode != 0 && perms[0] == 'r' && perms[1] == '-' && perms[3] == 'p';
-      break;
-    }
-  }
-  std::fclose(maps);
-  if (file_readonly_private) madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
-}
-
 class DenseLinearF32 final : public Linear {
  public:
   DenseLinearF32(const Tensor& weight, const Tensor* bias, DenseGemm gemm) {
@@ -82,28 +56,22 @@ class DenseLinearF32 final : public Linear {
       const Tensor b = bias->to_f32();
       bias_.assign(b.data<float>(), b.data<float>() + out_);
     }
-    const Isa isa = active_isa();
-    packed_ = kernels::PackedWeightsF32::pack(weight.raw(), weight.dtype(), out_, in_, in_, isa);
+    weight_ = weight;
+    isa_ = active_isa();
     gemm = gemm_from_env(gemm);
-    const bool use_onednn = out_ > 0 && in_ > 0 &&
-                            (gemm == DenseGemm::OneDnn || (gemm == DenseGemm::Auto && prefer_onednn(isa, out_, in_)));
-    if (use_onednn) {
-      // oneDNN wants the [out][in] fp32 rows; rebuild them from the conversion already done by packing.
-      const Tensor w32 = weight.to_f32();
-      onednn_ = std::make_unique<kernels::DnnlMatmulF32>(w32.data<float>(), out_, in_, in_,
-                                                         bias_.empty() ? nullptr : bias_.data());
-    }
-    release_mapped_pages(weight.raw(), weight.nbytes());
+    use_onednn_ = out_ > 0 && in_ > 0 &&
+                  (gemm == DenseGemm::OneDnn || (gemm == DenseGemm::Auto && prefer_onednn(isa_, out_, in_)));
   }
 
   void forward(const float* x, int64_t m, float* y) const override {
     check(m >= 0, "dense Linear [{} -> {}]: m = {} rows; expected m >= 0", in_, out_, m);
     if (m == 0) return;
     const float* b = bias_.empty() ? nullptr : bias_.data();
-    if (onednn_ && m > kernels::kGemvMaxRows)
-      onednn_->run(x, m, y);
+    const Packed& p = ensure_packed();
+    if (p.onednn && m > kernels::kGemvMaxRows)
+      p.onednn->run(x, m, y);
     else
-      kernels::sgemm_packed(packed_, x, m, in_, b, y, out_);
+      kernels::sgemm_packed(p.panels, x, m, in_, b, y, out_);
   }
 
   // The GEMV kernel over the panels that cover [o0, o1): whole panels write y directly; a panel cut by the range
@@ -112,6 +80,8 @@ class DenseLinearF32 final : public Linear {
     if (m < 1 || m > kernels::kGemvMaxRows) return false;
     check(0 <= o0 && o0 <= o1 && o1 <= out_, "dense Linear [{} -> {}]: output range [{}, {}) is outside [0, {})", in_,
           out_, o0, o1, out_);
+    // The empty range is linear_fused's question, asked outside its parallel region: pack here, on the pool.
+    const kernels::PackedWeightsF32& packed = ensure_packed().panels;
     if (o0 == o1) return true;
     const float* b = bias_.empty() ? nullptr : bias_.data();
     if (in_ == 0) {
@@ -119,9 +89,9 @@ class DenseLinearF32 final : public Linear {
         for (int64_t o = o0; o < o1; ++o) y[r * out_ + o] = b ? b[o] : 0.0f;
       return true;
     }
-    const kernels::detail::SgemmPanelsFn gemv = kernels::detail::sgemm_kernels(packed_.isa()).gemv;
-    const int64_t nr = packed_.nr();
-    const kernels::detail::SgemmArgs all{x, in_, m, out_, in_, packed_.panel(0), b, y, out_};
+    const kernels::detail::SgemmPanelsFn gemv = kernels::detail::sgemm_kernels(packed.isa()).gemv;
+    const int64_t nr = packed.nr();
+    const kernels::detail::SgemmArgs all{x, in_, m, out_, in_, packed.panel(0), b, y, out_};
     auto whole = [&](int64_t p) { return p * nr >= o0 && std::min((p + 1) * nr, out_) <= o1; };
     const int64_t p_end = (o1 + nr - 1) / nr;
     for (int64_t p = o0 / nr; p < p_end;) {
@@ -135,7 +105,7 @@ class DenseLinearF32 final : public Linear {
       alignas(64) float tile[kernels::kGemvMaxRows * 64];
       kernels::detail::SgemmArgs one = all;
       one.n = out_ - p * nr;
-      one.packed = packed_.panel(p);
+      one.packed = packed.panel(p);
       one.bias = b ? b + p * nr : nullptr;
       one.y = tile;
       one.ldy = nr;
@@ -150,14 +120,57 @@ class DenseLinearF32 final : public Linear {
 
   std::string scheme() const override { return "f32"; }
 
+  // What the packed layer occupies (panels padded to the ISA's width; oneDNN's copy, when chosen, counted as out x in
+  // floats), packed or not.
   size_t weight_bytes() const override {
-    return packed_.bytes() + bias_.size() * sizeof(float) + (onednn_ ? onednn_->bytes() : 0);
+    const int64_t nr = kernels::sgemm_panel_width(isa_), panels = (out_ + nr - 1) / nr;
+    const size_t f32_bytes = static_cast<size_t>(out_ * in_) * sizeof(float);
+    return static_cast<size_t>(panels * nr * in_) * sizeof(float) + bias_.size() * sizeof(float) +
+           (use_onednn_ ? f32_bytes : 0);
+  }
+
+  void release_packed() override {
+    const std::lock_guard<std::mutex> lock(mutex_);
+    ready_.store(nullptr, std::memory_order_release);
+    packed_.reset();
   }
 
  private:
-  kernels::PackedWeightsF32 packed_;
+  struct Packed {
+    kernels::PackedWeightsF32 panels;
+    std::unique_ptr<kernels::DnnlMatmulF32> onednn;  // batches only, when chosen
+  };
+
+  // Packs on the first call (double-checked: later calls cost one acquire load). After packing, the checkpoint's
+  // pages of the source are dead weight in RSS (the model would hold the mapped file and the packed copy: 8.8 GB
+  // for TinyLlama), so they are dropped; they reload from the file if the weight is read again (quantization passes
+  // read LinearSlot::weight, a repack after release_packed).
+  const Packed& ensure_packed() const {
+    if (const Packed* p = ready_.load(std::memory_order_acquire)) return *p;
+    const std::lock_guard<std::mutex> lock(mutex_);
+    if (!packed_) {
+      auto p = std::make_unique<Packed>();
+      p->panels = kernels::PackedWeightsF32::pack(weight_.raw(), weight_.dtype(), out_, in_, in_, isa_);
+      if (use_onednn_) {
+        // oneDNN wants the [out][in] fp32 rows.
+        const Tensor w32 = weight_.to_f32();
+        p->onednn = std::make_unique<kernels::DnnlMatmulF32>(w32.data<float>(), out_, in_, in_,
+                                                             bias_.empty() ? nullptr : bias_.data());
+      }
+      drop_mapped_pages(weight_.raw(), weight_.nbytes());
+      packed_ = std::move(p);
+    }
+    ready_.store(packed_.get(), std::memory_order_release);
+    return *packed_;
+  }
+
+  Tensor weight_;  // the source [out, in] (keeps a mapped file or heap storage alive)
   std::vector<float> bias_;
-  std::unique_ptr<kernels::DnnlMatmulF32> onednn_;  // batches only, when chosen
+  Isa isa_ = Isa::Scalar;
+  bool use_onednn_ = false;
+  mutable std::mutex mutex_;
+  mutable std::unique_ptr<Packed> packed_;
+  mutable std::atomic<const Packed*> ready_{nullptr};
 };
 
 }  // namespace

@@ -43,4 +43,10 @@ class AtomicFileWriter {
 
 std::string read_text_file(const std::filesystem::path& path);
 
+// Drops the resident pages of [p, p + n) when the range lies in a read-only private file mapping (a MappedFile's
+// tensors): madvise(MADV_DONTNEED) on the whole pages inside the range, which leaves RSS and reload from the file
+// when read again, so views stay valid. Anything else (heap, writable or anonymous memory, a range spanning two
+// mappings) is left alone. Returns whether pages were dropped. Costs a scan of /proc/self/maps.
+bool drop_mapped_pages(const void* p, size_t n);
+
 }  // namespace shrink

@@ -30,13 +30,19 @@ class Linear {
   virtual bool forward_rows(const float* /*x*/, int64_t /*m*/, float* /*y*/, int64_t /*o0*/, int64_t /*o1*/) const {
     return false;
   }
+  // Frees what the layer can rebuild from its source on the next call (the dense layer's packed copy of its
+  // weights); sequential calibration calls it on a finished block so a model larger than RAM stays bounded. Not while
+  // another thread runs this layer. Other layers keep everything (no-op).
+  virtual void release_packed() {}
 
  protected:
   int64_t in_ = 0, out_ = 0;
 };
 
-// Dense fp32 linear from a [out, in] weight of dtype F32/F16/BF16 (converted/packed once here) and
-// an optional bias [out]. Picks GEMV for m == 1 (decode) and a packed GEMM for batches.
+// Dense fp32 linear from a [out, in] weight of dtype F32/F16/BF16 and an optional bias [out]. Picks GEMV for m <= 4
+// (decode) and a packed GEMM for batches. The layer keeps `weight` (a view: for a loaded model, of the mapped file)
+// and converts/packs it on its first call, thread-safely, so loading a model costs no memory for its linears;
+// release_packed() drops the packed copy again. weight_bytes() is the packed size whether packed yet or not.
 std::unique_ptr<Linear> make_dense_linear(const Tensor& weight, const Tensor* bias = nullptr);
 
 // Which fp32 GEMM runs batches (m > 4; smaller m always use the streaming GEMV on the packed weights).
