@@ -247,9 +247,15 @@ TEST(Peak, StreamReadSumCountsOnes) {
 }
 
 // Sustained (best 512 MiB pass) and burst (best 16 MiB pass) are both positive, and a whole-buffer pass cannot be
-// much faster than the best of its parts (10% allowed for timer granularity).
+// much faster than the best of its parts (10% allowed for timer granularity). On a loaded machine every burst pass
+// of one measurement can be preempted (seen under ctest -j2 beside two compiles: burst 4.6, sustained 17.0 GB/s), so
+// the order is asked of up to three measurements; a measurement that inverts it every time fails.
 TEST(Peak, SustainedReadIsAtMostTheBurst) {
-  const StreamRead r = measure_stream_read(2);
+  StreamRead r;
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    r = measure_stream_read(2);
+    if (r.sustained_gbps <= r.burst_gbps * 1.1) break;
+  }
   EXPECT_GT(r.sustained_gbps, 0.1);
   EXPECT_GT(r.burst_gbps, 0.1);
   EXPECT_LE(r.sustained_gbps, r.burst_gbps * 1.1);

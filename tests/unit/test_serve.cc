@@ -538,14 +538,21 @@ TEST(ServeHttp, KeepAliveClientsAllGetAnswers) {
   lo.url = "http://127.0.0.1:" + std::to_string(ts.port);
   lo.route = Route::Generate;
   lo.body = R"({"prompt": "Once upon a time", "max_tokens": 4, "temperature": 0})";
-  lo.concurrency = {32, 64};
-  lo.seconds = 1.5;
   lo.timeout_s = 30;
-  const auto levels = run_loadtest(lo);
-  ASSERT_EQ(levels.size(), 2u);
-  for (const auto& l : levels) {
-    EXPECT_GT(l.ok, 5 * l.concurrency) << "too few requests to pass each connection's 5th";
-    for (const auto& [code, n] : l.status) EXPECT_EQ(code, 200) << n << " x " << status_name(code);
+  for (int c : {32, 64}) {
+    // Long enough for every connection to pass its 5th request: 1.5 s on a quiet machine; a loaded one (ctest -j2
+    // beside compiles: 96 of the 320 needed at 64) gets a second, longer run. Every run's statuses are checked.
+    lo.concurrency = {c};
+    for (double seconds : {1.5, 8.0}) {
+      lo.seconds = seconds;
+      const auto levels = run_loadtest(lo);
+      ASSERT_EQ(levels.size(), 1u);
+      for (const auto& [code, n] : levels[0].status) EXPECT_EQ(code, 200) << n << " x " << status_name(code);
+      if (levels[0].ok > 5 * c || seconds > 1.5) {
+        EXPECT_GT(levels[0].ok, 5 * c) << "too few requests to pass each connection's 5th";
+        break;
+      }
+    }
   }
 }
 
