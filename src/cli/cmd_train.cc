@@ -14,6 +14,7 @@
 #include <cmath>
 #include <cstdio>
 #include <memory>
+#include <optional>
 
 #include "cli/commands.h"
 #include "cli/common.h"
@@ -247,13 +248,27 @@ void train_image() {
     train_set.pixels.resize(static_cast<size_t>(f.limit * train_set.rows * train_set.cols));
     train_set.labels.resize(f.limit);
   }
+  std::optional<ModelConfig> init_config;
+  if (!f.init.empty()) {
+    // Fine-tuning a ViT: its patches and image size are the model's, not --patch's default.
+    init_config = read_config(std::filesystem::path(f.init) / "config.json");
+    if (init_config->image_size <= 0 || init_config->patch_size <= 0)
+      fail("--init {}: a {} takes no images; --task image fine-tunes a ViT image classifier", f.init,
+           init_config->architecture);
+    if (f.given("--patch") && f.patch != init_config->patch_size)
+      fail("--patch {}: the model in --init {} reads {}x{} patches; drop --patch (the model's is used)", f.patch,
+           f.init, init_config->patch_size, init_config->patch_size);
+    if (init_config->image_size != train_set.rows || train_set.rows != train_set.cols)
+      fail("--init {}: the model takes {}x{} images, the data set has {}x{}", f.init, init_config->image_size,
+           init_config->image_size, train_set.rows, train_set.cols);
+    f.patch = init_config->patch_size;
+  }
   check(train_set.rows % f.patch == 0, "--patch {} does not divide the {}x{} images", f.patch, train_set.rows,
         train_set.cols);
   check(f.hidden % f.heads == 0, "--hidden {} is not a multiple of --heads {}", f.hidden, f.heads);
   std::unique_ptr<train::TrainableEncoder> model;
   if (!f.init.empty()) {
-    model = std::make_unique<train::TrainableEncoder>(read_config(std::filesystem::path(f.init) / "config.json"),
-                                                      read_safetensors_model(f.init).tensors, f.seed);
+    model = std::make_unique<train::TrainableEncoder>(*init_config, read_safetensors_model(f.init).tensors, f.seed);
   } else {
     nlohmann::json j = {{"architectures", {"ViTForImageClassification"}},
                         {"model_type", "vit"},
@@ -333,7 +348,8 @@ void register_train(CLI::App& app) {
       ->check(CLI::PositiveNumber);
   sub->add_option("--ff", f.ff, "image: feed-forward size; lm: overrides the preset's")->check(CLI::PositiveNumber);
   sub->add_option("--ctx", f.ctx, "lm: tokens per training sequence")->check(CLI::Range(2, 8192));
-  sub->add_option("--patch", f.patch, "image: patch size in pixels")->check(CLI::IsMember({1, 2, 4, 7, 14, 28}));
+  sub->add_option("--patch", f.patch, "image: patch size in pixels (with --init: the model's)")
+      ->check(CLI::IsMember({1, 2, 4, 7, 14, 28}));
   sub->add_option("--limit", f.limit, "use only the first N training examples (lm: bytes of text) (0: all)");
   sub->add_option("--epochs", f.epochs)->check(CLI::PositiveNumber);
   sub->add_option("--batch", f.batch)->check(CLI::PositiveNumber);

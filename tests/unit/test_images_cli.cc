@@ -168,6 +168,24 @@ TEST_F(ImagesCli, EvalEqualsAccuracyOfPredictionsComputedHere) {
   EXPECT_DOUBLE_EQ(c["top1_agreement"].get<double>(), 1.0);
 }
 
+// Fine-tuning with --init reads the model's own 7x7 patches (the --patch default is 4: it used to cut the images
+// into 4x4 rows without a word, and the accuracy fell): the test accuracy the command reports, computed on the
+// patch rows it trained on, equals the engine's on whole images; a --patch that contradicts the model is refused.
+TEST_F(ImagesCli, TrainInitKeepsTheModelsPatches) {
+  const fs::path out = testing::temp_dir("images_ft") / "vit";
+  const nlohmann::json j = run_json("train --task image --data " + dir_->string() + " --init " + teacher_->string() +
+                                    " --epochs 1 --lr 1e-4 --seed 1 --json --out " + out.string());
+  ASSERT_TRUE(j.contains("test_accuracy")) << j.dump();
+  EXPECT_EQ(read_config(out / "config.json").patch_size, 7);
+  const Predictions before = predict_test(*teacher_, *dir_), after = predict_test(out, *dir_);
+  EXPECT_NEAR(j["test_accuracy"].get<double>(), accuracy_of(after.engine, after.labels), 1e-9);
+  EXPECT_GE(accuracy_of(after.engine, after.labels), accuracy_of(before.engine, before.labels) - 0.05);
+  EXPECT_HAS(run_error("train --task image --data " + dir_->string() + " --init " + teacher_->string() +
+                       " --patch 4 --out " + (out.parent_path() / "x").string()),
+             "reads 7x7 patches; drop --patch");
+  EXPECT_FALSE(fs::exists(out.parent_path() / "x"));
+}
+
 TEST_F(ImagesCli, DistilledStudentKeepsTheTeachersEmbeddingsAndEvaluates) {
   const fs::path out = testing::temp_dir("images_distill") / "student";
   const nlohmann::json j = run_json("distill --teacher " + teacher_->string() + images() +
