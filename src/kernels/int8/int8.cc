@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string_view>
+#include <vector>
 
 #include "kernels/gemm/sgemm_kernels.h"
 #include "kernels/int8/int8_kernels.h"
@@ -95,8 +96,8 @@ void run_panels(int64_t macs, int64_t panels, Fn&& fn) {
     parallel_for(panels, 1, fn);
 }
 
-// Like run_panels for the GEMMs, but with fn(p0, p1, r0, r1) over panels and row ranges: when there are fewer than
-// two panels per thread the rows are split too, in blocks of a multiple of 12 rows (whole 4- and 6-row tiles).
+// Like run_panels for the GEMMs, but with fn(p0, p1, r0, r1) over panels and row ranges: when there are fewer panels
+// than threads the rows are split too, in blocks of a multiple of 12 rows (whole 4- and 6-row tiles).
 // A [544 x 64] x [64 x 64] ViT projection is one 64-column panel: by panels alone one thread did all of it.
 template <class Fn>
 void run_panel_rows(int64_t macs, int64_t panels, int64_t m, Fn&& fn) {
