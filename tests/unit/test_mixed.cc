@@ -233,7 +233,7 @@ TEST(Mixed, ClassifierMeetsAccuracyDropBudget) {
       out += line + "\t" + std::to_string(fp32[static_cast<size_t>(i)]) + "\n";
     testing::write_bytes(calib, out);
   }
-  const CalibSet set = read_calib_set(calib, base->require_tokenizer(), 48, 32);
+  const CalibSet set = read_labeled_calib_set(calib, base->require_tokenizer(), 48, 32, {}, 2);
   ASSERT_EQ(set.labels.size(), 48u);
   EXPECT_DOUBLE_EQ(held_out_accuracy(dynamic_cast<const EncoderModel&>(*base), set), 100.0);
 

@@ -22,9 +22,9 @@ struct CalibSet {
   // Image classifiers (ViT): pixel values [n][channels][image_size][image_size] as EncoderModel::forward_images takes
   // them; used instead of `sequences` for models that take images.
   std::vector<float> images;
-  // Labels of a classification TSV (sentence<TAB>label), one per sequence; empty when any chosen line lacks an
-  // integer label in its second column. The accuracy budget of --scheme auto (drop=X) scores against them.
-  std::vector<int32_t> labels;
+  // Labels, one per sequence, when read by read_labeled_calib_set (else empty). The accuracy budget of --scheme
+  // auto (drop=X) scores against them.
+  std::vector<int> labels;
   bool empty() const { return sequences.empty() && images.empty(); }
 };
 
@@ -39,6 +39,11 @@ BatchEncoding one_row_batch(const std::vector<int32_t>& ids, int64_t max_len);
 // truncated to seq_len. Errors: missing file, empty file, fewer tokens than one window -> message naming the file,
 // what was found and what to do.
 CalibSet read_calib_set(const std::filesystem::path& path, const Tokenizer& tok, int samples, int seq_len);
+// A classification TSV read by eval's read_labeled_table (sentence<TAB>label, columns found by header name, labels
+// as integers or the model's label names, in [0, num_labels) when num_labels > 0; errors name the file and line),
+// then sampled and encoded as the TSV branch of read_calib_set does, with each sample's label in CalibSet::labels.
+CalibSet read_labeled_calib_set(const std::filesystem::path& path, const Tokenizer& tok, int samples, int seq_len,
+                                const std::vector<std::string>& label_names, int num_labels);
 
 struct ActRange {
   float lo = 0, hi = 0;  // the observer's clipping range of the layer's input

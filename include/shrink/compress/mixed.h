@@ -68,7 +68,7 @@ std::vector<float> output_logits(const Model& model, const CalibSet& set, int64_
                                  std::vector<int64_t>* rows = nullptr);
 
 // Accuracy in % of rows of classifier logits against labels (row r against labels[r]).
-double accuracy_pct(const std::vector<float>& logits, const std::vector<int32_t>& labels, int64_t width);
+double accuracy_pct(const std::vector<float>& logits, const std::vector<int>& labels, int64_t width);
 
 // Mean next-token NLL (nats) of decoder logits from output_logits: row j of a sequence scores token j + 1.
 double mean_next_token_nll(const std::vector<float>& logits, const CalibSet& set, const std::vector<int64_t>& rows,

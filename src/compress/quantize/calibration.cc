@@ -5,10 +5,10 @@
 #include <shrink/core/error.h>
 #include <shrink/core/mmap.h>
 #include <shrink/core/parallel.h>
+#include <shrink/eval/classification.h>
 #include <shrink/kernels/quant.h>
 
 #include <algorithm>
-#include <charconv>
 #include <cmath>
 #include <mutex>
 #include <random>
@@ -47,11 +47,30 @@ void special_frame(const Tokenizer& tok, std::vector<int32_t>* prefix, std::vect
   for (size_t i = end; i < frame.size(); ++i) suffix->push_back(frame[i]);
 }
 
+// `samples` of the rows spread evenly over them, each encoded with special tokens and truncated to seq_len (rows
+// that give no tokens are passed over); labels (optional, one per row) follow their rows.
+CalibSet sample_rows(const std::filesystem::path& path, const std::vector<std::string_view>& rows,
+                     const std::vector<int>* labels, const Tokenizer& tok, int samples, int seq_len) {
+  const size_t take = std::min(rows.size(), static_cast<size_t>(samples));
+  CalibSet set;
+  EncodeOptions eo;
+  eo.max_length = seq_len;
+  for (size_t k = 0; k < take; ++k) {
+    const size_t r = k * rows.size() / take;  // spread evenly over the file
+    Encoding e = tok.encode_full(rows[r], {}, eo);
+    if (e.ids.empty()) continue;
+    set.sequences.push_back(std::move(e.ids));
+    if (labels) set.labels.push_back((*labels)[r]);
+  }
+  if (set.sequences.empty())
+    fail("calibration file {}: {} line(s) of text gave no tokens; expected readable text in the first column",
+         path.string(), rows.size());
+  return set;
+}
+
 CalibSet read_tsv(const std::filesystem::path& path, const std::string& text, const Tokenizer& tok, int samples,
                   int seq_len) {
   std::vector<std::string_view> rows;
-  std::vector<int32_t> labels;  // parallel to rows while every row has one; cleared at the first row without
-  bool labelled = true;
   size_t pos = 0;
   bool first = true;
   while (pos < text.size()) {
@@ -65,39 +84,24 @@ CalibSet read_tsv(const std::filesystem::path& path, const std::string& text, co
     first = false;
     if (header || is_blank(col)) continue;
     rows.push_back(col);
-    if (labelled) {
-      const size_t tab = line.find('\t');
-      std::string_view rest = tab == std::string_view::npos ? std::string_view() : line.substr(tab + 1);
-      rest = rest.substr(0, rest.find('\t'));
-      int32_t v = 0;
-      const auto [end_ptr, ec] = std::from_chars(rest.data(), rest.data() + rest.size(), v);
-      labelled = !rest.empty() && ec == std::errc() && end_ptr == rest.data() + rest.size();
-      if (labelled) labels.push_back(v);
-    }
   }
   if (rows.empty())
     fail(
         "calibration file {}: no text in the first column of any line; expected TSV with one sample text per line "
         "(first column), e.g. sentence<TAB>label",
         path.string());
-  const size_t take = std::min(rows.size(), static_cast<size_t>(samples));
-  CalibSet set;
-  EncodeOptions eo;
-  eo.max_length = seq_len;
-  for (size_t k = 0; k < take; ++k) {
-    const size_t r = k * rows.size() / take;  // spread evenly over the file
-    Encoding e = tok.encode_full(rows[r], {}, eo);
-    if (e.ids.empty()) continue;
-    set.sequences.push_back(std::move(e.ids));
-    if (labelled) set.labels.push_back(labels[r]);
-  }
-  if (set.sequences.empty())
-    fail("calibration file {}: {} line(s) of text gave no tokens; expected readable text in the first column",
-         path.string(), rows.size());
-  return set;
+  return sample_rows(path, rows, nullptr, tok, samples, seq_len);
 }
 
 }  // namespace
+
+CalibSet read_labeled_calib_set(const std::filesystem::path& path, const Tokenizer& tok, int samples, int seq_len,
+                                const std::vector<std::string>& label_names, int num_labels) {
+  check(samples >= 1, "calibration: {} samples requested; expected at least 1", samples);
+  const LabeledText data = read_labeled_table(path, label_names, num_labels).data;
+  const std::vector<std::string_view> rows(data.texts.begin(), data.texts.end());
+  return sample_rows(path, rows, &data.labels, tok, samples, seq_len);
+}
 
 CalibSet read_calib_set(const std::filesystem::path& path, const Tokenizer& tok, int samples, int seq_len) {
   check(samples >= 1, "calibration: {} samples requested; expected at least 1", samples);

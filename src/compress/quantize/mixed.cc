@@ -4,6 +4,7 @@
 #include <shrink/compress/sequential.h>
 #include <shrink/core/error.h>
 #include <shrink/core/timer.h>
+#include <shrink/eval/classification.h>
 #include <shrink/eval/compare.h>
 #include <shrink/eval/perplexity.h>
 
@@ -108,16 +109,15 @@ std::vector<float> output_logits(const Model& model, const CalibSet& set, int64_
   return out;
 }
 
-double accuracy_pct(const std::vector<float>& logits, const std::vector<int32_t>& labels, int64_t width) {
-  const int64_t rows = static_cast<int64_t>(logits.size()) / width;
-  check(rows > 0 && rows <= static_cast<int64_t>(labels.size()), "accuracy_pct: {} rows of logits for {} labels", rows,
-        labels.size());
-  int64_t right = 0;
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* l = logits.data() + r * width;
-    right += std::max_element(l, l + width) - l == labels[static_cast<size_t>(r)];
-  }
-  return 100.0 * static_cast<double>(right) / static_cast<double>(rows);
+double accuracy_pct(const std::vector<float>& logits, const std::vector<int>& labels, int64_t width) {
+  ClassifierRun run;  // eval's argmax per row and accuracy, on these logits
+  run.num_labels = static_cast<int>(width);
+  run.logits = logits;
+  const std::vector<int> predicted = run.predictions();
+  check(!predicted.empty() && predicted.size() <= labels.size(), "accuracy_pct: {} rows of logits for {} labels",
+        predicted.size(), labels.size());
+  const std::vector<int> truth(labels.begin(), labels.begin() + static_cast<ptrdiff_t>(predicted.size()));
+  return 100.0 * classification_metrics(predicted, truth, run.num_labels).accuracy;
 }
 
 double mean_next_token_nll(const std::vector<float>& logits, const CalibSet& set, const std::vector<int64_t>& rows,
@@ -173,8 +173,8 @@ MixedReport choose_mixed_precision(Model& model, const std::vector<std::string>&
   if (drop && classifier)
     check(heldout.labels.size() >= held_rows.size(),
           "mixed precision: --budget drop={} on a classifier bounds the accuracy loss on labelled held-out rows; the "
-          "calibration set has no labels. Pass --calib FILE.tsv with sentence<TAB>label lines (an integer label on "
-          "every line), or use --budget kld=X",
+          "calibration set has none (text classifiers get them from a --calib TSV of sentence<TAB>label lines; "
+          "calibration images carry none): use --budget kld=X there",
           opt.budget_drop_pct);
   const double base_nll = drop && !classifier ? mean_next_token_nll(base_held, heldout, held_rows, width) : 0;
   rep.base_ppl = drop && !classifier ? std::exp(base_nll) : 0;

@@ -150,7 +150,13 @@ QuantizeReport quantize_auto(Model& model, const QuantizeOptions& opt) {
                  opt.calib_images.begin() + static_cast<ptrdiff_t>((i + 1) * per));
     }
   } else {
-    const CalibSet set = read_calib_set(opt.calib, model.require_tokenizer(), opt.calib_samples, opt.calib_seq_len);
+    // A classifier's accuracy budget scores against the labels of a sentence<TAB>label file.
+    const bool labelled = opt.mixed.budget_drop_pct > 0 && model.kind() == ModelKind::Encoder;
+    const ModelConfig& c = model.config();
+    const CalibSet set =
+        labelled ? read_labeled_calib_set(opt.calib, model.require_tokenizer(), opt.calib_samples, opt.calib_seq_len,
+                                          c.id2label, c.num_labels)
+                 : read_calib_set(opt.calib, model.require_tokenizer(), opt.calib_samples, opt.calib_seq_len);
     check(set.sequences.size() >= 2, "{}: --scheme auto needs at least 2 calibration windows (found {}); use more text",
           opt.calib.string(), set.sequences.size());
     for (size_t i = 0; i < set.sequences.size(); ++i) {
