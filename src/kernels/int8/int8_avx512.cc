@@ -125,12 +125,9 @@ float abs_max(const float* x, int64_t k) {
 
 void w8a16_gemv_panels_avx512(const W8A16Args& g, int64_t p0, int64_t p1) {
   const int64_t groups = g.kpad / kInt8Kg;
-  for (int64_t p = p0; p < p1; ++p) {
-    int lo, hi;
-    panel_cols(p, g.n, g.col0, g.col1, &lo, &hi);
-    if (hi <= lo) continue;
-    w8a16_panel_rows(static_cast<int>(g.m), g, g.packed + p * g.kpad * kInt8Nr, groups, p * kInt8Nr, lo, hi);
-  }
+  for_each_panel(g, p0, p1, [&](const int8_t* panel, int64_t pcol, int lo, int hi) {
+    w8a16_panel_rows(static_cast<int>(g.m), g, panel, groups, pcol, lo, hi);
+  });
 }
 
 void dequant_panel_avx512(const int8_t* panel, int64_t k, const float* scale, int nr, float* out) {

@@ -113,6 +113,17 @@ inline void panel_cols(int64_t p, int64_t n, int64_t col0, int64_t col1, int* lo
   *hi = static_cast<int>(std::clamp<int64_t>(std::min(col1, n) - base, 0, kInt8Nr));
 }
 
+// fn(panel, pcol, lo, hi) for each panel of [p0, p1) with columns to store: its packed bytes, its first column and
+// the stored range [lo, hi) of panel_cols. The panel walk of the GEMVs and the one-row GEMM.
+template <class Args, class Fn>
+inline void for_each_panel(const Args& g, int64_t p0, int64_t p1, Fn&& fn) {
+  for (int64_t p = p0; p < p1; ++p) {
+    int lo, hi;
+    panel_cols(p, g.n, g.col0, g.col1, &lo, &hi);
+    if (hi > lo) fn(g.packed + p * g.kpad * kInt8Nr, p * kInt8Nr, lo, hi);
+  }
+}
+
 // The W8A8 epilogue in scalar form (tails and the scalar kernels).
 inline float w8a8_epilogue(int32_t acc, const Int8GemmArgs& g, int64_t row, int64_t col) {
   const int32_t v = acc - g.zp * g.wsum[col];

@@ -131,11 +131,9 @@ void ymm_gemm_panels(const Int8GemmArgs& g, int64_t p0, int64_t p1) {
   constexpr int64_t kMc = 128;
   const int64_t groups = g.kpad / kInt8Kg;
   if (g.m == 1) {
-    for (int64_t p = p0; p < p1; ++p) {
-      int lo, hi;
-      panel_cols(p, g.n, g.col0, g.col1, &lo, &hi);
-      if (hi > lo) ymm_row_panel<Dot>(g, 0, g.packed + p * g.kpad * kInt8Nr, groups, p * kInt8Nr, lo, hi);
-    }
+    for_each_panel(g, p0, p1, [&](const int8_t* panel, int64_t pcol, int lo, int hi) {
+      ymm_row_panel<Dot>(g, 0, panel, groups, pcol, lo, hi);
+    });
     return;
   }
   for (int64_t ic = 0; ic < g.m; ic += kMc) {
