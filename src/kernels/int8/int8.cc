@@ -360,15 +360,15 @@ const PreparedQ8& prepared_q8(const float* x, int64_t m, int64_t ldx, int64_t k,
 template <class Run>
 void w8a16_gemv(const detail::Int8Kernels& kt, const PackedWeightsS8& w, const float* x, int64_t m, int64_t ldx,
                 const float* bias, float* y, int64_t ldy, int64_t col0, int64_t col1, Run&& run) {
+  const detail::W8A16Args args{x, ldx, m, w.data(), w.kpad(), w.n(), w.scale(), bias, y, ldy, col0, col1};
   if (kt.w8a16_gemv_q8 && w8_gemv_q8_allowed()) {
     const PreparedQ8& p = prepared_q8(x, m, ldx, w.k(), w.kpad());
-    const detail::W8A16Q8Args g{p.xq.data(), p.ldxq,    p.dx.data(), p.lddx, m,   w.data(), w.kpad(),
-                                w.n(),       w.scale(), bias,        y,      ldy, col0,     col1};
+    const detail::W8A16Q8Args g{args, p.xq.data(), p.ldxq, p.dx.data(), p.lddx};
     run([&](int64_t p0, int64_t p1) { kt.w8a16_gemv_q8(g, p0, p1); });
     return;
   }
-  x = padded_x(w, x, m, ldx);
-  const detail::W8A16Args g{x, ldx, m, w.data(), w.kpad(), w.n(), w.scale(), bias, y, ldy, col0, col1};
+  detail::W8A16Args g = args;
+  g.x = padded_x(w, x, m, g.ldx);
   run([&](int64_t p0, int64_t p1) { kt.w8a16_gemv(g, p0, p1); });
 }
 

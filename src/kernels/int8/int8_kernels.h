@@ -44,20 +44,14 @@ struct W8A16Args {
 using W8A16PanelsFn = void (*)(const W8A16Args& g, int64_t p0, int64_t p1);
 
 // The W8A16 GEMV with x rounded to int8 per 32 values (quantize_row_q8_32_ref): an integer dot per 32-value block,
-// scaled by the block's d into fp32. Per x row r: xq + r * ldxq holds, per k group of 4, |q| (4 bytes) then q (4
-// bytes), zero past k up to kpad; dx + r * lddx the ceil(kpad / 32) block scales.
-struct W8A16Q8Args {
+// scaled by the block's d into fp32. The W8A16Args (their x and ldx are not read), plus x rounded: per x row r,
+// xq + r * ldxq holds, per k group of 4, |q| (4 bytes) then q (4 bytes), zero past k up to kpad; dx + r * lddx the
+// ceil(kpad / 32) block scales.
+struct W8A16Q8Args : W8A16Args {
   const uint8_t* xq;
   int64_t ldxq;
   const float* dx;
-  int64_t lddx, m;
-  const int8_t* packed;
-  int64_t kpad, n;
-  const float* w_scale;
-  const float* bias;
-  float* y;
-  int64_t ldy;
-  int64_t col0, col1;
+  int64_t lddx;
 };
 using W8A16Q8PanelsFn = void (*)(const W8A16Q8Args& g, int64_t p0, int64_t p1);
 
