@@ -6,10 +6,10 @@
 #include <shrink/kernels/int4.h>
 
 #include <cstdint>
-#include <cstring>
 #include <vector>
 
 #include "kernels/gemv_row_blocks.h"
+#include "kernels/same_input.h"
 
 namespace shrink::kernels::detail {
 namespace {
@@ -23,9 +23,7 @@ struct PreparedXq {
   std::vector<float> dx, xsum_f;
   std::vector<int32_t> xsum_i;
   int64_t lanes = 0;
-  std::vector<float> src;  // [m][k] the x rounded
-  int64_t m = -1, k = -1, group = -1;
-  bool asym = false;
+  SameInput input;  // the x rounded, its shape and the weight layout
 };
 
 // Raw pointers of a PreparedXq, passed by value so the hot loop keeps them in registers (the PreparedXq itself is
@@ -44,17 +42,10 @@ struct XqView {
 template <class Prepare>
 inline XqView prepared_xq(const W4Matrix& w, const float* x, int64_t m, int64_t ldx, PreparedXq& p, Prepare&& prepare) {
   const bool asym = w.zero_points != nullptr;
-  bool same = p.m == m && p.k == w.k && p.group == w.group && p.asym == asym;
-  const size_t row_bytes = static_cast<size_t>(w.k) * sizeof(float);
-  for (int64_t r = 0; same && r < m; ++r) same = std::memcmp(p.src.data() + r * w.k, x + r * ldx, row_bytes) == 0;
-  if (!same) {
+  const int64_t layout = int64_t{w.group} * 2 + (asym ? 1 : 0);
+  if (!p.input.same(x, m, ldx, w.k, layout)) {
     prepare(w, x, m, ldx, p);
-    p.src.resize(static_cast<size_t>(m * w.k));
-    for (int64_t r = 0; r < m; ++r) std::memcpy(p.src.data() + r * w.k, x + r * ldx, row_bytes);
-    p.m = m;
-    p.k = w.k;
-    p.group = w.group;
-    p.asym = asym;
+    p.input.remember(x, m, ldx, w.k, layout);
   }
   return {p.xe.data(), p.xo.data(), p.dx.data(), p.xsum_f.data(), p.xsum_i.data(), p.lanes};
 }

@@ -13,6 +13,7 @@
 
 #include "kernels/gemm/sgemm_kernels.h"
 #include "kernels/int8/int8_kernels.h"
+#include "kernels/same_input.h"
 
 namespace shrink::kernels {
 namespace detail {
@@ -318,28 +319,24 @@ bool w8_gemv_q8_allowed() {
   return allowed;
 }
 
-// x rounded per 32 values in the layout of W8A16Q8Args, for this thread. Decode calls a layer once per 64-column
-// unit (ops::linear_fused) and q/k/v on the same x: the rounding is redone only when x, its shape or kpad changed
-// (a memcmp of k floats per row), as the W4 q8 GEMV does.
+// x rounded per 32 values in the layout of W8A16Q8Args, for this thread, redone only when x changed
+// (kernels/same_input.h, as the W4 q8 GEMV does).
 struct PreparedQ8 {
   std::vector<uint8_t> xq;
-  std::vector<float> dx, src;
+  std::vector<float> dx;
   std::vector<int8_t> q;
-  int64_t m = -1, k = -1, kpad = -1, ldxq = 0, lddx = 0;
+  int64_t ldxq = 0, lddx = 0;
+  detail::SameInput input;  // the x rounded; tag: kpad
 };
 
 const PreparedQ8& prepared_q8(const float* x, int64_t m, int64_t ldx, int64_t k, int64_t kpad) {
   thread_local PreparedQ8 p;
-  bool same = p.m == m && p.k == k && p.kpad == kpad;
-  const size_t row_bytes = static_cast<size_t>(k) * sizeof(float);
-  for (int64_t r = 0; same && r < m; ++r) same = std::memcmp(p.src.data() + r * k, x + r * ldx, row_bytes) == 0;
-  if (same) return p;
+  if (p.input.same(x, m, ldx, k, kpad)) return p;
   p.ldxq = kpad * 2;
   p.lddx = (kpad + 31) / 32;
   p.xq.assign(static_cast<size_t>(m * p.ldxq), 0);
   p.dx.assign(static_cast<size_t>(m * p.lddx), 0.f);
   p.q.assign(static_cast<size_t>(kpad), 0);
-  p.src.resize(static_cast<size_t>(m * k));
   for (int64_t r = 0; r < m; ++r) {
     quantize_row_q8_32_ref(x + r * ldx, k, p.q.data(), p.dx.data() + r * p.lddx);
     uint8_t* o = p.xq.data() + r * p.ldxq;
@@ -348,11 +345,8 @@ const PreparedQ8& prepared_q8(const float* x, int64_t m, int64_t ldx, int64_t k,
       o[(i / kInt8Kg) * 2 * kInt8Kg + i % kInt8Kg] = static_cast<uint8_t>(v < 0 ? -v : v);
       o[(i / kInt8Kg) * 2 * kInt8Kg + kInt8Kg + i % kInt8Kg] = static_cast<uint8_t>(v);
     }
-    std::memcpy(p.src.data() + r * k, x + r * ldx, row_bytes);
   }
-  p.m = m;
-  p.k = k;
-  p.kpad = kpad;
+  p.input.remember(x, m, ldx, k, kpad);
   return p;
 }
 
