@@ -11,11 +11,12 @@ namespace shrink::cli {
 
 void register_generate(CLI::App& app) {
   auto* sub = app.add_subcommand("generate", "generate text with a decoder (LLaMA, GPT-2)");
-  static std::string path, tokenizer, prompt;
+  static DecoderFlags model_flags;
+  static std::string prompt;
   static GenerateOptions g;
   static bool no_stop = false;
   static CommonFlags f;
-  sub->add_option("model", path, "model directory or llama2.c .bin")->required();
+  sub->add_option("model", model_flags.path, "model directory or llama2.c .bin")->required();
   sub->add_option("--prompt,-p", prompt, "prompt text")->required();
   sub->add_option("-n,--max-tokens", g.max_new_tokens, "tokens to generate")->check(CLI::PositiveNumber);
   sub->add_option("--temperature", g.sampling.temperature, "0 = greedy")->check(CLI::NonNegativeNumber);
@@ -23,16 +24,12 @@ void register_generate(CLI::App& app) {
   sub->add_option("--top-p", g.sampling.top_p, "nucleus sampling mass (1 = off)")->check(CLI::Range(0.0, 1.0));
   sub->add_option("--seed", g.sampling.seed, "random seed");
   sub->add_flag("--no-stop", no_stop, "do not stop at the end-of-sequence token");
-  static std::string kv_cache = "f32";
-  sub->add_option("--kv-cache", kv_cache, "KV cache type: f32 or int8 (INT8 KV8, ~3.8x smaller)")
-      ->check(CLI::IsMember({"f32", "int8"}));
-  sub->add_option("--tokenizer", tokenizer, "tokenizer file (needed for llama2.c .bin models)");
+  model_flags.add_to(sub);
   add_common_flags(sub, f);
   sub->callback([] {
     apply(f);
-    auto model = open_model(path, tokenizer);
+    auto model = model_flags.open("generate");
     DecoderModel& dec = as_decoder(*model, "generate");
-    dec.set_kv_cache_type(parse_kv_cache_type(kv_cache));
     const Tokenizer& tok = dec.require_tokenizer();
     if (prompt.empty()) fail("--prompt is empty: give some text to continue");
     const auto ids = tok.encode(prompt, true);

@@ -12,24 +12,21 @@ namespace shrink::cli {
 
 void register_ppl(CLI::App& app) {
   auto* sub = app.add_subcommand("ppl", "perplexity of a decoder on a text file");
-  static std::string path, tokenizer, text_file;
+  static DecoderFlags model_flags;
+  static std::string text_file;
   static int64_t ctx = 0, max_tokens = 0, max_bytes = 0;
   static CommonFlags f;
-  sub->add_option("model", path, "model directory or llama2.c .bin")->required();
+  sub->add_option("model", model_flags.path, "model directory or llama2.c .bin")->required();
   sub->add_option("--text", text_file, "UTF-8 text file")->required();
   sub->add_option("--ctx", ctx, "window length in tokens (default: the model's context)");
   sub->add_option("--max-tokens", max_tokens, "score only the first N tokens (0 = all)");
   sub->add_option("--max-bytes", max_bytes, "read only the first N bytes of the file (0 = all)");
-  static std::string kv_cache = "f32";
-  sub->add_option("--kv-cache", kv_cache, "KV cache type: f32 or int8 (INT8 KV8, ~3.8x smaller)")
-      ->check(CLI::IsMember({"f32", "int8"}));
-  sub->add_option("--tokenizer", tokenizer, "tokenizer file (needed for llama2.c .bin models)");
+  model_flags.add_to(sub);
   add_common_flags(sub, f);
   sub->callback([] {
     apply(f);
-    auto model = open_model(path, tokenizer);
+    auto model = model_flags.open("ppl");
     DecoderModel& dec = as_decoder(*model, "ppl");
-    dec.set_kv_cache_type(parse_kv_cache_type(kv_cache));
     std::string text = read_text_file(text_file);
     if (max_bytes > 0 && static_cast<int64_t>(text.size()) > max_bytes) text.resize(max_bytes);
     if (text.empty()) fail("{}: the text file is empty; perplexity needs text", text_file);

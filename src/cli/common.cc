@@ -40,6 +40,18 @@ DecoderModel& as_decoder(Model& m, const char* command) {
   return *d;
 }
 
+void DecoderFlags::add_to(CLI::App* sub) {
+  sub->add_option("--kv-cache", kv_cache, "KV cache type: f32 or int8 (INT8 KV8, ~3.8x smaller)")
+      ->check(CLI::IsMember({"f32", "int8"}));
+  sub->add_option("--tokenizer", tokenizer, "tokenizer file (needed for llama2.c .bin models)");
+}
+
+std::unique_ptr<Model> DecoderFlags::open(const char* command) const {
+  auto model = open_model(path, tokenizer);
+  as_decoder(*model, command).set_kv_cache_type(parse_kv_cache_type(kv_cache));
+  return model;
+}
+
 EncoderModel& as_encoder(Model& m, const char* command) {
   auto* e = dynamic_cast<EncoderModel*>(&m);
   if (!e)

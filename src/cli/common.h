@@ -24,6 +24,16 @@ std::unique_ptr<Model> open_model(const std::string& path, const std::string& to
 DecoderModel& as_decoder(Model& m, const char* command);
 EncoderModel& as_encoder(Model& m, const char* command);
 
+// What a command that runs a decoder (generate, ppl) takes besides its own flags: the model (positional, added by the
+// command so that it comes first in the help), --kv-cache and --tokenizer.
+struct DecoderFlags {
+  std::string path, tokenizer, kv_cache = "f32";
+  // Adds --kv-cache and --tokenizer to `sub`.
+  void add_to(CLI::App* sub);
+  // The model at `path`, checked to be a decoder (errors name `command`), with the --kv-cache type set.
+  std::unique_ptr<Model> open(const char* command) const;
+};
+
 void print_json(const nlohmann::json& j);  // one object, one line, stdout
 bool stderr_is_tty();
 // "\r[####    ] 40% 12/30 ETA 5s" on a terminal, plain periodic lines when piped; silent when quiet.
