@@ -29,6 +29,13 @@ void apply_activation(const std::string& act, float* x, int64_t n) {
   }
 }
 
+float tanh_of(float v) {
+  return std::tanh(v);
+}
+float relu_of(float v) {
+  return v > 0.f ? v : 0.f;
+}
+
 // Shared encoder block runner; BERT and DistilBERT differ only in names and the embedding/head.
 class Encoder : public EncoderModel {
  protected:
@@ -187,6 +194,29 @@ class Encoder : public EncoderModel {
     return cls;
   }
 
+  // The "classifier" Linear (hidden -> num_labels) of a ...ForSequenceClassification model.
+  void add_classifier() {
+    classifier_ = add_linear("classifier", true);
+    expect_linear(*classifier_, config_.hidden_size, config_.num_labels);
+  }
+
+  // The head on the [CLS] rows of out.hidden: `dense` (hidden -> hidden) and `act` in place (BERT's pooler with
+  // tanh, DistilBERT's pre_classifier with ReLU), then the classifier into out.logits when there is one. Returns the
+  // activated rows [batch][hidden] (BERT's pooled output).
+  Tensor head(const BatchEncoding& b, const LinearSlot& dense, float (*act)(float), EncoderOutput& out) const {
+    const int64_t d = config_.hidden_size;
+    const std::vector<float> cls = first_tokens(out.hidden.data<float>(), b);
+    Tensor h = Tensor::empty(DType::F32, {b.batch, d});
+    float* hp = h.data<float>();
+    dense.impl->forward(cls.data(), b.batch, hp);
+    for (int64_t i = 0; i < b.batch * d; ++i) hp[i] = act(hp[i]);
+    if (classifier_) {
+      out.logits = Tensor::empty(DType::F32, {b.batch, int64_t{config_.num_labels}});
+      classifier_->impl->forward(hp, b.batch, out.logits.data<float>());
+    }
+    return h;
+  }
+
   std::vector<Layer> layers_;
   int64_t max_ffn_ = 0;
   const float *word_ = nullptr, *pos_ = nullptr, *type_ = nullptr, *emb_ln_w_ = nullptr, *emb_ln_b_ = nullptr;
@@ -220,29 +250,15 @@ class Bert final : public Encoder {
             "{}: tensor '{}pooler.dense.weight' is missing (BertForSequenceClassification "
             "classifies the pooled [CLS] output)",
             source_.string(), p_);
-      classifier_ = add_linear("classifier", true);
-      expect_linear(*classifier_, d, c.num_labels);
+      add_classifier();
     }
   }
 
  public:
   EncoderOutput forward(const BatchEncoding& b) const override {
-    const ModelConfig& c = config_;
-    const int64_t d = c.hidden_size;
     EncoderOutput out;
     out.hidden = encode(b);
-    const float* x = out.hidden.data<float>();
-    if (pooler_) {
-      const std::vector<float> cls = first_tokens(x, b);
-      out.pooled = Tensor::empty(DType::F32, {b.batch, d});
-      pooler_->impl->forward(cls.data(), b.batch, out.pooled.data<float>());
-      float* pl = out.pooled.data<float>();
-      for (int64_t i = 0; i < b.batch * d; ++i) pl[i] = std::tanh(pl[i]);
-      if (classifier_) {
-        out.logits = Tensor::empty(DType::F32, {b.batch, int64_t{c.num_labels}});
-        classifier_->impl->forward(pl, b.batch, out.logits.data<float>());
-      }
-    }
+    if (pooler_) out.pooled = head(b, *pooler_, tanh_of, out);
     return out;
   }
 
@@ -270,26 +286,15 @@ class DistilBert final : public Encoder {
     if (config_.architecture == "DistilBertForSequenceClassification") {
       pre_classifier_ = add_linear("pre_classifier", true);
       expect_linear(*pre_classifier_, d, d);
-      classifier_ = add_linear("classifier", true);
-      expect_linear(*classifier_, d, c.num_labels);
+      add_classifier();
     }
   }
 
  public:
   EncoderOutput forward(const BatchEncoding& b) const override {
-    const ModelConfig& c = config_;
-    const int64_t d = c.hidden_size;
     EncoderOutput out;
     out.hidden = encode(b);
-    const float* x = out.hidden.data<float>();
-    if (classifier_) {
-      const std::vector<float> cls = first_tokens(x, b);
-      std::vector<float> pre(b.batch * d);
-      pre_classifier_->impl->forward(cls.data(), b.batch, pre.data());
-      for (float& f : pre) f = f > 0.f ? f : 0.f;
-      out.logits = Tensor::empty(DType::F32, {b.batch, int64_t{c.num_labels}});
-      classifier_->impl->forward(pre.data(), b.batch, out.logits.data<float>());
-    }
+    if (classifier_) head(b, *pre_classifier_, relu_of, out);
     return out;
   }
 
