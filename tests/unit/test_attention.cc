@@ -61,6 +61,34 @@ void naive_attend(const float* q, const float* k, const float* v, int64_t kv_str
   }
 }
 
+// Max |out - naive| of causal attention over `n_tokens` queries from position `start_pos`: q [token][n_heads * hd],
+// the keys / values the kernel saw as rows of `kv_stride` floats (the KV8 test passes the dequantized rows), out
+// [token][n_heads * hd]. Fails on NaN and on a write past the output (its 5 guard values must still be 7).
+double causal_error(const std::vector<float>& out, const std::vector<float>& q, const float* k, const float* v,
+                    int64_t kv_stride, int64_t n_tokens, int64_t start_pos, int n_heads, int n_kv_heads, int hd,
+                    float scale) {
+  const int64_t q_row = int64_t{n_heads} * hd;
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(out[n_tokens * q_row + i], 7.0f) << "wrote past the output";
+  const int group = n_heads / n_kv_heads;
+  double worst = 0;
+  std::vector<double> ref(hd);
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    const int64_t keys = start_pos + t + 1;
+    const std::vector<bool> allowed(keys, true);
+    for (int h = 0; h < n_heads; ++h) {
+      const int64_t g = h / group;
+      naive_attend(q.data() + t * q_row + h * hd, k + g * hd, v + g * hd, kv_stride, keys, allowed, hd, scale,
+                   ref.data());
+      for (int d = 0; d < hd; ++d) {
+        const float y = out[t * q_row + h * hd + d];
+        EXPECT_FALSE(std::isnan(y));
+        worst = std::max(worst, std::abs(y - ref[d]));
+      }
+    }
+  }
+  return worst;
+}
+
 class AttentionIsa : public ::testing::TestWithParam<Isa> {
  protected:
   void SetUp() override {
@@ -79,24 +107,8 @@ class AttentionIsa : public ::testing::TestWithParam<Isa> {
     std::vector<float> out(n_tokens * q_row + 5, 7.0f);
     kernels::attention_causal(GetParam(), q.data(), n_tokens, start_pos, k.data(), v.data(), kv_stride, n_heads,
                               n_kv_heads, hd, scale, out.data());
-    for (int i = 0; i < 5; ++i) EXPECT_EQ(out[n_tokens * q_row + i], 7.0f) << "wrote past the output";
-    const int group = n_heads / n_kv_heads;
-    double worst = 0;
-    std::vector<double> ref(hd);
-    for (int64_t t = 0; t < n_tokens; ++t) {
-      const int64_t keys = start_pos + t + 1;
-      const std::vector<bool> allowed(keys, true);
-      for (int h = 0; h < n_heads; ++h) {
-        const int64_t g = h / group;
-        naive_attend(q.data() + t * q_row + h * hd, k.data() + g * hd, v.data() + g * hd, kv_stride, keys, allowed, hd,
-                     scale, ref.data());
-        for (int d = 0; d < hd; ++d) {
-          const float y = out[t * q_row + h * hd + d];
-          EXPECT_FALSE(std::isnan(y));
-          worst = std::max(worst, std::abs(y - ref[d]));
-        }
-      }
-    }
+    const double worst =
+        causal_error(out, q, k.data(), v.data(), kv_stride, n_tokens, start_pos, n_heads, n_kv_heads, hd, scale);
     std::printf("[ accuracy ] causal %s tokens %lld start %lld heads %d/%d hd %d: max err %.3g\n", isa_name(GetParam()),
                 static_cast<long long>(n_tokens), static_cast<long long>(start_pos), n_heads, n_kv_heads, hd, worst);
     return worst;
@@ -126,24 +138,8 @@ class AttentionIsa : public ::testing::TestWithParam<Isa> {
     std::vector<float> out(n_tokens * q_row + 5, 7.0f);
     kernels::attention_causal_kv8(GetParam(), q.data(), n_tokens, start_pos, k8.data(), v8.data(), kv_stride, ks.data(),
                                   vs.data(), scale_stride, n_heads, n_kv_heads, hd, scale, out.data());
-    for (int i = 0; i < 5; ++i) EXPECT_EQ(out[n_tokens * q_row + i], 7.0f) << "wrote past the output";
-    const int group = n_heads / n_kv_heads;
-    double worst = 0;
-    std::vector<double> ref(hd);
-    for (int64_t t = 0; t < n_tokens; ++t) {
-      const int64_t keys = start_pos + t + 1;
-      const std::vector<bool> allowed(keys, true);
-      for (int h = 0; h < n_heads; ++h) {
-        const int64_t g = h / group;
-        naive_attend(q.data() + t * q_row + h * hd, kd.data() + g * hd, vd.data() + g * hd, kv_dim, keys, allowed, hd,
-                     scale, ref.data());
-        for (int d = 0; d < hd; ++d) {
-          const float y = out[t * q_row + h * hd + d];
-          EXPECT_FALSE(std::isnan(y));
-          worst = std::max(worst, std::abs(y - ref[d]));
-        }
-      }
-    }
+    const double worst =
+        causal_error(out, q, kd.data(), vd.data(), kv_dim, n_tokens, start_pos, n_heads, n_kv_heads, hd, scale);
     std::printf("[ accuracy ] kv8 causal %s tokens %lld start %lld heads %d/%d hd %d: max err %.3g\n",
                 isa_name(GetParam()), static_cast<long long>(n_tokens), static_cast<long long>(start_pos), n_heads,
                 n_kv_heads, hd, worst);

@@ -30,6 +30,22 @@ DecoderModel& dec(Model& m) {
   return dynamic_cast<DecoderModel&>(m);
 }
 
+// stories260K, a copy quantized with `scheme`, and the first `n` tokens of tiny Shakespeare.
+struct QuantizedStories {
+  std::unique_ptr<Model> base, cand;
+  std::vector<int32_t> ids;
+};
+QuantizedStories quantized_stories(const std::string& scheme, size_t n) {
+  const std::string text = read_text_file(fixture("text/tinyshakespeare.txt"));
+  QuantizedStories q{load_stories(), load_stories(), {}};
+  QuantizeOptions o;
+  o.scheme = parse_quant_spec(scheme);
+  quantize_model(*q.cand, o);
+  q.ids = q.base->require_tokenizer().encode(text.substr(0, 2048), true);
+  q.ids.resize(n);
+  return q;
+}
+
 TEST(KlDivergence, HandComputed) {
   // P = softmax(0, ln 3) = (1/4, 3/4), Q = softmax(0, 0) = (1/2, 1/2).
   const float p[2] = {0.f, static_cast<float>(std::log(3.0))}, q[2] = {0.f, 0.f};
@@ -97,14 +113,7 @@ void expect_recomputed(const DecoderModel& base, const DecoderModel& cand, const
 }
 
 TEST(CompareDecoders, EachSideIsThePerplexityProtocolAndAgreementCountsArgmaxes) {
-  const std::string text = read_text_file(fixture("text/tinyshakespeare.txt"));
-  auto base = load_stories();
-  auto cand = load_stories();
-  QuantizeOptions o;
-  o.scheme = parse_quant_spec("w4a16-g32");
-  quantize_model(*cand, o);
-  auto ids = base->require_tokenizer().encode(text.substr(0, 2048), true);
-  ids.resize(300);
+  auto [base, cand, ids] = quantized_stories("w4a16-g32", 300);
   const int64_t ctx = 128;  // 3 windows, the last one short
   const DecoderComparison r = compare_decoders(dec(*base), dec(*cand), ids, ctx);
   const PerplexityResult pb = perplexity(dec(*base), ids, ctx), pc = perplexity(dec(*cand), ids, ctx);
@@ -122,14 +131,7 @@ TEST(CompareDecoders, EachSideIsThePerplexityProtocolAndAgreementCountsArgmaxes)
 // up to summation order; agreement and KLD are recomputed here token by token; on a CPU whose W8A16 decode GEMV rounds
 // x to int8, the decode path of a W8A16 candidate differs from its prefill path (what --decode is for).
 TEST(CompareDecoders, DecodePathScoresOneTokenPerForward) {
-  const std::string text = read_text_file(fixture("text/tinyshakespeare.txt"));
-  auto base = load_stories();
-  auto cand = load_stories();
-  QuantizeOptions o;
-  o.scheme = parse_quant_spec("w8a16");
-  quantize_model(*cand, o);
-  auto ids = base->require_tokenizer().encode(text.substr(0, 2048), true);
-  ids.resize(200);
+  auto [base, cand, ids] = quantized_stories("w8a16", 200);
   const int64_t ctx = 128;
   const DecoderComparison pre = compare_decoders(dec(*base), dec(*cand), ids, ctx);
   const DecoderComparison r = compare_decoders(dec(*base), dec(*cand), ids, ctx, {}, true);

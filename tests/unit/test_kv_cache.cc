@@ -49,18 +49,7 @@ std::vector<float> random_vector(size_t n, uint32_t seed, float lo = -1.0f, floa
   return v;
 }
 
-struct Stories : ::testing::Test {
-  static void SetUpTestSuite() {
-    ref_ = new nlohmann::json(nlohmann::json::parse(read_text_file(fixture("stories260K/reference.json"))));
-    LoadOptions opt;
-    opt.tokenizer = fixture("stories260K/tok512.bin");
-    model_ = load_model(fixture("stories260K/stories260K.bin"), opt).release();
-  }
-  static void TearDownTestSuite() {
-    delete model_;
-    delete ref_;
-  }
-  static DecoderModel& dec() { return dynamic_cast<DecoderModel&>(*model_); }
+struct Stories : testing::StoriesSuite {
   // Token-by-token decode of `ids` (every position's logits).
   static std::vector<float> decode_all(const std::vector<int32_t>& ids, KvCacheType type) {
     const int64_t V = dec().config().vocab_size;
@@ -69,11 +58,7 @@ struct Stories : ::testing::Test {
     for (size_t p = 0; p < ids.size(); ++p) dec().forward(cache, &ids[p], 1, &logits[p * V], false);
     return logits;
   }
-  static nlohmann::json* ref_;
-  static Model* model_;
 };
-nlohmann::json* Stories::ref_ = nullptr;
-Model* Stories::model_ = nullptr;
 
 TEST_F(Stories, CacheBytesByType) {
   // stories260K: 5 layers, 4 KV heads of 8. fp32: 2 (K, V) x 5 x 512 x 32 x 4 bytes; int8: 32 codes + 4 fp32 scales.

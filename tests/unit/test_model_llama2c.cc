@@ -18,23 +18,7 @@ namespace {
 
 using testing::fixture;
 
-struct Stories : ::testing::Test {
-  static void SetUpTestSuite() {
-    ref_ = new nlohmann::json(nlohmann::json::parse(read_text_file(fixture("stories260K/reference.json"))));
-    LoadOptions opt;
-    opt.tokenizer = fixture("stories260K/tok512.bin");
-    model_ = load_model(fixture("stories260K/stories260K.bin"), opt).release();
-  }
-  static void TearDownTestSuite() {
-    delete model_;
-    delete ref_;
-  }
-  static DecoderModel& dec() { return dynamic_cast<DecoderModel&>(*model_); }
-  static nlohmann::json* ref_;
-  static Model* model_;
-};
-nlohmann::json* Stories::ref_ = nullptr;
-Model* Stories::model_ = nullptr;
+struct Stories : testing::StoriesSuite {};
 
 TEST_F(Stories, ConfigFromHeader) {
   const ModelConfig& c = model_->config();

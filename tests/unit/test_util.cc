@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 #include <shrink/core/error.h>
+#include <shrink/core/mmap.h>
 #include <shrink/eval/compare.h>
 #include <shrink/kernels/quant.h>
 #include <shrink/models/synth.h>
@@ -119,6 +120,20 @@ Stories260k stories260k(const std::string& tag) {
   s.held_out = s.load()->require_tokenizer().encode(text.substr(text.size() / 2, 20000), true);
   s.held_out.resize(2048);
   return s;
+}
+
+void StoriesSuite::SetUpTestSuite() {
+  ref_ = new nlohmann::json(nlohmann::json::parse(read_text_file(fixture("stories260K/reference.json"))));
+  LoadOptions opt;
+  opt.tokenizer = fixture("stories260K/tok512.bin");
+  model_ = load_model(fixture("stories260K/stories260K.bin"), opt).release();
+}
+
+void StoriesSuite::TearDownTestSuite() {
+  delete model_;
+  delete ref_;
+  model_ = nullptr;
+  ref_ = nullptr;
 }
 
 double kld_on(const Model& base, const Model& candidate, const std::vector<int32_t>& tokens) {

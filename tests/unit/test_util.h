@@ -1,6 +1,7 @@
 // Helpers shared by unit tests: fixture paths (fail loudly when missing), temp dirs, CLI runs.
 #pragma once
 
+#include <gtest/gtest.h>
 #include <shrink/compress/quantize.h>
 #include <shrink/models/model.h>
 #include <shrink/ops/qlinear.h>
@@ -10,6 +11,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -52,6 +54,19 @@ struct Stories260k {
   std::unique_ptr<Model> load() const;  // a fresh fp32 copy
 };
 Stories260k stories260k(const std::string& tag);
+// A test-suite fixture over stories260K (llama2.c fixture, tok512.bin) and its reference.json (llama2.c run.c's
+// outputs), loaded once per suite: `struct Stories : testing::StoriesSuite {};`, then TEST_F(Stories, ...).
+class StoriesSuite : public ::testing::Test {
+ public:
+  static void SetUpTestSuite();
+  static void TearDownTestSuite();
+  static DecoderModel& dec() { return dynamic_cast<DecoderModel&>(*model_); }
+
+ protected:
+  static inline nlohmann::json* ref_ = nullptr;
+  static inline Model* model_ = nullptr;
+};
+
 // KLD (base -> candidate, windows of 256) of two decoders on `tokens`.
 double kld_on(const Model& base, const Model& candidate, const std::vector<int32_t>& tokens);
 // Every layer the pass reports except lm_head (left alone by default) carries `scheme`.
