@@ -4,6 +4,7 @@
 #include <shrink/core/parallel.h>
 #include <shrink/formats/safetensors.h>
 #include <shrink/models/synth.h>
+#include <shrink/tokenizers/tokenizer.h>
 
 #include <deque>
 #include <set>
@@ -181,19 +182,8 @@ nlohmann::json synth_tokenizer_json(const SynthPreset& p) {
     return j;
   }
   if (p.arch == "gpt2") {
-    // GPT-2 byte-to-unicode alphabet: printable bytes map to themselves, the rest to U+0100 + n.
     std::vector<std::string> vocab(256);
-    int n = 0;
-    for (int b = 0; b < 256; ++b) {
-      const bool printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
-      const uint32_t cp = printable ? static_cast<uint32_t>(b) : 256u + static_cast<uint32_t>(n++);
-      std::string s;
-      if (cp < 0x80)
-        s.push_back(static_cast<char>(cp));
-      else
-        s = {static_cast<char>(0xC0 | (cp >> 6)), static_cast<char>(0x80 | (cp & 0x3F))};
-      vocab[b] = s;
-    }
+    for (int b = 0; b < 256; ++b) vocab[b] = byte_to_unicode(static_cast<uint8_t>(b));
     std::set<std::string> seen(vocab.begin(), vocab.end());
     std::vector<std::string> merges, seeds;
     const std::string space = "\xC4\xA0";  // 'Ġ', the byte-level space

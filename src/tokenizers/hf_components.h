@@ -2,6 +2,8 @@
 // from their JSON objects. Semantics follow the `tokenizers` library and transformers.js.
 #pragma once
 
+#include <shrink/tokenizers/tokenizer.h>
+
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -42,8 +44,8 @@ std::unique_ptr<PreTokenizer> make_pre_tokenizer(const Json& j, const Where& w, 
 // The GPT-2 pattern 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+ over code
 // points; appends the matched pieces of `text` to `out`.
 void gpt2_split(std::string_view text, std::vector<std::string>& out);
-// GPT-2's byte -> printable code point table, as UTF-8 strings, and its inverse (-1 for other code points).
-const std::string& byte_to_unicode(uint8_t b);
+// The inverse of byte_to_unicode (shrink/tokenizers/tokenizer.h): the byte a code point stands for, -1 for other code
+// points.
 int unicode_to_byte(char32_t cp);
 
 class Model {

@@ -51,9 +51,6 @@ Cls classify(char32_t c) {
 
 }  // namespace
 
-const std::string& byte_to_unicode(uint8_t b) {
-  return tables().to_unicode[b];
-}
 int unicode_to_byte(char32_t cp) {
   return cp < 512 ? tables().from_unicode[cp] : -1;
 }
@@ -462,3 +459,11 @@ std::unique_ptr<PreTokenizer> make_pre_tokenizer(const Json& j, const Where& w, 
 }
 
 }  // namespace shrink::hf
+
+namespace shrink {
+
+const std::string& byte_to_unicode(uint8_t b) {
+  return hf::tables().to_unicode[b];
+}
+
+}  // namespace shrink

@@ -1,6 +1,7 @@
 // The language-model training loop, chunking, evaluation and the byte-level tokenizer (train/lm_trainer.h).
 #include <shrink/core/error.h>
 #include <shrink/core/timer.h>
+#include <shrink/tokenizers/tokenizer.h>
 #include <shrink/train/lm_trainer.h>
 
 #include <algorithm>
@@ -201,19 +202,8 @@ std::filesystem::path tokenizer_file_of(const std::filesystem::path& model,
 }
 
 nlohmann::json byte_level_tokenizer_json() {
-  // GPT-2 byte-to-unicode alphabet: printable bytes map to themselves, the rest to U+0100 + n.
   nlohmann::json vocab = nlohmann::json::object();
-  int n = 0;
-  for (int b = 0; b < 256; ++b) {
-    const bool printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
-    const uint32_t cp = printable ? static_cast<uint32_t>(b) : 256u + static_cast<uint32_t>(n++);
-    std::string s;
-    if (cp < 0x80)
-      s.push_back(static_cast<char>(cp));
-    else
-      s = {static_cast<char>(0xC0 | (cp >> 6)), static_cast<char>(0x80 | (cp & 0x3F))};
-    vocab[s] = b;
-  }
+  for (int b = 0; b < 256; ++b) vocab[byte_to_unicode(static_cast<uint8_t>(b))] = b;
   vocab["<|endoftext|>"] = 256;
   return {
       {"version", "1.0"},

@@ -83,4 +83,8 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& path, int
 std::unique_ptr<Tokenizer> parse_tokenizer_json(std::string_view json_text, const std::string& name,
                                                 std::string_view config_json = {});
 
+// GPT-2's byte-level alphabet: the code point (as UTF-8) that stands for byte `b` in byte-level BPE vocabularies;
+// printable bytes stand for themselves, the others for U+0100 + n in byte order.
+const std::string& byte_to_unicode(uint8_t b);
+
 }  // namespace shrink
