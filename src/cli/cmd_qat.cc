@@ -111,8 +111,8 @@ void run_lm(Model& m) {
                  spec.name().c_str(), f.loss.c_str(), qat.slots().size(), tr.size(), va.size(), f.ctx, ptq_cmp.kld,
                  100 * ptq_cmp.top1_agreement, ptq_cmp.candidate.ppl, ptq_cmp.base.ppl);
 
-  const train::TrainOptions c = f.train.options();
-  train::LmTrainOptions o = lm_train_options(c);
+  const train::TrainSchedule c = f.train.schedule();
+  train::LmTrainOptions o(c);
   // LM defaults (measured on stories260K, docs/qat.md): 16 chunks per update at 5e-4.
   o.batch = f.given("--batch") ? c.batch : 16;
   o.lr = f.given("--lr") ? c.lr : 5e-4f;
@@ -215,7 +215,7 @@ void run() {
   const double ptq_acc = train::engine_accuracy(dynamic_cast<EncoderModel&>(*ptq), va);
   ptq.reset();
 
-  train::TrainOptions o = f.train.options();
+  train::TrainOptions o(f.train.schedule());
   o.after_update = [&qat](int64_t step) { qat.after_update(step); };
   if (!quiet())
     std::fprintf(stderr, "qat %s: %zu layers fake-quantized, %zu training / %zu validation examples\n",

@@ -25,13 +25,12 @@ namespace shrink::cli {
 namespace {
 
 struct Flags {
-  std::string task = "classify", data, preset = "bert-mini", init, out, tokenizer, decay = "linear";
-  int epochs = 3, batch = 32, max_length = 64, vocab_size = 8000, patience = 3, accumulate = 1, eval_every = 0;
+  std::string task = "classify", data, preset = "bert-mini", init, out, tokenizer;
+  TrainFlags train;  // the optimizer and schedule
+  int max_length = 64, vocab_size = 8000;
   int hidden = 64, layers = 4, heads = 4, ff = 128, patch = 4, kv_heads = 0, ctx = 128;
   int64_t limit = 0;
-  double max_minutes = 0, val_fraction = 0.1, clip = 1.0, warmup = 0.06, dropout = 0.1;
-  float lr = 5e-4f, weight_decay = 0.01f;
-  uint64_t seed = 0;
+  double val_fraction = 0.1, dropout = 0.1;
   DataFlags images;  // --images [DIR]: --task image, as every other command that takes images spells it
   CommonFlags common;
   CLI::App* sub = nullptr;
@@ -43,24 +42,6 @@ Flags& F() {
   return f;
 }
 
-train::TrainOptions options() {
-  const Flags& f = F();
-  train::TrainOptions o;
-  o.epochs = f.epochs;
-  o.batch = f.batch;
-  o.accumulate = f.accumulate;
-  o.lr = f.lr;
-  o.warmup_fraction = f.warmup;
-  o.decay = train::parse_decay(f.decay);
-  o.weight_decay = f.weight_decay;
-  o.clip = f.clip;
-  o.max_minutes = f.max_minutes;
-  o.eval_every = f.eval_every;
-  o.patience = f.patience;
-  o.seed = f.seed;
-  return o;
-}
-
 // Trains with a progress line on stderr; prints the summary or the JSON report.
 train::TrainReport run(train::TrainableEncoder& model, const train::ClassifySource& tr,
                        const train::ClassifySource& va) {
@@ -70,7 +51,7 @@ train::TrainReport run(train::TrainableEncoder& model, const train::ClassifySour
     std::fprintf(stderr, "training %s (%d layers, hidden %d) on %zu examples, validating on %zu\n",
                  model.config().model_type.c_str(), model.config().num_layers, model.config().hidden_size, tr.size(),
                  va.size());
-  return train::train_classifier(model, tr, va, options(), progress_line(quiet));
+  return train::train_classifier(model, tr, va, train::TrainOptions(f.train.schedule()), progress_line(quiet));
 }
 
 void report(const train::TrainReport& rep, size_t ntr, size_t nva, nlohmann::json extra) {
@@ -129,7 +110,7 @@ void train_text() {
       cfg.raw.erase("label2id");
       cfg.raw["num_labels"] = labels;
     }
-    model = std::make_unique<train::TrainableEncoder>(cfg, read_safetensors_model(f.init).tensors, f.seed);
+    model = std::make_unique<train::TrainableEncoder>(cfg, read_safetensors_model(f.init).tensors, f.train.seed);
   } else {
     const SynthPreset& p = find_synth_preset(f.preset);
     check(p.arch == "bert" || p.arch == "distilbert",
@@ -140,11 +121,11 @@ void train_text() {
     j.erase("id2label");
     j.erase("label2id");
     j["max_position_embeddings"] = std::max(f.max_length, 64);
-    model = std::make_unique<train::TrainableEncoder>(parse_config(j, "preset " + f.preset), f.seed);
+    model = std::make_unique<train::TrainableEncoder>(parse_config(j, "preset " + f.preset), f.train.seed);
   }
   model->dropout = static_cast<float>(f.dropout);
   const auto all = train::tokenize_classify(raw, *tok, f.max_length);
-  auto [tr, va] = train::split_data(all, f.val_fraction, f.seed);
+  auto [tr, va] = train::split_data(all, f.val_fraction, f.train.seed);
   const auto rep = run(*model, tr, va);
   model->save(f.out, tok_file);
   if (!learned.empty()) {
@@ -197,7 +178,7 @@ void train_lm() {
     j.erase("head_dim");
     if (tok->bos_id() >= 0) j["bos_token_id"] = tok->bos_id();
     if (tok->eos_id() >= 0) j["eos_token_id"] = tok->eos_id();
-    model = std::make_unique<train::TrainableDecoder>(parse_config(j, "preset " + preset), f.seed);
+    model = std::make_unique<train::TrainableDecoder>(parse_config(j, "preset " + preset), f.train.seed);
   }
   const std::vector<int32_t> ids = tok->encode(text, false);
   auto [tr, va] = train::split_lm_data(ids, f.ctx, f.val_fraction);
@@ -208,8 +189,8 @@ void train_lm() {
                  "validating on %zu\n",
                  model->config().num_layers, model->config().hidden_size,
                  static_cast<long long>(model->parameter_count()), tr.size(), f.ctx, va.size());
-  const train::TrainOptions c = options();
-  train::LmTrainOptions o = lm_train_options(c);
+  const train::TrainSchedule c = F().train.schedule();
+  train::LmTrainOptions o(c);
   o.lr = f.given("--lr") ? c.lr : 2e-3f;
   o.decay = f.given("--decay") ? c.decay : train::Decay::Cosine;
   const auto rep = train::train_lm(*model, tr, va, o, lm_progress_line(quiet));
@@ -268,7 +249,8 @@ void train_image() {
   check(f.hidden % f.heads == 0, "--hidden {} is not a multiple of --heads {}", f.hidden, f.heads);
   std::unique_ptr<train::TrainableEncoder> model;
   if (!f.init.empty()) {
-    model = std::make_unique<train::TrainableEncoder>(*init_config, read_safetensors_model(f.init).tensors, f.seed);
+    model =
+        std::make_unique<train::TrainableEncoder>(*init_config, read_safetensors_model(f.init).tensors, f.train.seed);
   } else {
     nlohmann::json j = {{"architectures", {"ViTForImageClassification"}},
                         {"model_type", "vit"},
@@ -303,10 +285,10 @@ void train_image() {
     c.id2label = names;
     c.max_position_embeddings = static_cast<int>((train_set.rows / f.patch) * (train_set.cols / f.patch) + 1);
     c.raw = j;
-    model = std::make_unique<train::TrainableEncoder>(c, f.seed);
+    model = std::make_unique<train::TrainableEncoder>(c, f.train.seed);
   }
   model->dropout = static_cast<float>(f.dropout);
-  auto [tr, va] = train::split_images(train_set, f.patch, f.val_fraction, f.seed);
+  auto [tr, va] = train::split_images(train_set, f.patch, f.val_fraction, f.train.seed);
   const auto rep = run(*model, tr, va);
   train::ImageData test;
   test.set = &test_set;
@@ -351,23 +333,23 @@ void register_train(CLI::App& app) {
   sub->add_option("--patch", f.patch, "image: patch size in pixels (with --init: the model's)")
       ->check(CLI::IsMember({1, 2, 4, 7, 14, 28}));
   sub->add_option("--limit", f.limit, "use only the first N training examples (lm: bytes of text) (0: all)");
-  sub->add_option("--epochs", f.epochs)->check(CLI::PositiveNumber);
-  sub->add_option("--batch", f.batch)->check(CLI::PositiveNumber);
-  sub->add_option("--accumulate", f.accumulate, "gradient accumulation steps")->check(CLI::PositiveNumber);
-  sub->add_option("--lr", f.lr, "peak learning rate");
-  sub->add_option("--warmup", f.warmup, "warmup fraction of the updates")->check(CLI::Range(0.0, 1.0));
-  sub->add_option("--decay", f.decay, "constant | linear | cosine");
-  sub->add_option("--weight-decay", f.weight_decay);
-  sub->add_option("--clip", f.clip, "max gradient norm (0: off)");
+  sub->add_option("--epochs", f.train.epochs)->check(CLI::PositiveNumber);
+  sub->add_option("--batch", f.train.batch)->check(CLI::PositiveNumber);
+  sub->add_option("--accumulate", f.train.accumulate, "gradient accumulation steps")->check(CLI::PositiveNumber);
+  sub->add_option("--lr", f.train.lr, "peak learning rate");
+  sub->add_option("--warmup", f.train.warmup, "warmup fraction of the updates")->check(CLI::Range(0.0, 1.0));
+  sub->add_option("--decay", f.train.decay, "constant | linear | cosine");
+  sub->add_option("--weight-decay", f.train.weight_decay);
+  sub->add_option("--clip", f.train.clip, "max gradient norm (0: off)");
   sub->add_option("--dropout", f.dropout)->check(CLI::Range(0.0, 0.9));
   sub->add_option("--max-length", f.max_length, "classify: tokens per example including [CLS]/[SEP]")
       ->check(CLI::Range(4, 512));
-  sub->add_option("--max-minutes", f.max_minutes, "time budget (0: none)");
+  sub->add_option("--max-minutes", f.train.max_minutes, "time budget (0: none)");
   sub->add_option("--val-fraction", f.val_fraction, "share of the training data held out for validation")
       ->check(CLI::Range(0.0, 0.9));
-  sub->add_option("--eval-every", f.eval_every, "updates between validation runs (0: each epoch)");
-  sub->add_option("--patience", f.patience, "validation runs without improvement before stopping (0: never)");
-  sub->add_option("--seed", f.seed);
+  sub->add_option("--eval-every", f.train.eval_every, "updates between validation runs (0: each epoch)");
+  sub->add_option("--patience", f.train.patience, "validation runs without improvement before stopping (0: never)");
+  sub->add_option("--seed", f.train.seed);
   add_common_flags(sub, f.common);
   sub->callback([] {
     apply(F().common);

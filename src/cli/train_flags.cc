@@ -44,23 +44,6 @@ std::function<void(const train::LmProgress&)> lm_progress_line(bool quiet, const
   return progress<train::LmProgress>(quiet, what);
 }
 
-train::LmTrainOptions lm_train_options(const train::TrainOptions& c) {
-  train::LmTrainOptions o;
-  o.epochs = c.epochs;
-  o.batch = c.batch;
-  o.accumulate = c.accumulate;
-  o.lr = c.lr;
-  o.warmup_fraction = c.warmup_fraction;
-  o.decay = c.decay;
-  o.weight_decay = c.weight_decay;
-  o.clip = c.clip;
-  o.max_minutes = c.max_minutes;
-  o.eval_every = c.eval_every;
-  o.patience = c.patience;
-  o.seed = c.seed;
-  return o;
-}
-
 void TrainFlags::add_to(CLI::App* sub) {
   sub->add_option("--epochs", epochs, "passes over the training data")
       ->check(CLI::PositiveNumber)
@@ -87,8 +70,8 @@ void TrainFlags::add_to(CLI::App* sub) {
   sub->add_option("--seed", seed, "seed of shuffling, dropout, the split and fresh weights")->capture_default_str();
 }
 
-train::TrainOptions TrainFlags::options() const {
-  train::TrainOptions o;
+train::TrainSchedule TrainFlags::schedule() const {
+  train::TrainSchedule o;
   o.epochs = epochs;
   o.batch = batch;
   o.accumulate = accumulate;

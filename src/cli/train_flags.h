@@ -21,8 +21,6 @@ namespace shrink::cli {
 // No callback (no output) when quiet.
 std::function<void(const train::TrainProgress&)> progress_line(bool quiet, const std::string& what = "");
 std::function<void(const train::LmProgress&)> lm_progress_line(bool quiet, const std::string& what = "");
-// The language-model trainer's options with every field the classifier options share taken from `c`.
-train::LmTrainOptions lm_train_options(const train::TrainOptions& c);
 
 struct TrainFlags {
   int epochs = 3, batch = 32, accumulate = 1, eval_every = 0, patience = 3;
@@ -33,7 +31,7 @@ struct TrainFlags {
   // Adds --epochs --batch --accumulate --lr --warmup --decay --weight-decay --clip --max-minutes --eval-every
   // --patience --seed to `sub`, with the values already in the struct as defaults (set them first to change one).
   void add_to(CLI::App* sub);
-  train::TrainOptions options() const;
+  train::TrainSchedule schedule() const;
 };
 
 struct DataFlags {

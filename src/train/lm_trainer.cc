@@ -71,23 +71,6 @@ nlohmann::json LmReport::to_json() const {
           {"val_curve", curve}};
 }
 
-namespace {
-
-std::vector<std::vector<float>> snapshot(const std::vector<NamedParam>& ps) {
-  std::vector<std::vector<float>> s;
-  for (auto& p : ps) s.emplace_back(p.var.data(), p.var.data() + p.var.value().numel());
-  return s;
-}
-
-void restore(const std::vector<NamedParam>& ps, const std::vector<std::vector<float>>& s) {
-  for (size_t i = 0; i < ps.size(); ++i) {
-    Var v = ps[i].var;
-    std::copy(s[i].begin(), s[i].end(), v.mutable_data());
-  }
-}
-
-}  // namespace
-
 LmReport train_lm(TrainableDecoder& model, const LmData& train, const LmData& val, const LmTrainOptions& opt,
                   const std::function<void(const LmProgress&)>& progress) {
   check(train.size() > 0, "training: no training chunks (text shorter than one --ctx window?)");
@@ -112,7 +95,7 @@ LmReport train_lm(TrainableDecoder& model, const LmData& train, const LmData& va
     rep.best_val_ppl = rep.initial_val_ppl;
   }
   // Starting weights count as a candidate: a run that never beats them gives them back.
-  std::vector<std::vector<float>> best = val.size() > 0 ? snapshot(adam.params()) : std::vector<std::vector<float>>{};
+  ParamSnapshot best = val.size() > 0 ? snapshot(adam.params()) : ParamSnapshot{};
   int since_best = 0;
   double loss_ema = 0;
   const double gemm0 = gemm_seconds();

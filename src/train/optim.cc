@@ -83,6 +83,19 @@ Decay parse_decay(const std::string& s) {
   fail("learning-rate schedule '{}': expected constant, linear or cosine", s);
 }
 
+ParamSnapshot snapshot(const std::vector<NamedParam>& params) {
+  ParamSnapshot s;
+  for (auto& p : params) s.emplace_back(p.var.data(), p.var.data() + p.var.value().numel());
+  return s;
+}
+
+void restore(const std::vector<NamedParam>& params, const ParamSnapshot& s) {
+  for (size_t i = 0; i < params.size(); ++i) {
+    Var v = params[i].var;  // shares the node
+    std::copy(s[i].begin(), s[i].end(), v.mutable_data());
+  }
+}
+
 double clip_grad_norm(const std::vector<NamedParam>& params, double max_norm) {
   double ss = 0;
   for (auto& p : params) {

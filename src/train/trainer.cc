@@ -127,23 +127,6 @@ nlohmann::json TrainReport::to_json() const {
           {"val_curve", curve}};
 }
 
-namespace {
-
-std::vector<std::vector<float>> snapshot(const std::vector<NamedParam>& ps) {
-  std::vector<std::vector<float>> s;
-  for (auto& p : ps) s.emplace_back(p.var.data(), p.var.data() + p.var.value().numel());
-  return s;
-}
-
-void restore(const std::vector<NamedParam>& ps, const std::vector<std::vector<float>>& s) {
-  for (size_t i = 0; i < ps.size(); ++i) {
-    Var v = ps[i].var;  // shares the node
-    std::copy(s[i].begin(), s[i].end(), v.mutable_data());
-  }
-}
-
-}  // namespace
-
 TrainReport train_classifier(TrainableEncoder& model, const ClassifySource& train, const ClassifySource& val,
                              const TrainOptions& opt, const std::function<void(const TrainProgress&)>& progress) {
   check(train.size() > 0, "training: no training examples (empty data file?)");
@@ -164,7 +147,7 @@ TrainReport train_classifier(TrainableEncoder& model, const ClassifySource& trai
   std::iota(order.begin(), order.end(), 0);
 
   TrainReport rep;
-  std::vector<std::vector<float>> best;
+  ParamSnapshot best;
   int since_best = 0;
   double loss_ema = 0;
   const double gemm0 = gemm_seconds();

@@ -31,19 +31,16 @@ struct LmBatch {
 };
 LmBatch make_lm_batch(const LmData& d, const std::vector<int64_t>& idx);
 
-struct LmTrainOptions {
-  int epochs = 1;
-  int batch = 16;
-  int accumulate = 1;
-  float lr = 1e-3f;
-  double warmup_fraction = 0.05;
-  Decay decay = Decay::Cosine;
-  float weight_decay = 0.01f;
-  double clip = 1.0;
-  double max_minutes = 0;  // 0: no time budget
-  int eval_every = 0;      // updates between validation runs (0: once per epoch)
-  int patience = 3;        // validation runs without improvement before stopping (0: never)
-  uint64_t seed = 0;
+struct LmTrainOptions : TrainSchedule {
+  // The language model's defaults: one epoch of batches of 16, lr 1e-3, 5% warmup, cosine decay.
+  LmTrainOptions() {
+    epochs = 1;
+    batch = 16;
+    lr = 1e-3f;
+    warmup_fraction = 0.05;
+    decay = Decay::Cosine;
+  }
+  explicit LmTrainOptions(const TrainSchedule& s) : TrainSchedule(s) {}
   // Loss of one batch; default: cross-entropy of out.logits against b.targets. Distillation mixes in a teacher here
   // (idx are the chunks of the training data the batch holds).
   std::function<Var(const DecoderForward& out, const LmBatch& b, const std::vector<int64_t>& idx)> loss;

@@ -84,4 +84,9 @@ class TimeBudget {
 // Scales all gradients so their global L2 norm is at most max_norm; returns the norm before clipping.
 double clip_grad_norm(const std::vector<NamedParam>& params, double max_norm);
 
+// A copy of the parameters' values (the best weights a training loop keeps) and writing it back into them.
+using ParamSnapshot = std::vector<std::vector<float>>;
+ParamSnapshot snapshot(const std::vector<NamedParam>& params);
+void restore(const std::vector<NamedParam>& params, const ParamSnapshot& s);
+
 }  // namespace shrink::train

@@ -51,7 +51,9 @@ std::pair<ClassifyData, ClassifyData> split_data(const ClassifyData& all, double
 // Rows [idx...] right-padded to the longest.
 EncoderBatch make_batch(const ClassifyData& d, const std::vector<int64_t>& idx);
 
-struct TrainOptions {
+// The optimizer and schedule settings every training loop takes (classifier, language model, distillation, QAT);
+// the defaults are the classifier's (LmTrainOptions sets its own).
+struct TrainSchedule {
   int epochs = 3;
   int batch = 32;
   int accumulate = 1;  // gradient accumulation steps per update
@@ -64,6 +66,11 @@ struct TrainOptions {
   int eval_every = 0;      // updates between validation runs (0: once per epoch)
   int patience = 3;        // validation runs without improvement before stopping (0: never stop early)
   uint64_t seed = 0;
+};
+
+struct TrainOptions : TrainSchedule {
+  TrainOptions() = default;
+  explicit TrainOptions(const TrainSchedule& s) : TrainSchedule(s) {}
   // Loss of one batch; default: cross-entropy of out.logits against `labels`. Distillation mixes in a teacher here
   // (idx are the rows of the training source the batch holds).
   std::function<Var(const EncoderForward& out, const EncoderBatch& b, const std::vector<int64_t>& idx,
