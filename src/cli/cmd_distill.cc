@@ -22,14 +22,14 @@ namespace shrink::cli {
 namespace {
 
 struct Flags {
-  std::string teacher, out, baseline_out, tokenizer, layer_map, decay;
-  DataFlags data;  // --data (TSV for classifiers, text for LMs) or --images; --limit, --max-length, --val-fraction
+  std::string teacher, out, baseline_out, tokenizer, layer_map;
+  DataFlags data;    // --data (TSV for classifiers, text for LMs) or --images; --limit, --max-length, --val-fraction
+  TrainFlags train;  // --lr 0 and an empty --decay mean the task's default (schedule())
   int student_layers = 0, student_hidden = 0, student_ff = 0;
-  float temperature = 4.f, alpha = 0.4f, hidden_weight = 0.f, lr = 0.f, weight_decay = 0.01f;
-  int epochs = 3, batch = 32, accumulate = 1, ctx = 128, patience = 3, eval_every = 0;
-  double max_minutes = 0, clip = 1.0, warmup = 0.06, dropout = 0.1;
+  float temperature = 4.f, alpha = 0.4f, hidden_weight = 0.f;
+  int ctx = 128;
+  double dropout = 0.1;
   bool baseline = false;
-  uint64_t seed = 0;
   CommonFlags common;
 };
 
@@ -74,38 +74,74 @@ int64_t count_params(const std::vector<train::NamedParam>& ps) {
   return n;
 }
 
+// The training flags with the task's learning rate and decay where --lr / --decay were not given.
+train::TrainSchedule schedule(float default_lr, const char* default_decay) {
+  TrainFlags t = F().train;
+  if (t.lr <= 0) t.lr = default_lr;
+  if (t.decay.empty()) t.decay = default_decay;
+  return t.schedule();
+}
+
+// The report fields of both tasks: the student, how it was distilled, the time and the training report.
+nlohmann::json report_json(const ModelConfig& sc, const train::KdOptions& kd, int64_t teacher_params,
+                           int64_t student_params, double seconds, nlohmann::json train) {
+  const Flags& f = F();
+  return {{"out", f.out},
+          {"teacher", f.teacher},
+          {"teacher_parameters", teacher_params},
+          {"student_parameters", student_params},
+          {"student_layers", sc.num_layers},
+          {"student_hidden", sc.hidden_size},
+          {"layer_map", kd.layer_map},
+          {"init", init_from_teacher() ? "teacher_layers" : "fresh"},
+          {"temperature", kd.temperature},
+          {"alpha", kd.alpha},
+          {"hidden_weight", kd.hidden_weight},
+          {"seconds", seconds},
+          {"train", std::move(train)}};
+}
+
+// --baseline: a fresh make_student() trained by distill(student, kd, progress label) without the teacher (alpha 1,
+// no hidden matching), saved to --baseline-out; adds its time and training report to `j` and returns the report.
+template <class MakeStudent, class Distill>
+auto train_baseline(nlohmann::json& j, const train::KdOptions& kd, const std::filesystem::path& tok_file,
+                    const MakeStudent& make_student, const Distill& distill) {
+  note("baseline: the same student without the teacher");
+  Timer bt;
+  auto base = make_student();
+  train::KdOptions plain = kd;
+  plain.alpha = 1.f;
+  plain.hidden_weight = 0.f;
+  const auto brep = distill(*base, plain, "baseline");
+  j["baseline_seconds"] = bt.elapsed_ms() * 1e-3;
+  j["baseline_train"] = brep.to_json();
+  if (!F().baseline_out.empty()) base->save(F().baseline_out, tok_file);
+  return brep;
+}
+
 void distill_classifier(Model& tm) {
   Flags& f = F();
   // Images carry no tokenizer; text students get the teacher's.
   const std::filesystem::path tok_file =
       tm.config().image_size > 0 ? std::filesystem::path() : train::tokenizer_file_of(f.teacher, f.tokenizer);
   const auto tok = tok_file.empty() ? nullptr : load_tokenizer(tok_file);
-  const train::TrainableEncoder teacher(tm.config(), tm.tensors(), f.seed);
+  const train::TrainableEncoder teacher(tm.config(), tm.tensors(), f.train.seed);
   const ModelConfig& tc = teacher.config();
-  const ClassifySplit data = load_classify_sources(f.data, tc, f.teacher, tok.get(), f.seed);
+  const ClassifySplit data = load_classify_sources(f.data, tc, f.teacher, tok.get(), f.train.seed);
   const train::ClassifySource &tr = *data.train, &va = *data.val;
   const train::KdOptions kd = kd_options(tc.num_layers);
   const ModelConfig sc = train::student_config(tc, f.student_layers, f.student_hidden, f.student_ff);
   auto make_student = [&] {
     auto s = init_from_teacher() ? std::make_unique<train::TrainableEncoder>(
-                                       sc, train::select_layers(teacher.state(), kd.layer_map), f.seed)
-                                 : std::make_unique<train::TrainableEncoder>(sc, f.seed);
+                                       sc, train::select_layers(teacher.state(), kd.layer_map), f.train.seed)
+                                 : std::make_unique<train::TrainableEncoder>(sc, f.train.seed);
     s->dropout = static_cast<float>(f.dropout);
     return s;
   };
-  train::TrainOptions o;
-  o.epochs = f.epochs;
-  o.batch = f.batch;
-  o.accumulate = f.accumulate;
-  o.lr = f.lr > 0 ? f.lr : 5e-4f;
-  o.warmup_fraction = f.warmup;
-  o.decay = train::parse_decay(f.decay.empty() ? "linear" : f.decay);
-  o.weight_decay = f.weight_decay;
-  o.clip = f.clip;
-  o.max_minutes = f.max_minutes;
-  o.eval_every = f.eval_every;
-  o.patience = f.patience;
-  o.seed = f.seed;
+  const train::TrainOptions o(schedule(5e-4f, "linear"));
+  auto distill = [&](train::TrainableEncoder& s, const train::KdOptions& k, const char* what) {
+    return train::distill_classifier(s, teacher, tr, va, o, k, progress_line(quiet(), what));
+  };
 
   const double teacher_acc = train::accuracy(teacher, va);
   note(
@@ -116,40 +152,17 @@ void distill_classifier(Model& tm) {
                   init_from_teacher() ? "from teacher layers " + map_str(kd.layer_map) : std::string("fresh")));
   Timer timer;
   auto student = make_student();
-  const auto rep = train::distill_classifier(*student, teacher, tr, va, o, kd, progress_line(quiet(), "distill"));
+  const auto rep = distill(*student, kd, "distill");
   const double kd_seconds = timer.elapsed_ms() * 1e-3;
   student->save(f.out, tok_file);
-  nlohmann::json j = {{"task", "classify"},
-                      {"out", f.out},
-                      {"teacher", f.teacher},
-                      {"teacher_accuracy", teacher_acc},
-                      {"student_accuracy", rep.best_val_accuracy},
-                      {"teacher_parameters", count_params(teacher.parameters())},
-                      {"student_parameters", count_params(student->parameters())},
-                      {"student_layers", sc.num_layers},
-                      {"student_hidden", sc.hidden_size},
-                      {"layer_map", kd.layer_map},
-                      {"init", init_from_teacher() ? "teacher_layers" : "fresh"},
-                      {"temperature", kd.temperature},
-                      {"alpha", kd.alpha},
-                      {"hidden_weight", kd.hidden_weight},
-                      {"train_examples", tr.size()},
-                      {"val_examples", va.size()},
-                      {"seconds", kd_seconds},
-                      {"train", rep.to_json()}};
-  if (f.baseline) {
-    note("baseline: the same student without the teacher");
-    Timer bt;
-    auto base = make_student();
-    train::KdOptions plain = kd;
-    plain.alpha = 1.f;
-    plain.hidden_weight = 0.f;
-    const auto brep = train::distill_classifier(*base, teacher, tr, va, o, plain, progress_line(quiet(), "baseline"));
-    j["baseline_accuracy"] = brep.best_val_accuracy;
-    j["baseline_seconds"] = bt.elapsed_ms() * 1e-3;
-    j["baseline_train"] = brep.to_json();
-    if (!f.baseline_out.empty()) base->save(f.baseline_out, tok_file);
-  }
+  nlohmann::json j = report_json(sc, kd, count_params(teacher.parameters()), count_params(student->parameters()),
+                                 kd_seconds, rep.to_json());
+  j.update({{"task", "classify"},
+            {"teacher_accuracy", teacher_acc},
+            {"student_accuracy", rep.best_val_accuracy},
+            {"train_examples", tr.size()},
+            {"val_examples", va.size()}});
+  if (f.baseline) j["baseline_accuracy"] = train_baseline(j, kd, tok_file, make_student, distill).best_val_accuracy;
   if (f.common.json) return print_json(j);
   if (f.common.quiet) return;
   std::printf("%s: student accuracy %.2f%% (teacher %.2f%%%s), %lld -> %lld parameters, %.1f s\n", f.out.c_str(),
@@ -180,21 +193,12 @@ void distill_lm(Model& tm) {
   auto make_student = [&] {
     return init_from_teacher()
                ? std::make_unique<train::TrainableDecoder>(sc, train::select_layers(teacher.state(), kd.layer_map))
-               : std::make_unique<train::TrainableDecoder>(sc, f.seed);
+               : std::make_unique<train::TrainableDecoder>(sc, f.train.seed);
   };
-  train::LmTrainOptions o;
-  o.epochs = f.epochs;
-  o.batch = f.batch;
-  o.accumulate = f.accumulate;
-  o.lr = f.lr > 0 ? f.lr : 1e-3f;
-  o.warmup_fraction = f.warmup;
-  o.decay = train::parse_decay(f.decay.empty() ? "cosine" : f.decay);
-  o.weight_decay = f.weight_decay;
-  o.clip = f.clip;
-  o.max_minutes = f.max_minutes;
-  o.eval_every = f.eval_every;
-  o.patience = f.patience;
-  o.seed = f.seed;
+  const train::LmTrainOptions o(schedule(1e-3f, "cosine"));
+  auto distill = [&](train::TrainableDecoder& s, const train::KdOptions& k, const char* what) {
+    return train::distill_lm(s, teacher, tr, va, o, k, lm_progress_line(quiet(), what));
+  };
 
   const double teacher_ppl = std::exp(train::lm_nll(teacher, va));
   note(
@@ -205,42 +209,19 @@ void distill_lm(Model& tm) {
                   init_from_teacher() ? "from teacher layers " + map_str(kd.layer_map) : std::string("fresh")));
   Timer timer;
   auto student = make_student();
-  const auto rep = train::distill_lm(*student, teacher, tr, va, o, kd, lm_progress_line(quiet(), "distill"));
+  const auto rep = distill(*student, kd, "distill");
   const double kd_seconds = timer.elapsed_ms() * 1e-3;
   student->save(f.out, tok_file);
-  nlohmann::json j = {{"task", "lm"},
-                      {"out", f.out},
-                      {"teacher", f.teacher},
-                      {"teacher_ppl", teacher_ppl},
-                      {"student_ppl", rep.best_val_ppl},
-                      {"student_initial_ppl", rep.initial_val_ppl},
-                      {"teacher_parameters", teacher.parameter_count()},
-                      {"student_parameters", student->parameter_count()},
-                      {"student_layers", sc.num_layers},
-                      {"student_hidden", sc.hidden_size},
-                      {"layer_map", kd.layer_map},
-                      {"init", init_from_teacher() ? "teacher_layers" : "fresh"},
-                      {"temperature", kd.temperature},
-                      {"alpha", kd.alpha},
-                      {"hidden_weight", kd.hidden_weight},
-                      {"ctx", f.ctx},
-                      {"train_chunks", tr.size()},
-                      {"val_chunks", va.size()},
-                      {"seconds", kd_seconds},
-                      {"train", rep.to_json()}};
-  if (f.baseline) {
-    note("baseline: the same student without the teacher");
-    Timer bt;
-    auto base = make_student();
-    train::KdOptions plain = kd;
-    plain.alpha = 1.f;
-    plain.hidden_weight = 0.f;
-    const auto brep = train::distill_lm(*base, teacher, tr, va, o, plain, lm_progress_line(quiet(), "baseline"));
-    j["baseline_ppl"] = brep.best_val_ppl;
-    j["baseline_seconds"] = bt.elapsed_ms() * 1e-3;
-    j["baseline_train"] = brep.to_json();
-    if (!f.baseline_out.empty()) base->save(f.baseline_out, tok_file);
-  }
+  nlohmann::json j =
+      report_json(sc, kd, teacher.parameter_count(), student->parameter_count(), kd_seconds, rep.to_json());
+  j.update({{"task", "lm"},
+            {"teacher_ppl", teacher_ppl},
+            {"student_ppl", rep.best_val_ppl},
+            {"student_initial_ppl", rep.initial_val_ppl},
+            {"ctx", f.ctx},
+            {"train_chunks", tr.size()},
+            {"val_chunks", va.size()}});
+  if (f.baseline) j["baseline_ppl"] = train_baseline(j, kd, tok_file, make_student, distill).best_val_ppl;
   if (f.common.json) return print_json(j);
   if (f.common.quiet) return;
   std::printf("%s: student val ppl %.3f (teacher %.3f, student at start %.3f%s), %lld -> %lld parameters, %.1f s\n",
@@ -258,6 +239,8 @@ void register_distill(CLI::App& app) {
       "knowledge distillation of a classifier (BERT/DistilBERT on TSV, ViT on --images) or a LLaMA LM (text) into a "
       "student with fewer and/or narrower layers");
   Flags& f = F();
+  f.train.lr = 0.f;  // the task's default
+  f.train.decay.clear();
   sub->add_option("--teacher", f.teacher, "teacher model (directory, or llama2.c .bin with --tokenizer)")->required();
   f.data.add_to(sub, true, "classifier: TSV sentence<TAB>label with a header; LM: plain text");
   sub->add_option("--out", f.out, "student output directory")->required();
@@ -282,19 +265,19 @@ void register_distill(CLI::App& app) {
   sub->add_option("--baseline-out", f.baseline_out, "save the --baseline student here");
   sub->add_option("--tokenizer", f.tokenizer, "tokenizer file (needed for a llama2.c .bin teacher)");
   sub->add_option("--ctx", f.ctx, "LM: tokens per training sequence")->check(CLI::Range(2, 8192));
-  sub->add_option("--epochs", f.epochs)->check(CLI::PositiveNumber);
-  sub->add_option("--batch", f.batch)->check(CLI::PositiveNumber);
-  sub->add_option("--accumulate", f.accumulate)->check(CLI::PositiveNumber);
-  sub->add_option("--lr", f.lr, "peak learning rate (default 5e-4 classifier, 1e-3 LM)");
-  sub->add_option("--warmup", f.warmup, "warmup fraction")->check(CLI::Range(0.0, 1.0));
-  sub->add_option("--decay", f.decay, "constant | linear | cosine (default linear classifier, cosine LM)");
-  sub->add_option("--weight-decay", f.weight_decay);
-  sub->add_option("--clip", f.clip, "max gradient norm (0: off)");
+  sub->add_option("--epochs", f.train.epochs)->check(CLI::PositiveNumber);
+  sub->add_option("--batch", f.train.batch)->check(CLI::PositiveNumber);
+  sub->add_option("--accumulate", f.train.accumulate)->check(CLI::PositiveNumber);
+  sub->add_option("--lr", f.train.lr, "peak learning rate (default 5e-4 classifier, 1e-3 LM)");
+  sub->add_option("--warmup", f.train.warmup, "warmup fraction")->check(CLI::Range(0.0, 1.0));
+  sub->add_option("--decay", f.train.decay, "constant | linear | cosine (default linear classifier, cosine LM)");
+  sub->add_option("--weight-decay", f.train.weight_decay);
+  sub->add_option("--clip", f.train.clip, "max gradient norm (0: off)");
   sub->add_option("--dropout", f.dropout, "classifier student dropout")->check(CLI::Range(0.0, 0.9));
-  sub->add_option("--max-minutes", f.max_minutes, "time budget per trained student (0: none)");
-  sub->add_option("--eval-every", f.eval_every, "updates between validation runs (0: each epoch)");
-  sub->add_option("--patience", f.patience, "validation runs without improvement before stopping (0: never)");
-  sub->add_option("--seed", f.seed);
+  sub->add_option("--max-minutes", f.train.max_minutes, "time budget per trained student (0: none)");
+  sub->add_option("--eval-every", f.train.eval_every, "updates between validation runs (0: each epoch)");
+  sub->add_option("--patience", f.train.patience, "validation runs without improvement before stopping (0: never)");
+  sub->add_option("--seed", f.train.seed);
   add_common_flags(sub, f.common);
   sub->callback([] {
     apply(F().common);
