@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdio>
 #include <memory>
+#include <tuple>
 #include <type_traits>
 
 #include "cli/commands.h"
@@ -101,21 +102,31 @@ nlohmann::json report_json(const ModelConfig& sc, const train::KdOptions& kd, in
           {"train", std::move(train)}};
 }
 
-// --baseline: a fresh make_student() trained by distill(student, kd, progress label) without the teacher (alpha 1,
-// no hidden matching), saved to --baseline-out; adds its time and training report to `j` and returns the report.
+// One run: a fresh make_student() trained by distill(student, kd, progress label) and saved to `out` (unless empty);
+// returns the student, its training report and the seconds the training took.
+template <class MakeStudent, class Distill>
+auto run_student(const MakeStudent& make_student, const Distill& distill, const train::KdOptions& kd, const char* label,
+                 const std::string& out, const std::filesystem::path& tok_file) {
+  Timer timer;
+  auto student = make_student();
+  auto rep = distill(*student, kd, label);
+  const double seconds = timer.elapsed_ms() * 1e-3;
+  if (!out.empty()) student->save(out, tok_file);
+  return std::tuple(std::move(student), std::move(rep), seconds);
+}
+
+// --baseline: the same student trained without the teacher (alpha 1, no hidden matching), saved to --baseline-out;
+// adds its time and training report to `j` and returns the report.
 template <class MakeStudent, class Distill>
 auto train_baseline(nlohmann::json& j, const train::KdOptions& kd, const std::filesystem::path& tok_file,
                     const MakeStudent& make_student, const Distill& distill) {
   note("baseline: the same student without the teacher");
-  Timer bt;
-  auto base = make_student();
   train::KdOptions plain = kd;
   plain.alpha = 1.f;
   plain.hidden_weight = 0.f;
-  const auto brep = distill(*base, plain, "baseline");
-  j["baseline_seconds"] = bt.elapsed_ms() * 1e-3;
+  auto [base, brep, seconds] = run_student(make_student, distill, plain, "baseline", F().baseline_out, tok_file);
+  j["baseline_seconds"] = seconds;
   j["baseline_train"] = brep.to_json();
-  if (!F().baseline_out.empty()) base->save(F().baseline_out, tok_file);
   return brep;
 }
 
@@ -150,11 +161,7 @@ void distill_classifier(Model& tm) {
                   f.teacher, tc.num_layers, tc.hidden_size, 100 * teacher_acc, va.size(), sc.num_layers, sc.hidden_size,
                   sc.intermediate_size,
                   init_from_teacher() ? "from teacher layers " + map_str(kd.layer_map) : std::string("fresh")));
-  Timer timer;
-  auto student = make_student();
-  const auto rep = distill(*student, kd, "distill");
-  const double kd_seconds = timer.elapsed_ms() * 1e-3;
-  student->save(f.out, tok_file);
+  const auto [student, rep, kd_seconds] = run_student(make_student, distill, kd, "distill", f.out, tok_file);
   nlohmann::json j = report_json(sc, kd, count_params(teacher.parameters()), count_params(student->parameters()),
                                  kd_seconds, rep.to_json());
   j.update({{"task", "classify"},
@@ -207,11 +214,7 @@ void distill_lm(Model& tm) {
                   f.teacher, tc.num_layers, tc.hidden_size, teacher_ppl, va.size(), f.ctx, sc.num_layers,
                   sc.hidden_size, sc.intermediate_size,
                   init_from_teacher() ? "from teacher layers " + map_str(kd.layer_map) : std::string("fresh")));
-  Timer timer;
-  auto student = make_student();
-  const auto rep = distill(*student, kd, "distill");
-  const double kd_seconds = timer.elapsed_ms() * 1e-3;
-  student->save(f.out, tok_file);
+  const auto [student, rep, kd_seconds] = run_student(make_student, distill, kd, "distill", f.out, tok_file);
   nlohmann::json j =
       report_json(sc, kd, teacher.parameter_count(), student->parameter_count(), kd_seconds, rep.to_json());
   j.update({{"task", "lm"},
